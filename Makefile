@@ -1,0 +1,43 @@
+# aviator — two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit integration bench clean help
+
+help:
+	@echo "make run    set up .venv, start the plane with examples/quickstart.yaml applied"
+	@echo "make test   lint, type-check and run the whole test suite"
+	@echo "make bench  run the benchmarks (results go to docs/benchmarks.md by hand)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/aviator up --apply examples/quickstart.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+test: lint typecheck
+	$(BIN)/pytest tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/control_plane.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,187 @@
+"""The Kubernetes object envelope: metadata, owner references, conditions, names.
+
+Field names follow Kubernetes (camelCase on the wire, snake_case in Python).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "aviator.dev"
+API_VERSION = "v1alpha1"
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def dns1123_label_problem(value: str) -> str | None:
+    """Why ``value`` is not a DNS-1123 label, or None when it is one."""
+    if not value:
+        return "must not be empty"
+    if len(value) > 63:
+        return f"must be no more than 63 characters (got {len(value)})"
+    if not _DNS1123_LABEL.match(value):
+        return (
+            "a DNS-1123 label must consist of lower case alphanumeric characters or '-', "
+            "and must start and end with an alphanumeric character (e.g. 'my-name', or '123-abc')"
+        )
+    return None
+
+
+def dns1123_subdomain_problem(value: str) -> str | None:
+    """Why ``value`` is not a DNS-1123 subdomain, or None when it is one."""
+    if not value:
+        return "must not be empty"
+    if len(value) > 253:
+        return f"must be no more than 253 characters (got {len(value)})"
+    if not _DNS1123_SUBDOMAIN.match(value):
+        return (
+            "a DNS-1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+            "and must start and end with an alphanumeric character (e.g. 'example.com')"
+        )
+    return None
+
+
+def _check_label_key(key: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (problem := dns1123_subdomain_problem(prefix)):
+        return f"prefix {prefix!r}: {problem}"
+    if not name or len(name) > 63 or not _LABEL_VALUE.match(name):
+        return "name part must be 1-63 alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"
+    return None
+
+
+def _valid_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if problem := _check_label_key(key):
+            raise ValueError(f"invalid label key {key!r}: {problem}")
+        if len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise ValueError(
+                f"invalid label value {value!r} for {key!r}: must be at most 63 alphanumeric "
+                "characters, '-', '_' or '.', starting and ending with an alphanumeric character"
+            )
+    return labels
+
+
+def _valid_annotation_keys(annotations: dict[str, str]) -> dict[str, str]:
+    for key in annotations:
+        if problem := _check_label_key(key):
+            raise ValueError(f"invalid annotation key {key!r}: {problem}")
+    if sum(len(k) + len(v) for k, v in annotations.items()) > 256 * 1024:
+        raise ValueError("annotations must total at most 256 KiB")
+    return annotations
+
+
+class Model(BaseModel):
+    """Base for every wire model: camelCase aliases, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=False,
+        ser_json_timedelta="float",
+    )
+
+
+def now_utc() -> datetime:
+    """The one sanctioned wall clock for timestamps written into objects (second precision, as k8s)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, the way Kubernetes writes timestamps."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class OwnerReference(Model):
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    controller: bool | None = None
+    block_owner_deletion: bool | None = None
+
+
+class ObjectMeta(Model):
+    name: str = Field(default="", max_length=253)
+    namespace: str | None = None
+    uid: str | None = None
+    resource_version: str | None = None
+    generation: int | None = None
+    labels: Annotated[dict[str, str], AfterValidator(_valid_labels)] = Field(default_factory=dict)
+    annotations: Annotated[dict[str, str], AfterValidator(_valid_annotation_keys)] = Field(
+        default_factory=dict
+    )
+    creation_timestamp: datetime | None = None
+    deletion_timestamp: datetime | None = None
+    finalizers: list[str] = Field(default_factory=list)
+    owner_references: list[OwnerReference] = Field(default_factory=list)
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(Model):
+    """A Kubernetes-style condition (``metav1.Condition``)."""
+
+    type: str
+    status: ConditionStatus
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+def set_condition(
+    conditions: list[Condition],
+    *,
+    type: str,  # noqa: A002 - the Kubernetes field name
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+    observed_generation: int | None = None,
+) -> list[Condition]:
+    """Return ``conditions`` with ``type`` set; lastTransitionTime moves only when status changes."""
+    out: list[Condition] = []
+    found = False
+    for cond in conditions:
+        if cond.type != type:
+            out.append(cond)
+            continue
+        found = True
+        changed = cond.status != status
+        out.append(
+            Condition(
+                type=type,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now if changed else (cond.last_transition_time or now),
+                observed_generation=observed_generation,
+            )
+        )
+    if not found:
+        out.append(
+            Condition(
+                type=type,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=observed_generation,
+            )
+        )
+    return out
+
+
+def find_condition(conditions: list[Condition], type: str) -> Condition | None:  # noqa: A002
+    return next((c for c in conditions if c.type == type), None)

@@ -1,0 +1,141 @@
+"""``ModelDeployment``: a model to serve, and how many replicas of which engine serve it."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from aviator.api.meta import Model
+from aviator.api.resource import Resource, Status
+
+EngineName = Literal["auto", "sim", "vllm", "external"]
+"""``auto`` lets the plane choose an engine that fits the placement (the simulator when no
+accelerator is available); the others pin one."""
+
+Priority = Literal["critical", "standard", "sheddable"]
+
+
+class ModelRef(Model):
+    name: str = Field(
+        min_length=1,
+        max_length=256,
+        description="The served model name clients put in the OpenAI `model` field.",
+    )
+    source: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Where the weights come from, e.g. `hf://meta-llama/Llama-3.1-8B-Instruct`.",
+    )
+    digest: str | None = Field(
+        default=None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="Content digest the weights must match.",
+    )
+
+
+class SimulatorOptions(Model):
+    """Latency and capacity of the built-in simulator (engine ``sim``)."""
+
+    ttft_ms: float = Field(default=40.0, ge=0, le=600_000, description="Time to first token.")
+    itl_ms: float = Field(default=8.0, ge=0, le=60_000, description="Inter-token latency.")
+    max_num_seqs: int = Field(
+        default=64, ge=1, le=65_536, description="Sequences running at once; others wait."
+    )
+    max_waiting: int = Field(
+        default=1000, ge=0, le=1_000_000, description="Waiting-queue bound; beyond it, 503."
+    )
+
+
+class ExternalEndpoint(Model):
+    """An OpenAI-compatible server aviator does not run (engine ``external``)."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        max_length=2048,
+        description="Base URL, e.g. `http://10.0.0.5:8000` (without `/v1`).",
+    )
+
+
+class ReplicasSpec(Model):
+    min: int = Field(default=1, ge=0, le=10_000)
+    max: int | None = Field(default=None, ge=0, le=10_000, description="Defaults to `min`.")
+
+    @model_validator(mode="after")
+    def _max_at_least_min(self) -> ReplicasSpec:
+        if self.max is None:
+            self.max = self.min
+        elif self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be greater than or equal to min ({self.min})")
+        return self
+
+
+class ModelDeploymentSpec(Model):
+    model: ModelRef
+    engine: EngineName = "auto"
+    engine_args: list[str] = Field(
+        default_factory=list, max_length=256, description="Extra engine command-line arguments."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for engine processes."
+    )
+    simulator: SimulatorOptions | None = None
+    external: ExternalEndpoint | None = None
+    replicas: ReplicasSpec = Field(
+        default_factory=ReplicasSpec,
+        description="Replica count: an integer, or `{min, max}` bounds for autoscaling.",
+    )
+    priority: Priority = "standard"
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replicas_shorthand(cls, value: Any) -> Any:
+        # `replicas: 2` is the common case; store it in the canonical {min, max} form.
+        if isinstance(value, bool):
+            raise ValueError("expected an integer or an object with min/max")
+        if isinstance(value, int):
+            return {"min": value, "max": value}
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key or not (key[0].isalpha() or key[0] == "_") or not all(
+                ch.isalnum() or ch == "_" for ch in key
+            ):
+                raise ValueError(f"invalid environment variable name {key!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _engine_options(self) -> ModelDeploymentSpec:
+        if self.engine == "external" and self.external is None:
+            raise ValueError("engine 'external' requires `external.url`")
+        if self.engine != "external" and self.external is not None:
+            raise ValueError(f"`external` is only valid with engine 'external' (got {self.engine!r})")
+        if self.simulator is not None and self.engine not in ("sim", "auto"):
+            raise ValueError(f"`simulator` is only valid with engine 'sim' or 'auto' (got {self.engine!r})")
+        if self.engine in ("sim", "auto") and self.simulator is None:
+            self.simulator = SimulatorOptions()
+        return self
+
+
+class ReplicaEndpoint(Model):
+    replica: str
+    url: str
+
+
+class ModelDeploymentStatus(Status):
+    replicas: int = 0
+    """Replicas that exist (any phase)."""
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    """Replicas running the current template."""
+    endpoints: list[ReplicaEndpoint] = Field(default_factory=list)
+    """Base URLs of the Ready replicas."""
+
+
+class ModelDeployment(Resource[ModelDeploymentSpec, ModelDeploymentStatus]):
+    KIND: ClassVar[str] = "ModelDeployment"
+    kind: str = "ModelDeployment"
+    status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)

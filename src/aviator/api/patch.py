@@ -1,0 +1,20 @@
+"""JSON merge patch (RFC 7386), pure."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """Apply ``patch`` to ``target`` without mutating either: objects merge key by key, ``null``
+    deletes a key, anything else (arrays included) replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result

@@ -1,0 +1,73 @@
+"""One typed root of every tunable, made of per-subsystem dataclasses.
+
+Pure data: nothing here reads the environment or the disk. ``aviator up`` builds a ``Settings``
+from its flags and passes parts of it down explicitly; there are no module-level settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    host: str = "127.0.0.1"
+    """Loopback by default: the Control API holds the keys to the plane."""
+    port: int = 8081
+    max_body_bytes: int = 1 * 1024 * 1024
+    """Largest request body accepted (bytes). 1 MiB, well above any real object, like the
+    Kubernetes API server's 3 MiB etcd limit but tighter because nothing here is that big."""
+    watch_keepalive_s: float = 15.0
+    """Seconds between BOOKMARK events on an idle watch, so proxies and clients see liveness."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Largest inference request body (bytes); long prompts are big but not unbounded."""
+    connect_timeout_s: float = 2.0
+    read_timeout_s: float = 300.0
+    """Per-read upstream timeout: long enough for slow first tokens, never unbounded."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    watch_history: int = 10_000
+    """Events kept for watches that resume from a resourceVersion; older ones get 410 Gone."""
+    watcher_queue: int = 10_000
+    """Events buffered per watcher; a watcher that falls further behind is closed with 410."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    workers: int = 8
+    """Concurrent reconciles per controller (distinct keys only; one key never runs twice)."""
+    backoff_base_s: float = 0.05
+    backoff_max_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    probe_interval_s: float = 0.2
+    """Readiness probe period while a replica runs; bounds how fast the gateway learns of death."""
+    probe_timeout_s: float = 1.0
+    startup_timeout_s: float = 120.0
+    """How long a starting engine may take to become Ready before it is restarted."""
+    restart_backoff_base_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
+    stop_grace_s: float = 5.0
+    """SIGTERM, then this long, then SIGKILL."""
+    external_probe_interval_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path(".aviator")
+    api: ApiSettings = field(default_factory=ApiSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    controllers: ControllerSettings = field(default_factory=ControllerSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
