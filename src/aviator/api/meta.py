@@ -86,8 +86,7 @@ class Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
-        validate_assignment=False,
-        ser_json_timedelta="float",
+        use_attribute_docstrings=True,
     )
 
 
@@ -102,28 +101,45 @@ def format_time(value: datetime) -> str:
 
 
 class OwnerReference(Model):
+    """The object this one belongs to; deleting the owner deletes it (garbage collection)."""
+
     api_version: str
     kind: str
     name: str
     uid: str
+    """The owner's uid: a re-created owner of the same name does not adopt old dependents."""
     controller: bool | None = None
+    """True for the one owner that manages this object."""
     block_owner_deletion: bool | None = None
 
 
 class ObjectMeta(Model):
+    """Kubernetes object metadata. Server-owned fields are ignored on writes."""
+
     name: str = Field(default="", max_length=253)
+    """DNS-1123 name, unique per kind and namespace."""
     namespace: str | None = None
+    """Namespace (namespaced kinds); taken from the request path."""
     uid: str | None = None
+    """Server-owned: unique for the object's lifetime."""
     resource_version: str | None = None
+    """Server-owned: changes on every write; send it back to make an update conditional."""
     generation: int | None = None
+    """Server-owned: increases when ``spec`` changes (status writes do not count)."""
     labels: Annotated[dict[str, str], AfterValidator(_valid_labels)] = Field(default_factory=dict)
+    """Identifying key/value pairs for selection (``-l``)."""
     annotations: Annotated[dict[str, str], AfterValidator(_valid_annotation_keys)] = Field(
         default_factory=dict
     )
+    """Non-identifying metadata, 256 KiB in all."""
     creation_timestamp: datetime | None = None
+    """Server-owned."""
     deletion_timestamp: datetime | None = None
+    """Server-owned: set when deletion was requested while finalizers remain."""
     finalizers: list[str] = Field(default_factory=list)
+    """Cleanup that must finish before the object goes away."""
     owner_references: list[OwnerReference] = Field(default_factory=list)
+    """Owners; the object is deleted when its owner is."""
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -133,11 +149,16 @@ class Condition(Model):
     """A Kubernetes-style condition (``metav1.Condition``)."""
 
     type: str
+    """E.g. ``Available``, ``Progressing``, ``Degraded``, ``Ready``."""
     status: ConditionStatus
     reason: str = ""
+    """CamelCase, machine-readable cause of the last transition."""
     message: str = ""
+    """Human-readable detail."""
     last_transition_time: datetime | None = None
+    """When ``status`` last changed (not when the condition was last written)."""
     observed_generation: int | None = None
+    """The object's generation this condition was computed for."""
 
 
 def set_condition(

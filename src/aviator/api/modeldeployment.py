@@ -17,6 +17,8 @@ Priority = Literal["critical", "standard", "sheddable"]
 
 
 class ModelRef(Model):
+    """The model: its served name, and optionally where it comes from."""
+
     name: str = Field(
         min_length=1,
         max_length=256,
@@ -58,7 +60,9 @@ class ExternalEndpoint(Model):
 
 
 class ReplicasSpec(Model):
-    min: int = Field(default=1, ge=0, le=10_000)
+    """How many replicas: ``min`` is what runs today; ``max`` bounds a future autoscaler."""
+
+    min: int = Field(default=1, ge=0, le=10_000, description="Replicas to run.")
     max: int | None = Field(default=None, ge=0, le=10_000, description="Defaults to `min`.")
 
     @model_validator(mode="after")
@@ -71,8 +75,13 @@ class ReplicasSpec(Model):
 
 
 class ModelDeploymentSpec(Model):
+    """The desired state: a model, an engine, and how many replicas serve it."""
+
     model: ModelRef
+    """What to serve."""
     engine: EngineName = "auto"
+    """Model server: ``sim`` (built-in simulator), ``vllm`` (runs ``vllm serve``), ``external``
+    (an OpenAI-compatible URL aviator does not run), or ``auto`` (the plane chooses)."""
     engine_args: list[str] = Field(
         default_factory=list, max_length=256, description="Extra engine command-line arguments."
     )
@@ -80,12 +89,15 @@ class ModelDeploymentSpec(Model):
         default_factory=dict, description="Extra environment variables for engine processes."
     )
     simulator: SimulatorOptions | None = None
+    """Simulator settings (engines ``sim`` and ``auto``); defaulted when omitted."""
     external: ExternalEndpoint | None = None
+    """Required with engine ``external``."""
     replicas: ReplicasSpec = Field(
         default_factory=ReplicasSpec,
         description="Replica count: an integer, or `{min, max}` bounds for autoscaling.",
     )
     priority: Priority = "standard"
+    """Default request priority for this model: ``critical``, ``standard`` or ``sheddable``."""
 
     @field_validator("replicas", mode="before")
     @classmethod
@@ -122,10 +134,15 @@ class ModelDeploymentSpec(Model):
 
 class ReplicaEndpoint(Model):
     replica: str
+    """Replica name."""
     url: str
+    """Base URL of its OpenAI-compatible server."""
 
 
 class ModelDeploymentStatus(Status):
+    """Observed state. Conditions: ``Available`` (enough replicas Ready), ``Progressing``
+    (rollout state), ``Degraded`` (a replica is failing)."""
+
     replicas: int = 0
     """Replicas that exist (any phase)."""
     ready_replicas: int = 0

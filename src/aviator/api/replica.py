@@ -19,34 +19,48 @@ READY = "Ready"
 
 
 class ReplicaSpec(Model):
+    """One engine instance, as its owner's template rendered it."""
+
     model: ModelRef
     engine: ReplicaEngine
+    """The resolved engine (never ``auto``)."""
     engine_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     simulator: SimulatorOptions | None = None
     external: ExternalEndpoint | None = None
     node: str = "local"
+    """Where it runs; ``local`` is the machine of the embedded plane."""
     template_hash: str = ""
     """Hash of the owner's template this replica was made from; a change means replace."""
 
 
 class LastExit(Model):
+    """How the engine process last ended."""
+
     code: int | None = None
+    """Exit code, when it exited."""
     signal: int | None = None
+    """Signal number, when it was killed."""
     reason: str = ""
     finished_at: datetime | None = None
 
 
 class ReplicaStatus(Status):
+    """Observed state of the engine. Condition ``Ready``: the engine answers its readiness probe
+    (the gateway routes only to Ready replicas)."""
+
     phase: ReplicaPhase = "Pending"
     endpoint: str | None = None
     """Base URL (``http://host:port``) of the OpenAI-compatible server."""
     pid: int | None = None
+    """Process id of the engine (local runtime)."""
     port: int | None = None
     restarts: int = 0
+    """Times the engine was restarted after exiting or failing to become ready."""
     started_at: datetime | None = None
     last_exit: LastExit | None = None
     message: str = ""
+    """Human-readable detail of the current phase."""
 
 
 class Replica(Resource[ReplicaSpec, ReplicaStatus]):

@@ -16,6 +16,7 @@ class Status(Model):
     """Base of every kind's status: the generation last acted on, and conditions."""
 
     observed_generation: int | None = None
+    """The generation the controller last acted on."""
     conditions: list[Condition] = Field(default_factory=list)
 
 

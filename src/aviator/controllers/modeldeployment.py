@@ -1,0 +1,53 @@
+"""The ModelDeployment controller: owned Replicas to match ``spec``, and a true ``status``."""
+
+from __future__ import annotations
+
+import logging
+
+from aviator.api import errors, kinds
+from aviator.api.modeldeployment import ModelDeployment
+from aviator.api.meta import now_utc
+from aviator.cache import ObjectKey, Reflector
+from aviator.controllers import plans
+from aviator.controllers.reconcile import Result
+from aviator.store.protocol import Store
+
+log = logging.getLogger("aviator.controllers.modeldeployment")
+
+
+class ModelDeploymentReconciler:
+    def __init__(self, *, store: Store, deployments: Reflector, replicas: Reflector) -> None:
+        self._store = store
+        self._deployments = deployments
+        self._replicas = replicas
+
+    async def reconcile(self, key: ObjectKey) -> Result:
+        raw = self._deployments.get(key)
+        if raw is None:
+            return Result()  # deleted: the store's ownerReference cascade removes the replicas
+        md = ModelDeployment.from_raw(raw)
+        if md.metadata.deletion_timestamp is not None:
+            return Result()
+        namespace = md.namespace
+        siblings = [r for (ns, _), r in self._replicas.cache.items() if ns == namespace]
+        owned = plans.owned_by(md, siblings)
+        plan = plans.plan_replicas(md, owned)
+
+        for replica in plan.create:
+            try:
+                await self._store.create(kinds.REPLICA, replica.to_raw())
+                log.info("created replica %s/%s", namespace, replica.name)
+            except errors.AlreadyExists:
+                pass  # created by an earlier attempt whose event has not reached the cache yet
+        for name in plan.delete:
+            try:
+                await self._store.delete(kinds.REPLICA, namespace, name)
+                log.info("deleting replica %s/%s", namespace, name)
+            except errors.NotFound:
+                pass
+
+        status = plans.deployment_status(md, owned, template_hash=plan.template_hash, now=now_utc())
+        if status != md.status:
+            updated = md.model_copy(update={"status": status})
+            await self._store.replace_status(kinds.MODEL_DEPLOYMENT, updated.to_raw())
+        return Result()

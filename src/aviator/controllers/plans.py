@@ -1,0 +1,193 @@
+"""Pure planning for ModelDeployments: which Replicas should exist, and what status says.
+
+No I/O here: functions take typed objects and ``now`` and return plans, so every rule is unit-
+and property-tested without a store or a process.
+
+Rollout: a template change (model, engine, args, env, engine options) produces a new template
+hash and new replica names (``<deployment>-<hash>-<index>``, deterministic so a crash between
+"create" and "record" can never produce a duplicate). Outdated replicas are removed only once the
+current template has all desired replicas Ready (a surge rollout, never below availability), or
+immediately when the deployment scales to zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from aviator.api.meta import GROUP_VERSION, Condition, ObjectMeta, OwnerReference, find_condition, set_condition
+from aviator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus, ReplicaEndpoint
+from aviator.api.replica import READY, Replica, ReplicaEngine, ReplicaSpec
+
+LABEL_DEPLOYMENT = "aviator.dev/model-deployment"
+LABEL_TEMPLATE_HASH = "aviator.dev/template-hash"
+RUNTIME_FINALIZER = "aviator.dev/runtime"
+
+AVAILABLE = "Available"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+
+
+def resolve_engine(md: ModelDeployment) -> ReplicaEngine:
+    """``auto`` → the simulator until placement knows of accelerators (a later issue)."""
+    engine = md.spec.engine
+    return "sim" if engine == "auto" else engine
+
+
+def replica_template(md: ModelDeployment) -> ReplicaSpec:
+    spec = md.spec
+    return ReplicaSpec(
+        model=spec.model,
+        engine=resolve_engine(md),
+        engine_args=list(spec.engine_args),
+        env=dict(spec.env),
+        simulator=spec.simulator,
+        external=spec.external,
+    )
+
+
+def template_hash(template: ReplicaSpec) -> str:
+    canonical = orjson.dumps(template.model_dump(mode="json", by_alias=True, exclude_none=True),
+                             option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:8]
+
+
+def replica_name(md_name: str, hash_: str, index: int) -> str:
+    return f"{md_name}-{hash_}-{index}"
+
+
+def is_ready(replica: Replica) -> bool:
+    cond = find_condition(replica.status.conditions, READY)
+    return (
+        cond is not None
+        and cond.status == "True"
+        and replica.status.endpoint is not None
+        and replica.metadata.deletion_timestamp is None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPlan:
+    create: tuple[Replica, ...]
+    delete: tuple[str, ...]
+    """Names of replicas to delete."""
+    template_hash: str
+    desired: int
+
+
+def plan_replicas(md: ModelDeployment, owned: list[Replica]) -> ReplicaPlan:
+    """Replicas to create and delete so that ``owned`` converges on ``md``'s desired state."""
+    template = replica_template(md)
+    hash_ = template_hash(template)
+    desired = md.spec.replicas.min
+    live = [r for r in owned if r.metadata.deletion_timestamp is None]
+    current = {r.name: r for r in live if r.spec.template_hash == hash_}
+    wanted = [replica_name(md.name, hash_, i) for i in range(desired)]
+
+    creates = tuple(
+        new_replica(md, template=template, hash_=hash_, name=name) for name in wanted if name not in current
+    )
+    deletes = [name for name in current if name not in wanted]
+    outdated = [r.name for r in live if r.spec.template_hash != hash_]
+    current_ready = sum(1 for name in wanted if name in current and is_ready(current[name]))
+    if outdated and (desired == 0 or current_ready >= desired):
+        deletes.extend(outdated)
+    return ReplicaPlan(create=creates, delete=tuple(sorted(deletes)), template_hash=hash_, desired=desired)
+
+
+def new_replica(md: ModelDeployment, *, template: ReplicaSpec, hash_: str, name: str) -> Replica:
+    spec = template.model_copy(update={"template_hash": hash_})
+    return Replica(
+        metadata=ObjectMeta(
+            name=name,
+            namespace=md.namespace,
+            labels={**md.metadata.labels, LABEL_DEPLOYMENT: md.name, LABEL_TEMPLATE_HASH: hash_},
+            finalizers=[RUNTIME_FINALIZER],
+            owner_references=[
+                OwnerReference(
+                    api_version=GROUP_VERSION,
+                    kind=md.kind,
+                    name=md.name,
+                    uid=md.metadata.uid or "",
+                    controller=True,
+                    block_owner_deletion=True,
+                )
+            ],
+        ),
+        spec=spec,
+    )
+
+
+def owned_by(md: ModelDeployment, replicas: list[dict[str, Any]]) -> list[Replica]:
+    uid = md.metadata.uid
+    out = []
+    for raw in replicas:
+        refs = raw["metadata"].get("ownerReferences") or ()
+        if any(ref.get("uid") == uid and ref.get("controller") for ref in refs):
+            out.append(Replica.from_raw(raw))
+    return out
+
+
+def deployment_status(
+    md: ModelDeployment, owned: list[Replica], *, template_hash: str, now: datetime
+) -> ModelDeploymentStatus:
+    """The status ``md`` should show given its replicas as observed."""
+    desired = md.spec.replicas.min
+    live = sorted((r for r in owned if r.metadata.deletion_timestamp is None), key=lambda r: r.name)
+    ready = [r for r in live if is_ready(r)]
+    updated = [r for r in live if r.spec.template_hash == template_hash]
+    updated_ready = [r for r in updated if is_ready(r)]
+    failing = [r for r in live if r.status.phase == "Failed" or (r.status.restarts > 0 and not is_ready(r))]
+    generation = md.metadata.generation
+    conditions: list[Condition] = list(md.status.conditions)
+
+    if len(ready) >= desired:
+        conditions = set_condition(
+            conditions, type=AVAILABLE, status="True", reason="MinimumReplicasAvailable",
+            message=f"{len(ready)}/{desired} replicas ready", now=now, observed_generation=generation,
+        )
+    else:
+        conditions = set_condition(
+            conditions, type=AVAILABLE, status="False", reason="MinimumReplicasUnavailable",
+            message=f"{len(ready)}/{desired} replicas ready", now=now, observed_generation=generation,
+        )
+    rollout_done = len(updated_ready) >= desired and len(live) == desired
+    conditions = set_condition(
+        conditions,
+        type=PROGRESSING,
+        status="True",
+        reason="NewReplicasAvailable" if rollout_done else "ReplicasUpdating",
+        message=(
+            f"all {desired} replicas run the current template"
+            if rollout_done
+            else f"{len(updated_ready)}/{desired} current replicas ready, {len(live)} replicas exist"
+        ),
+        now=now,
+        observed_generation=generation,
+    )
+    if failing:
+        worst = failing[0]
+        detail = worst.status.message or (worst.status.last_exit.reason if worst.status.last_exit else "")
+        conditions = set_condition(
+            conditions, type=DEGRADED, status="True", reason="ReplicaFailing",
+            message=f"replica {worst.name} is {worst.status.phase.lower()} after {worst.status.restarts} "
+            f"restart(s){': ' + detail if detail else ''}",
+            now=now, observed_generation=generation,
+        )
+    else:
+        conditions = set_condition(
+            conditions, type=DEGRADED, status="False", reason="AsExpected", message="",
+            now=now, observed_generation=generation,
+        )
+    return ModelDeploymentStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        replicas=len(live),
+        ready_replicas=len(ready),
+        updated_replicas=len(updated),
+        endpoints=[ReplicaEndpoint(replica=r.name, url=r.status.endpoint or "") for r in ready],
+    )
