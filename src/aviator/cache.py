@@ -28,7 +28,9 @@ def key_of(obj: dict[str, Any]) -> ObjectKey:
 
 
 class ListWatch(Protocol):
-    async def list(self, kind: KindInfo, *, namespace: str | None = None) -> tuple[list[dict[str, Any]], str]: ...
+    async def list(
+        self, kind: KindInfo, *, namespace: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]: ...
 
     def watch(
         self, kind: KindInfo, *, namespace: str | None = None, resource_version: str | None = None
@@ -85,7 +87,7 @@ class Reflector:
             except errors.Gone:
                 self._log.info("watch of %s expired; relisting", self._kind.plural)
                 self.resource_version = ""
-            except Exception as exc:  # noqa: BLE001 - any failure means: back off, relist
+            except Exception as exc:
                 failures += 1
                 delay = min(self._backoff_max_s, self._backoff_base_s * 2 ** min(failures - 1, 16))
                 self._log.warning(

@@ -49,7 +49,9 @@ def _raise_for(response: httpx.Response) -> None:
     if isinstance(body, dict) and body.get("kind") == "Status":
         raise errors.from_status(body, fallback_code=response.status_code)
     text = response.text[:256]
-    raise errors.from_status({"code": response.status_code, "message": text or response.reason_phrase})
+    raise errors.from_status(
+        {"code": response.status_code, "message": text or response.reason_phrase}
+    )
 
 
 class Client:
@@ -72,7 +74,10 @@ class Client:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
@@ -91,14 +96,20 @@ class Client:
         content = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": content_type} if content is not None else None
         try:
-            response = await self._http.request(method, path, params=params, content=content, headers=headers)
+            response = await self._http.request(
+                method, path, params=params, content=content, headers=headers
+            )
         except httpx.TransportError as exc:
-            raise Unavailable(f"cannot reach the Control API at {self._http.base_url}: {exc}") from exc
+            raise Unavailable(
+                f"cannot reach the Control API at {self._http.base_url}: {exc}"
+            ) from exc
         _raise_for(response)
         result: dict[str, Any] = orjson.loads(response.content)
         return result
 
-    async def get(self, kind: KindInfo, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+    async def get(
+        self, kind: KindInfo, name: str, *, namespace: str | None = None
+    ) -> dict[str, Any]:
         return await self._request("GET", object_path(kind, namespace, name))
 
     async def list(
@@ -106,30 +117,47 @@ class Client:
     ) -> tuple[list[dict[str, Any]], str]:
         params = {"labelSelector": selector} if selector else None
         body = await self._request("GET", collection_path(kind, namespace), params=params)
-        return list(body.get("items") or []), str(body.get("metadata", {}).get("resourceVersion", ""))
+        return list(body.get("items") or []), str(
+            body.get("metadata", {}).get("resourceVersion", "")
+        )
 
-    async def create(self, kind: KindInfo, obj: dict[str, Any], *, namespace: str | None = None) -> dict[str, Any]:
-        ns = namespace or obj.get("metadata", {}).get("namespace") or ("default" if kind.namespaced else None)
+    async def create(
+        self, kind: KindInfo, obj: dict[str, Any], *, namespace: str | None = None
+    ) -> dict[str, Any]:
+        ns = (
+            namespace
+            or obj.get("metadata", {}).get("namespace")
+            or ("default" if kind.namespaced else None)
+        )
         return await self._request("POST", collection_path(kind, ns), body=obj)
 
-    async def replace(self, kind: KindInfo, obj: dict[str, Any], *, namespace: str | None = None) -> dict[str, Any]:
+    async def replace(
+        self, kind: KindInfo, obj: dict[str, Any], *, namespace: str | None = None
+    ) -> dict[str, Any]:
         meta = obj.get("metadata", {})
         ns = namespace or meta.get("namespace") or ("default" if kind.namespaced else None)
         return await self._request("PUT", object_path(kind, ns, meta["name"]), body=obj)
 
     async def replace_status(self, kind: KindInfo, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
-        return await self._request("PUT", object_path(kind, meta.get("namespace"), meta["name"]) + "/status", body=obj)
+        return await self._request(
+            "PUT", object_path(kind, meta.get("namespace"), meta["name"]) + "/status", body=obj
+        )
 
     async def patch(
         self, kind: KindInfo, name: str, patch: dict[str, Any], *, namespace: str | None = None
     ) -> dict[str, Any]:
         """JSON merge patch (RFC 7386)."""
         return await self._request(
-            "PATCH", object_path(kind, namespace, name), body=patch, content_type="application/merge-patch+json"
+            "PATCH",
+            object_path(kind, namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
         )
 
-    async def delete(self, kind: KindInfo, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+    async def delete(
+        self, kind: KindInfo, name: str, *, namespace: str | None = None
+    ) -> dict[str, Any]:
         return await self._request("DELETE", object_path(kind, namespace, name))
 
     async def openapi(self) -> dict[str, Any]:

@@ -23,14 +23,17 @@ class FakeSource:
         self.later: list[tuple[dict[str, dict[str, Any]], int]] = []
         """States (objects, rv) that successive relists see, after the first list."""
 
-    async def list(self, kind: Any, *, namespace: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    async def list(
+        self, kind: Any, *, namespace: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
         self.lists += 1
         if self.lists > 1 and self.later:
             self.state, self.rv = self.later.pop(0)
         return list(self.state.values()), str(self.rv)
 
-    async def watch(self, kind: Any, *, namespace: str | None = None,
-                    resource_version: str | None = None) -> AsyncIterator[WatchEvent]:
+    async def watch(
+        self, kind: Any, *, namespace: str | None = None, resource_version: str | None = None
+    ) -> AsyncIterator[WatchEvent]:
         self.watch_from.append(resource_version)
         if not self.streams:
             await asyncio.Event().wait()
@@ -54,7 +57,9 @@ async def test_list_then_watch_then_relist_on_gone_emits_the_missed_changes() ->
         if len(seen) == 5:
             relisted.set()
 
-    reflector = Reflector(source=source, kind=kinds.REPLICA, on_event=on_event, backoff_base_s=0.001)
+    reflector = Reflector(
+        source=source, kind=kinds.REPLICA, on_event=on_event, backoff_base_s=0.001
+    )
     # What the relist after Gone will see: b deleted, c added, a unchanged since rv 3.
     source.later = [({"a": obj("a", 3), "c": obj("c", 5)}, 5)]
     task = asyncio.create_task(reflector.run())
@@ -62,7 +67,11 @@ async def test_list_then_watch_then_relist_on_gone_emits_the_missed_changes() ->
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert seen == [
-        ("ADDED", "a", "1"), ("ADDED", "b", "2"), ("MODIFIED", "a", "3"), ("DELETED", "b", "2"), ("ADDED", "c", "5"),
+        ("ADDED", "a", "1"),
+        ("ADDED", "b", "2"),
+        ("MODIFIED", "a", "3"),
+        ("DELETED", "b", "2"),
+        ("ADDED", "c", "5"),
     ]
     assert set(reflector.cache) == {("default", "a"), ("default", "c")}
     assert source.watch_from[:2] == ["2", "5"]
@@ -72,8 +81,15 @@ async def test_a_cleanly_ended_watch_resumes_from_the_last_version_without_relis
     source = FakeSource()
     source.state = {"a": obj("a", 1)}
     source.rv = 1
-    source.streams = [([{"type": "ADDED", "object": obj("b", 4)},
-                        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}}], None)]
+    source.streams = [
+        (
+            [
+                {"type": "ADDED", "object": obj("b", 4)},
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}},
+            ],
+            None,
+        )
+    ]
     reflector = Reflector(source=source, kind=kinds.REPLICA, on_event=lambda t, o: None)
     task = asyncio.create_task(reflector.run())
     for _ in range(100):
@@ -89,7 +105,9 @@ async def test_a_cleanly_ended_watch_resumes_from_the_last_version_without_relis
 async def test_errors_back_off_and_relist() -> None:
     source = FakeSource()
     source.streams = [([], ConnectionError("dropped"))]
-    reflector = Reflector(source=source, kind=kinds.REPLICA, on_event=lambda t, o: None, backoff_base_s=0.001)
+    reflector = Reflector(
+        source=source, kind=kinds.REPLICA, on_event=lambda t, o: None, backoff_base_s=0.001
+    )
     task = asyncio.create_task(reflector.run())
     for _ in range(100):
         if source.lists >= 2:

@@ -35,7 +35,9 @@ def _describe_input(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def errors_from_pydantic(exc: ValidationError, *, prefix: tuple[str, ...] = ()) -> tuple[FieldError, ...]:
+def errors_from_pydantic(
+    exc: ValidationError, *, prefix: tuple[str, ...] = ()
+) -> tuple[FieldError, ...]:
     causes: list[FieldError] = []
     for err in exc.errors(include_url=False):
         path = field_path((*prefix, *err["loc"]))
@@ -76,7 +78,9 @@ def admit(
         raise BadRequest(f"expected a JSON object for {kind.kind}, got {type(body).__name__}")
     causes: list[FieldError] = []
     if body.get("apiVersion", GROUP_VERSION) != GROUP_VERSION:
-        causes.append(FieldError("apiVersion", f"expected {GROUP_VERSION!r}, got {body.get('apiVersion')!r}"))
+        causes.append(
+            FieldError("apiVersion", f"expected {GROUP_VERSION!r}, got {body.get('apiVersion')!r}")
+        )
     if body.get("kind", kind.kind) != kind.kind:
         causes.append(FieldError("kind", f"expected {kind.kind!r}, got {body.get('kind')!r}"))
     metadata = body.get("metadata")
@@ -84,7 +88,13 @@ def admit(
         raise Invalid(
             f"{kind.kind} is invalid",
             kind=kind.kind,
-            causes=(FieldError("metadata", "required value: an object with at least `name`", "FieldValueRequired"),),
+            causes=(
+                FieldError(
+                    "metadata",
+                    "required value: an object with at least `name`",
+                    "FieldValueRequired",
+                ),
+            ),
         )
     obj_name = metadata.get("name")
     if not isinstance(obj_name, str) or not obj_name:
@@ -93,15 +103,26 @@ def admit(
     elif (bad := validate_name(obj_name, kind=kind)) is not None:
         causes.append(bad)
     if name is not None and obj_name is not None and obj_name != name:
-        causes.append(FieldError("metadata.name", f"must match the name in the path ({name!r}), got {obj_name!r}"))
+        causes.append(
+            FieldError(
+                "metadata.name", f"must match the name in the path ({name!r}), got {obj_name!r}"
+            )
+        )
     obj_ns = metadata.get("namespace")
     if kind.namespaced:
         if obj_ns is not None and obj_ns != namespace:
             causes.append(
-                FieldError("metadata.namespace", f"must match the namespace in the path ({namespace!r}), got {obj_ns!r}")
+                FieldError(
+                    "metadata.namespace",
+                    f"must match the namespace in the path ({namespace!r}), got {obj_ns!r}",
+                )
             )
     elif obj_ns:
-        causes.append(FieldError("metadata.namespace", f"{kind.kind} is cluster-scoped and takes no namespace"))
+        causes.append(
+            FieldError(
+                "metadata.namespace", f"{kind.kind} is cluster-scoped and takes no namespace"
+            )
+        )
 
     candidate = {**body, "apiVersion": GROUP_VERSION, "kind": kind.kind}
     candidate["metadata"] = {**metadata, "namespace": namespace if kind.namespaced else None}
@@ -109,7 +130,11 @@ def admit(
     try:
         model = kind.model.model_validate(candidate)
     except ValidationError as exc:
-        causes.extend(c for c in errors_from_pydantic(exc) if c.field != "metadata.name" or obj_name is not None)
+        causes.extend(
+            c
+            for c in errors_from_pydantic(exc)
+            if c.field != "metadata.name" or obj_name is not None
+        )
         model = None
     if causes or model is None:
         raise Invalid(
@@ -124,7 +149,9 @@ def admit(
 def admit_status(body: Any, *, kind: KindInfo, current: dict[str, Any]) -> dict[str, Any]:
     """Validate a status write: returns ``current`` with only its status replaced."""
     if not isinstance(body, dict):
-        raise BadRequest(f"expected a JSON object for {kind.kind} status, got {type(body).__name__}")
+        raise BadRequest(
+            f"expected a JSON object for {kind.kind} status, got {type(body).__name__}"
+        )
     status = body.get("status", {})
     candidate = {**current, "status": status}
     try:

@@ -150,8 +150,19 @@ class InternalError(ApiError):
 _BY_REASON: dict[tuple[int, str], type[ApiError]] = {
     (cls.code, cls.reason): cls
     for cls in (
-        BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, AlreadyExists, Conflict,
-        Gone, RequestEntityTooLarge, UnsupportedMediaType, Invalid, TooManyRequests, InternalError,
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        MethodNotAllowed,
+        AlreadyExists,
+        Conflict,
+        Gone,
+        RequestEntityTooLarge,
+        UnsupportedMediaType,
+        Invalid,
+        TooManyRequests,
+        InternalError,
     )
 }
 _BY_CODE: dict[int, type[ApiError]] = {}

@@ -85,7 +85,9 @@ def parse(text: str | None) -> Selector:
             bang, key, op, values = m.groups()
             if op:
                 if bang:
-                    raise BadRequest(f"invalid label selector clause {clause!r}: '!' cannot be combined with {op}")
+                    raise BadRequest(
+                        f"invalid label selector clause {clause!r}: '!' cannot be combined with {op}"
+                    )
                 vals = frozenset(v.strip() for v in values.split(",") if v.strip())
                 reqs.append(Requirement(key, "in" if op == "in" else "notin", vals))
             else:

@@ -17,7 +17,9 @@ API_VERSION = "v1alpha1"
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -54,7 +56,10 @@ def _check_label_key(key: str) -> str | None:
     if prefix and (problem := dns1123_subdomain_problem(prefix)):
         return f"prefix {prefix!r}: {problem}"
     if not name or len(name) > 63 or not _LABEL_VALUE.match(name):
-        return "name part must be 1-63 alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"
+        return (
+            "name part must be 1-63 alphanumeric characters, '-', '_' or '.', "
+            "starting and ending with an alphanumeric character"
+        )
     return None
 
 
@@ -164,7 +169,7 @@ class Condition(Model):
 def set_condition(
     conditions: list[Condition],
     *,
-    type: str,  # noqa: A002 - the Kubernetes field name
+    type: str,
     status: ConditionStatus,
     reason: str,
     message: str,
@@ -204,5 +209,5 @@ def set_condition(
     return out
 
 
-def find_condition(conditions: list[Condition], type: str) -> Condition | None:  # noqa: A002
+def find_condition(conditions: list[Condition], type: str) -> Condition | None:
     return next((c for c in conditions if c.type == type), None)

@@ -113,8 +113,10 @@ class ModelDeploymentSpec(Model):
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not key or not (key[0].isalpha() or key[0] == "_") or not all(
-                ch.isalnum() or ch == "_" for ch in key
+            if (
+                not key
+                or not (key[0].isalpha() or key[0] == "_")
+                or not all(ch.isalnum() or ch == "_" for ch in key)
             ):
                 raise ValueError(f"invalid environment variable name {key!r}")
         return value
@@ -124,9 +126,13 @@ class ModelDeploymentSpec(Model):
         if self.engine == "external" and self.external is None:
             raise ValueError("engine 'external' requires `external.url`")
         if self.engine != "external" and self.external is not None:
-            raise ValueError(f"`external` is only valid with engine 'external' (got {self.engine!r})")
+            raise ValueError(
+                f"`external` is only valid with engine 'external' (got {self.engine!r})"
+            )
         if self.simulator is not None and self.engine not in ("sim", "auto"):
-            raise ValueError(f"`simulator` is only valid with engine 'sim' or 'auto' (got {self.engine!r})")
+            raise ValueError(
+                f"`simulator` is only valid with engine 'sim' or 'auto' (got {self.engine!r})"
+            )
         if self.engine in ("sim", "auto") and self.simulator is None:
             self.simulator = SimulatorOptions()
         return self

@@ -91,7 +91,9 @@ def _render_model(model: type[BaseModel], out: list[str], seen: set[type[BaseMod
         if name in ("api_version", "kind"):
             continue
         alias = info.alias or name
-        out.append(f"| `{alias}` | {_type_name(info.annotation)} | {_default(info)} | {_field_doc(model, name, info)} |")
+        out.append(
+            f"| `{alias}` | {_type_name(info.annotation)} | {_default(info)} | {_field_doc(model, name, info)} |"
+        )
         nested += _nested_models(info.annotation)
     out.append("")
     for sub in nested:

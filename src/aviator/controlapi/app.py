@@ -23,7 +23,7 @@ from aviator.store.protocol import Store, WatchEvent
 
 log = logging.getLogger("aviator.controlapi")
 
-STORE: web.AppKey[Store] = web.AppKey("store", Store)  # type: ignore[type-abstract]
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
 SETTINGS = web.AppKey("settings", ApiSettings)
 TOKEN = web.AppKey("token", bytes)
 OPENAPI = web.AppKey("openapi", bytes)
@@ -39,7 +39,10 @@ def _status_response(err: errors.ApiError) -> web.Response:
     if err.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(err.retry_after)))
     return web.Response(
-        body=orjson.dumps(err.to_status()), status=err.code, content_type="application/json", headers=headers
+        body=orjson.dumps(err.to_status()),
+        status=err.code,
+        content_type="application/json",
+        headers=headers,
     )
 
 
@@ -50,13 +53,19 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except errors.ApiError as err:
         return _status_response(err)
     except web.HTTPRequestEntityTooLarge as exc:
-        return _status_response(errors.RequestEntityTooLarge(
-            f"request body exceeds the limit of {exc.max_size} bytes"  # type: ignore[attr-defined]
-        ))
+        return _status_response(
+            errors.RequestEntityTooLarge(
+                f"request body exceeds the limit of {exc.max_size} bytes"  # type: ignore[attr-defined]
+            )
+        )
     except web.HTTPNotFound:
-        return _status_response(errors.NotFound(f"the server could not find the requested resource {request.path!r}"))
+        return _status_response(
+            errors.NotFound(f"the server could not find the requested resource {request.path!r}")
+        )
     except web.HTTPMethodNotAllowed as exc:
-        return _status_response(errors.MethodNotAllowed(f"method {exc.method} is not allowed on {request.path!r}"))
+        return _status_response(
+            errors.MethodNotAllowed(f"method {exc.method} is not allowed on {request.path!r}")
+        )
     except web.HTTPException:
         raise
     except asyncio.CancelledError:
@@ -71,7 +80,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented:
-        raise errors.Unauthorized("missing bearer token: send 'Authorization: Bearer <admin token>'")
+        raise errors.Unauthorized(
+            "missing bearer token: send 'Authorization: Bearer <admin token>'"
+        )
     if not hmac.compare_digest(presented.strip().encode(), request.app[TOKEN]):
         raise errors.Unauthorized("invalid token")
     return await handler(request)
@@ -80,12 +91,19 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 async def _read_body(request: web.Request) -> Any:
     limit = request.app[SETTINGS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise errors.RequestEntityTooLarge(f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes")
+        raise errors.RequestEntityTooLarge(
+            f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes"
+        )
     raw = await request.read()
     if not raw.strip():
         raise errors.BadRequest("request body is empty")
     ctype = request.content_type
-    if ctype in ("application/json", "application/merge-patch+json", "application/octet-stream", ""):
+    if ctype in (
+        "application/json",
+        "application/merge-patch+json",
+        "application/octet-stream",
+        "",
+    ):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -108,7 +126,9 @@ def _scope(request: web.Request) -> tuple[KindInfo, str | None]:
     if namespace is not None and (problem := dns1123_label_problem(namespace)):
         raise errors.BadRequest(f"invalid namespace {namespace!r}: {problem}")
     if info.namespaced and namespace is None and request.method != "GET":
-        raise errors.MethodNotAllowed(f"{info.plural} are namespaced: use /namespaces/{{namespace}}/{info.plural}")
+        raise errors.MethodNotAllowed(
+            f"{info.plural} are namespaced: use /namespaces/{{namespace}}/{info.plural}"
+        )
     return info, namespace
 
 
@@ -123,14 +143,24 @@ async def list_or_watch(request: web.Request) -> web.StreamResponse:
     if request.query.get("watch", "").lower() in ("1", "true"):
         return await _watch(request, info, namespace, selector)
     items, rv = await store.list(info, namespace=namespace, selector=selector)
-    return _json({"apiVersion": info.api_version, "kind": info.list_kind,
-                  "metadata": {"resourceVersion": rv}, "items": items})
+    return _json(
+        {
+            "apiVersion": info.api_version,
+            "kind": info.list_kind,
+            "metadata": {"resourceVersion": rv},
+            "items": items,
+        }
+    )
 
 
-async def _watch(request: web.Request, info: KindInfo, namespace: str | None, selector: labels.Selector) -> web.StreamResponse:
+async def _watch(
+    request: web.Request, info: KindInfo, namespace: str | None, selector: labels.Selector
+) -> web.StreamResponse:
     store = request.app[STORE]
     resource_version = request.query.get("resourceVersion") or None
-    events = store.watch(info, namespace=namespace, resource_version=resource_version, selector=selector)
+    events = store.watch(
+        info, namespace=namespace, resource_version=resource_version, selector=selector
+    )
     queue: asyncio.Queue[WatchEvent | BaseException] = asyncio.Queue(maxsize=1)
 
     async def pump() -> None:
@@ -142,14 +172,18 @@ async def _watch(request: web.Request, info: KindInfo, namespace: str | None, se
         except errors.ApiError as exc:
             await queue.put(exc)
 
-    response = web.StreamResponse(headers={"Content-Type": "application/json", "Cache-Control": "no-cache"})
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
+    )
     pump_task = asyncio.create_task(pump(), name=f"watch pump {info.plural}")
     last_rv = resource_version or store.resource_version
     keepalive = request.app[SETTINGS].watch_keepalive_s
     try:
         # A too-old resourceVersion fails before any byte: answer it as a plain 410.
         try:
-            first: WatchEvent | BaseException | None = await asyncio.wait_for(queue.get(), timeout=0.05)
+            first: WatchEvent | BaseException | None = await asyncio.wait_for(
+                queue.get(), timeout=0.05
+            )
         except TimeoutError:
             first = None
         if isinstance(first, errors.ApiError):
@@ -161,18 +195,27 @@ async def _watch(request: web.Request, info: KindInfo, namespace: str | None, se
                 try:
                     pending = await asyncio.wait_for(queue.get(), timeout=keepalive)
                 except TimeoutError:
-                    bookmark = {"apiVersion": info.api_version, "kind": info.kind,
-                                "metadata": {"resourceVersion": last_rv}}
-                    await response.write(orjson.dumps({"type": "BOOKMARK", "object": bookmark}) + b"\n")
+                    bookmark = {
+                        "apiVersion": info.api_version,
+                        "kind": info.kind,
+                        "metadata": {"resourceVersion": last_rv},
+                    }
+                    await response.write(
+                        orjson.dumps({"type": "BOOKMARK", "object": bookmark}) + b"\n"
+                    )
                     continue
-            if isinstance(pending, errors.ApiError):
-                await response.write(orjson.dumps({"type": "ERROR", "object": pending.to_status()}) + b"\n")
+            item, pending = pending, None
+            if isinstance(item, errors.ApiError):
+                await response.write(
+                    orjson.dumps({"type": "ERROR", "object": item.to_status()}) + b"\n"
+                )
                 break
-            if isinstance(pending, BaseException):
-                raise pending
-            last_rv = pending["object"].get("metadata", {}).get("resourceVersion", last_rv)
-            await response.write(orjson.dumps(pending) + b"\n")
-            pending = None
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                continue
+            last_rv = item["object"].get("metadata", {}).get("resourceVersion", last_rv)
+            await response.write(orjson.dumps(item) + b"\n")
     except (ConnectionResetError, ConnectionError):
         pass  # the watcher went away
     finally:
@@ -228,13 +271,19 @@ async def patch(request: web.Request) -> web.Response:
         except errors.Conflict:
             if pinned:
                 raise
-    raise errors.Conflict(f"{info.kind} {name!r} kept changing; patch not applied", kind=info.kind, name=name)
+    raise errors.Conflict(
+        f"{info.kind} {name!r} kept changing; patch not applied", kind=info.kind, name=name
+    )
 
 
 async def delete(request: web.Request) -> web.Response:
     info, namespace = _scope(request)
     rv = request.query.get("resourceVersion") or None
-    return _json(await request.app[STORE].delete(info, namespace, request.match_info["name"], resource_version=rv))
+    return _json(
+        await request.app[STORE].delete(
+            info, namespace, request.match_info["name"], resource_version=rv
+        )
+    )
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -249,7 +298,9 @@ async def replace_status(request: web.Request) -> web.Response:
     current = await store.get(info, namespace, name)
     obj = admission.admit_status(body, kind=info, current=current)
     if isinstance(body, dict) and isinstance(body.get("metadata"), dict):
-        obj["metadata"]["resourceVersion"] = body["metadata"].get("resourceVersion") or current["metadata"]["resourceVersion"]
+        obj["metadata"]["resourceVersion"] = (
+            body["metadata"].get("resourceVersion") or current["metadata"]["resourceVersion"]
+        )
     return _json(await store.replace_status(info, obj))
 
 
@@ -261,14 +312,35 @@ async def discovery(request: web.Request) -> web.Response:
     resources = []
     for info in kinds.KINDS.values():
         verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-        resources.append({"name": info.plural, "singularName": info.singular, "namespaced": info.namespaced,
-                          "kind": info.kind, "verbs": verbs, "shortNames": list(info.short_names),
-                          "categories": list(info.categories)})
+        resources.append(
+            {
+                "name": info.plural,
+                "singularName": info.singular,
+                "namespaced": info.namespaced,
+                "kind": info.kind,
+                "verbs": verbs,
+                "shortNames": list(info.short_names),
+                "categories": list(info.categories),
+            }
+        )
         if info.status_subresource:
-            resources.append({"name": f"{info.plural}/status", "singularName": "", "namespaced": info.namespaced,
-                              "kind": info.kind, "verbs": ["get", "update"]})
-    return _json({"kind": "APIResourceList", "apiVersion": "v1",
-                  "groupVersion": kinds.MODEL_DEPLOYMENT.api_version, "resources": resources})
+            resources.append(
+                {
+                    "name": f"{info.plural}/status",
+                    "singularName": "",
+                    "namespaced": info.namespaced,
+                    "kind": info.kind,
+                    "verbs": ["get", "update"],
+                }
+            )
+    return _json(
+        {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": kinds.MODEL_DEPLOYMENT.api_version,
+            "resources": resources,
+        }
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

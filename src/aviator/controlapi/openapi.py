@@ -61,61 +61,119 @@ def _errors(*codes: int) -> dict[str, Any]:
 def _kind_paths(info: KindInfo) -> dict[str, Any]:
     ref = {"$ref": f"#/components/schemas/{info.kind}"}
     list_ref = {"$ref": f"#/components/schemas/{info.list_kind}"}
-    body = {"required": True, "content": {"application/json": {"schema": ref}, "application/yaml": {"schema": ref}}}
-    patch_body = {"required": True, "content": {"application/merge-patch+json": {"schema": {"type": "object"}}}}
+    body = {
+        "required": True,
+        "content": {"application/json": {"schema": ref}, "application/yaml": {"schema": ref}},
+    }
+    patch_body = {
+        "required": True,
+        "content": {"application/merge-patch+json": {"schema": {"type": "object"}}},
+    }
     ok = {"200": {"description": "OK", "content": {"application/json": {"schema": ref}}}}
     ns_param = {"name": "namespace", "in": "path", "required": True, "schema": {"type": "string"}}
     name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     list_params = [
         {"name": "labelSelector", "in": "query", "schema": {"type": "string"}},
-        {"name": "watch", "in": "query", "schema": {"type": "boolean"},
-         "description": "Stream ADDED/MODIFIED/DELETED/BOOKMARK events as JSON lines."},
-        {"name": "resourceVersion", "in": "query", "schema": {"type": "string"},
-         "description": "With watch: deliver events after this version (410 if too old)."},
+        {
+            "name": "watch",
+            "in": "query",
+            "schema": {"type": "boolean"},
+            "description": "Stream ADDED/MODIFIED/DELETED/BOOKMARK events as JSON lines.",
+        },
+        {
+            "name": "resourceVersion",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "With watch: deliver events after this version (410 if too old).",
+        },
     ]
     tag = [info.kind]
     base = f"/apis/{info.api_version}"
-    scoped = f"{base}/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"{base}/{info.plural}"
+    scoped = (
+        f"{base}/namespaces/{{namespace}}/{info.plural}"
+        if info.namespaced
+        else f"{base}/{info.plural}"
+    )
     scope_params = [ns_param] if info.namespaced else []
     list_op = {
-        "tags": tag, "summary": f"List or watch {info.plural}",
+        "tags": tag,
+        "summary": f"List or watch {info.plural}",
         "parameters": [*scope_params, *list_params],
-        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": list_ref}}},
-                      **_errors(400, 401, 410)},
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": list_ref}}},
+            **_errors(400, 401, 410),
+        },
     }
     paths: dict[str, Any] = {
         scoped: {
             "get": {**list_op, "operationId": f"list{info.kind}"},
-            "post": {"tags": tag, "summary": f"Create a {info.kind}", "operationId": f"create{info.kind}",
-                     "parameters": scope_params, "requestBody": body,
-                     "responses": {"201": ok["200"], **_errors(400, 401, 409, 413, 415, 422)}},
+            "post": {
+                "tags": tag,
+                "summary": f"Create a {info.kind}",
+                "operationId": f"create{info.kind}",
+                "parameters": scope_params,
+                "requestBody": body,
+                "responses": {"201": ok["200"], **_errors(400, 401, 409, 413, 415, 422)},
+            },
         },
         f"{scoped}/{{name}}": {
-            "get": {"tags": tag, "summary": f"Read a {info.kind}", "operationId": f"read{info.kind}",
-                    "parameters": [*scope_params, name_param], "responses": {**ok, **_errors(401, 404)}},
-            "put": {"tags": tag, "summary": f"Replace a {info.kind}", "operationId": f"replace{info.kind}",
-                    "parameters": [*scope_params, name_param], "requestBody": body,
-                    "responses": {**ok, **_errors(400, 401, 404, 409, 413, 415, 422)}},
-            "patch": {"tags": tag, "summary": f"Merge-patch a {info.kind}", "operationId": f"patch{info.kind}",
-                      "parameters": [*scope_params, name_param], "requestBody": patch_body,
-                      "responses": {**ok, **_errors(400, 401, 404, 409, 413, 415, 422)}},
-            "delete": {"tags": tag, "summary": f"Delete a {info.kind}", "operationId": f"delete{info.kind}",
-                       "parameters": [*scope_params, name_param], "responses": {**ok, **_errors(401, 404, 409)}},
+            "get": {
+                "tags": tag,
+                "summary": f"Read a {info.kind}",
+                "operationId": f"read{info.kind}",
+                "parameters": [*scope_params, name_param],
+                "responses": {**ok, **_errors(401, 404)},
+            },
+            "put": {
+                "tags": tag,
+                "summary": f"Replace a {info.kind}",
+                "operationId": f"replace{info.kind}",
+                "parameters": [*scope_params, name_param],
+                "requestBody": body,
+                "responses": {**ok, **_errors(400, 401, 404, 409, 413, 415, 422)},
+            },
+            "patch": {
+                "tags": tag,
+                "summary": f"Merge-patch a {info.kind}",
+                "operationId": f"patch{info.kind}",
+                "parameters": [*scope_params, name_param],
+                "requestBody": patch_body,
+                "responses": {**ok, **_errors(400, 401, 404, 409, 413, 415, 422)},
+            },
+            "delete": {
+                "tags": tag,
+                "summary": f"Delete a {info.kind}",
+                "operationId": f"delete{info.kind}",
+                "parameters": [*scope_params, name_param],
+                "responses": {**ok, **_errors(401, 404, 409)},
+            },
         },
     }
     if info.status_subresource:
         paths[f"{scoped}/{{name}}/status"] = {
-            "get": {"tags": tag, "summary": f"Read the status of a {info.kind}",
-                    "operationId": f"read{info.kind}Status",
-                    "parameters": [*scope_params, name_param], "responses": {**ok, **_errors(401, 404)}},
-            "put": {"tags": tag, "summary": f"Replace the status of a {info.kind}",
-                    "operationId": f"replace{info.kind}Status",
-                    "parameters": [*scope_params, name_param], "requestBody": body,
-                    "responses": {**ok, **_errors(400, 401, 404, 409, 413, 422)}},
+            "get": {
+                "tags": tag,
+                "summary": f"Read the status of a {info.kind}",
+                "operationId": f"read{info.kind}Status",
+                "parameters": [*scope_params, name_param],
+                "responses": {**ok, **_errors(401, 404)},
+            },
+            "put": {
+                "tags": tag,
+                "summary": f"Replace the status of a {info.kind}",
+                "operationId": f"replace{info.kind}Status",
+                "parameters": [*scope_params, name_param],
+                "requestBody": body,
+                "responses": {**ok, **_errors(400, 401, 404, 409, 413, 422)},
+            },
         }
     if info.namespaced:
         paths[f"{base}/{info.plural}"] = {
-            "get": {**list_op, "operationId": f"list{info.kind}ForAllNamespaces", "parameters": list_params}
+            "get": {
+                **list_op,
+                "operationId": f"list{info.kind}ForAllNamespaces",
+                "parameters": list_params,
+            }
         }
     return paths
 
@@ -124,7 +182,9 @@ def build_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {"Status": _STATUS_SCHEMA}
     paths: dict[str, Any] = {}
     for info in KINDS.values():
-        schema = info.model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        schema = info.model.model_json_schema(
+            by_alias=True, ref_template="#/components/schemas/{model}"
+        )
         for name, sub in schema.pop("$defs", {}).items():
             schemas[name] = sub
         schema["title"] = info.kind
@@ -134,7 +194,10 @@ def build_document() -> dict[str, Any]:
             "properties": {
                 "apiVersion": {"type": "string"},
                 "kind": {"type": "string", "enum": [info.list_kind]},
-                "metadata": {"type": "object", "properties": {"resourceVersion": {"type": "string"}}},
+                "metadata": {
+                    "type": "object",
+                    "properties": {"resourceVersion": {"type": "string"}},
+                },
                 "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{info.kind}"}},
             },
         }

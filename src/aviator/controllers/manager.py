@@ -24,11 +24,15 @@ log = logging.getLogger("aviator.controllers")
 
 class Manager:
     def __init__(self, *, store: Store, runtime: Runtime, settings: ControllerSettings) -> None:
-        self.deployments = Reflector(source=store, kind=kinds.MODEL_DEPLOYMENT, on_event=self._on_deployment)
+        self.deployments = Reflector(
+            source=store, kind=kinds.MODEL_DEPLOYMENT, on_event=self._on_deployment
+        )
         self.replicas = Reflector(source=store, kind=kinds.REPLICA, on_event=self._on_replica)
         self.deployment_controller: Controller[ObjectKey] = Controller(
             name="modeldeployment",
-            reconciler=ModelDeploymentReconciler(store=store, deployments=self.deployments, replicas=self.replicas),
+            reconciler=ModelDeploymentReconciler(
+                store=store, deployments=self.deployments, replicas=self.replicas
+            ),
             settings=settings,
         )
         self.replica_controller: Controller[ObjectKey] = Controller(
@@ -55,10 +59,14 @@ class Manager:
     async def start(self) -> None:
         """Start informers, wait until their caches are complete, then start the controllers."""
         for reflector in (self.deployments, self.replicas):
-            self._tasks.append(asyncio.create_task(reflector.run(), name=f"informer {reflector.kind.plural}"))
+            self._tasks.append(
+                asyncio.create_task(reflector.run(), name=f"informer {reflector.kind.plural}")
+            )
         await asyncio.gather(self.deployments.synced.wait(), self.replicas.synced.wait())
         for controller in (self.deployment_controller, self.replica_controller):
-            self._tasks.append(asyncio.create_task(controller.run(), name=f"controller {controller.name}"))
+            self._tasks.append(
+                asyncio.create_task(controller.run(), name=f"controller {controller.name}")
+            )
         log.info("controllers started")
 
     async def stop(self) -> None:

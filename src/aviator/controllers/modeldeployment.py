@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from aviator.api import errors, kinds
-from aviator.api.modeldeployment import ModelDeployment
 from aviator.api.meta import now_utc
+from aviator.api.modeldeployment import ModelDeployment
 from aviator.cache import ObjectKey, Reflector
 from aviator.controllers import plans
 from aviator.controllers.reconcile import Result

@@ -19,7 +19,14 @@ from typing import Any
 
 import orjson
 
-from aviator.api.meta import GROUP_VERSION, Condition, ObjectMeta, OwnerReference, find_condition, set_condition
+from aviator.api.meta import (
+    GROUP_VERSION,
+    Condition,
+    ObjectMeta,
+    OwnerReference,
+    find_condition,
+    set_condition,
+)
 from aviator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus, ReplicaEndpoint
 from aviator.api.replica import READY, Replica, ReplicaEngine, ReplicaSpec
 
@@ -51,8 +58,10 @@ def replica_template(md: ModelDeployment) -> ReplicaSpec:
 
 
 def template_hash(template: ReplicaSpec) -> str:
-    canonical = orjson.dumps(template.model_dump(mode="json", by_alias=True, exclude_none=True),
-                             option=orjson.OPT_SORT_KEYS)
+    canonical = orjson.dumps(
+        template.model_dump(mode="json", by_alias=True, exclude_none=True),
+        option=orjson.OPT_SORT_KEYS,
+    )
     return hashlib.sha256(canonical).hexdigest()[:8]
 
 
@@ -89,14 +98,18 @@ def plan_replicas(md: ModelDeployment, owned: list[Replica]) -> ReplicaPlan:
     wanted = [replica_name(md.name, hash_, i) for i in range(desired)]
 
     creates = tuple(
-        new_replica(md, template=template, hash_=hash_, name=name) for name in wanted if name not in current
+        new_replica(md, template=template, hash_=hash_, name=name)
+        for name in wanted
+        if name not in current
     )
     deletes = [name for name in current if name not in wanted]
     outdated = [r.name for r in live if r.spec.template_hash != hash_]
     current_ready = sum(1 for name in wanted if name in current and is_ready(current[name]))
     if outdated and (desired == 0 or current_ready >= desired):
         deletes.extend(outdated)
-    return ReplicaPlan(create=creates, delete=tuple(sorted(deletes)), template_hash=hash_, desired=desired)
+    return ReplicaPlan(
+        create=creates, delete=tuple(sorted(deletes)), template_hash=hash_, desired=desired
+    )
 
 
 def new_replica(md: ModelDeployment, *, template: ReplicaSpec, hash_: str, name: str) -> Replica:
@@ -141,19 +154,31 @@ def deployment_status(
     ready = [r for r in live if is_ready(r)]
     updated = [r for r in live if r.spec.template_hash == template_hash]
     updated_ready = [r for r in updated if is_ready(r)]
-    failing = [r for r in live if r.status.phase == "Failed" or (r.status.restarts > 0 and not is_ready(r))]
+    failing = [
+        r for r in live if r.status.phase == "Failed" or (r.status.restarts > 0 and not is_ready(r))
+    ]
     generation = md.metadata.generation
     conditions: list[Condition] = list(md.status.conditions)
 
     if len(ready) >= desired:
         conditions = set_condition(
-            conditions, type=AVAILABLE, status="True", reason="MinimumReplicasAvailable",
-            message=f"{len(ready)}/{desired} replicas ready", now=now, observed_generation=generation,
+            conditions,
+            type=AVAILABLE,
+            status="True",
+            reason="MinimumReplicasAvailable",
+            message=f"{len(ready)}/{desired} replicas ready",
+            now=now,
+            observed_generation=generation,
         )
     else:
         conditions = set_condition(
-            conditions, type=AVAILABLE, status="False", reason="MinimumReplicasUnavailable",
-            message=f"{len(ready)}/{desired} replicas ready", now=now, observed_generation=generation,
+            conditions,
+            type=AVAILABLE,
+            status="False",
+            reason="MinimumReplicasUnavailable",
+            message=f"{len(ready)}/{desired} replicas ready",
+            now=now,
+            observed_generation=generation,
         )
     rollout_done = len(updated_ready) >= desired and len(live) == desired
     conditions = set_condition(
@@ -171,17 +196,28 @@ def deployment_status(
     )
     if failing:
         worst = failing[0]
-        detail = worst.status.message or (worst.status.last_exit.reason if worst.status.last_exit else "")
+        detail = worst.status.message or (
+            worst.status.last_exit.reason if worst.status.last_exit else ""
+        )
         conditions = set_condition(
-            conditions, type=DEGRADED, status="True", reason="ReplicaFailing",
+            conditions,
+            type=DEGRADED,
+            status="True",
+            reason="ReplicaFailing",
             message=f"replica {worst.name} is {worst.status.phase.lower()} after {worst.status.restarts} "
             f"restart(s){': ' + detail if detail else ''}",
-            now=now, observed_generation=generation,
+            now=now,
+            observed_generation=generation,
         )
     else:
         conditions = set_condition(
-            conditions, type=DEGRADED, status="False", reason="AsExpected", message="",
-            now=now, observed_generation=generation,
+            conditions,
+            type=DEGRADED,
+            status="False",
+            reason="AsExpected",
+            message="",
+            now=now,
+            observed_generation=generation,
         )
     return ModelDeploymentStatus(
         observed_generation=generation,

@@ -64,7 +64,7 @@ class WorkQueue(Generic[K]):
     def add_rate_limited(self, key: K) -> float:
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
-        delay = min(self._backoff_max_s, self._backoff_base_s * (2 ** min(failures, 30)))
+        delay = min(self._backoff_max_s, self._backoff_base_s * (2.0 ** min(failures, 30)))
         self.add_after(key, delay)
         return delay
 

@@ -44,7 +44,9 @@ class ControllerStats:
 class Controller(Generic[K]):
     """Runs ``settings.workers`` workers over one queue for one reconciler."""
 
-    def __init__(self, *, name: str, reconciler: Reconciler[K], settings: ControllerSettings) -> None:
+    def __init__(
+        self, *, name: str, reconciler: Reconciler[K], settings: ControllerSettings
+    ) -> None:
         self.name = name
         self.queue: WorkQueue[K] = WorkQueue(
             backoff_base_s=settings.backoff_base_s, backoff_max_s=settings.backoff_max_s
@@ -57,7 +59,8 @@ class Controller(Generic[K]):
     async def run(self) -> None:
         """Work until cancelled (then shut the queue and stop the workers)."""
         workers = [
-            asyncio.create_task(self._worker(), name=f"{self.name} worker {i}") for i in range(self._workers)
+            asyncio.create_task(self._worker(), name=f"{self.name} worker {i}")
+            for i in range(self._workers)
         ]
         try:
             await asyncio.gather(*workers)
@@ -93,8 +96,14 @@ class Controller(Generic[K]):
             self.stats.errors += 1
             delay = self.queue.add_rate_limited(key)
             level = logging.INFO if self.queue.failures(key) <= 3 else logging.WARNING
-            self._log.log(level, "reconcile %s failed (%s: %s); retrying in %.2fs",
-                          key, type(exc).__name__, exc, delay)
+            self._log.log(
+                level,
+                "reconcile %s failed (%s: %s); retrying in %.2fs",
+                key,
+                type(exc).__name__,
+                exc,
+                delay,
+            )
         else:
             self.queue.forget(key)
             if result.requeue_after is not None:

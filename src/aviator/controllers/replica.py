@@ -89,14 +89,20 @@ class ReplicaReconciler:
             if RUNTIME_FINALIZER in finalizers:
                 remaining = [f for f in finalizers if f != RUNTIME_FINALIZER]
                 updated = replica.model_copy(
-                    update={"metadata": replica.metadata.model_copy(update={"finalizers": remaining})}
+                    update={
+                        "metadata": replica.metadata.model_copy(update={"finalizers": remaining})
+                    }
                 )
                 await self._store.replace(kinds.REPLICA, updated.to_raw())
                 log.info("stopped replica %s/%s", namespace, name)
             return Result()
         if RUNTIME_FINALIZER not in finalizers:
             updated = replica.model_copy(
-                update={"metadata": replica.metadata.model_copy(update={"finalizers": [*finalizers, RUNTIME_FINALIZER]})}
+                update={
+                    "metadata": replica.metadata.model_copy(
+                        update={"finalizers": [*finalizers, RUNTIME_FINALIZER]}
+                    )
+                }
             )
             await self._store.replace(kinds.REPLICA, updated.to_raw())
             return Result()  # our own write comes back as an event and continues from here
@@ -105,7 +111,14 @@ class ReplicaReconciler:
         status = replica_status(replica, state, now=now_utc())
         if status != replica.status:
             ready_before = find_condition(replica.status.conditions, READY)
-            await self._store.replace_status(kinds.REPLICA, replica.model_copy(update={"status": status}).to_raw())
+            await self._store.replace_status(
+                kinds.REPLICA, replica.model_copy(update={"status": status}).to_raw()
+            )
             if ready_before is None or ready_before.status != ("True" if state.ready else "False"):
-                log.info("replica %s/%s is %s", namespace, name, "ready" if state.ready else state.phase.lower())
+                log.info(
+                    "replica %s/%s is %s",
+                    namespace,
+                    name,
+                    "ready" if state.ready else state.phase.lower(),
+                )
         return Result()

@@ -24,7 +24,12 @@ def test_defaults_are_applied_and_replicas_shorthand_is_canonical() -> None:
     assert obj["spec"]["replicas"] == {"min": 2, "max": 2}
     assert obj["spec"]["engine"] == "auto"
     assert obj["spec"]["priority"] == "standard"
-    assert obj["spec"]["simulator"] == {"ttftMs": 40.0, "itlMs": 8.0, "maxNumSeqs": 64, "maxWaiting": 1000}
+    assert obj["spec"]["simulator"] == {
+        "ttftMs": 40.0,
+        "itlMs": 8.0,
+        "maxNumSeqs": 64,
+        "maxWaiting": 1000,
+    }
 
 
 def test_status_in_the_body_is_ignored() -> None:
@@ -39,7 +44,11 @@ def test_status_in_the_body_is_ignored() -> None:
     [
         (md(replicas="two"), "spec.replicas", "got str 'two'"),
         (md(replicas=True), "spec.replicas", "expected an integer"),
-        (md(replicas={"min": 3, "max": 1}), "spec.replicas", "max (1) must be greater than or equal to min (3)"),
+        (
+            md(replicas={"min": 3, "max": 1}),
+            "spec.replicas",
+            "max (1) must be greater than or equal to min (3)",
+        ),
         (md(replicas={"min": -1}), "spec.replicas.min", "greater than or equal to 0"),
         (md(engine="tgi"), "spec.engine", "'auto', 'sim', 'vllm' or 'external'"),
         (md(engine="external"), "spec", "requires `external.url`"),
@@ -51,7 +60,9 @@ def test_status_in_the_body_is_ignored() -> None:
         ({**md(), "apiVersion": "v1"}, "apiVersion", "expected 'aviator.dev/v1alpha1'"),
     ],
 )
-def test_invalid_fields_are_named_with_what_was_expected(body: dict[str, Any], field: str, fragment: str) -> None:
+def test_invalid_fields_are_named_with_what_was_expected(
+    body: dict[str, Any], field: str, fragment: str
+) -> None:
     with pytest.raises(errors.Invalid) as info:
         admission.admit(body, kind=kinds.MODEL_DEPLOYMENT, namespace="default")
     found = causes(info.value)
@@ -121,5 +132,7 @@ def test_status_admission_replaces_only_status() -> None:
     assert out["status"]["readyReplicas"] == 2
     assert out["spec"] == current["spec"]
     with pytest.raises(errors.Invalid) as info:
-        admission.admit_status({"status": {"readyReplicas": "x"}}, kind=kinds.MODEL_DEPLOYMENT, current=current)
+        admission.admit_status(
+            {"status": {"readyReplicas": "x"}}, kind=kinds.MODEL_DEPLOYMENT, current=current
+        )
     assert "status.readyReplicas" in causes(info.value)

@@ -5,15 +5,35 @@ from aviator.api import errors
 
 @pytest.mark.parametrize(
     "cls",
-    [errors.BadRequest, errors.Unauthorized, errors.NotFound, errors.AlreadyExists, errors.Conflict,
-     errors.Gone, errors.RequestEntityTooLarge, errors.Invalid, errors.TooManyRequests, errors.InternalError],
+    [
+        errors.BadRequest,
+        errors.Unauthorized,
+        errors.NotFound,
+        errors.AlreadyExists,
+        errors.Conflict,
+        errors.Gone,
+        errors.RequestEntityTooLarge,
+        errors.Invalid,
+        errors.TooManyRequests,
+        errors.InternalError,
+    ],
 )
 def test_status_round_trip_keeps_class_and_details(cls: type[errors.ApiError]) -> None:
-    err = cls("boom", kind="ModelDeployment", name="chat",
-              causes=(errors.FieldError("spec.x", "bad"),), retry_after=2.4)
+    err = cls(
+        "boom",
+        kind="ModelDeployment",
+        name="chat",
+        causes=(errors.FieldError("spec.x", "bad"),),
+        retry_after=2.4,
+    )
     back = errors.from_status(err.to_status())
     assert type(back) is cls
-    assert (back.message, back.kind, back.name, back.causes) == ("boom", "ModelDeployment", "chat", err.causes)
+    assert (back.message, back.kind, back.name, back.causes) == (
+        "boom",
+        "ModelDeployment",
+        "chat",
+        err.causes,
+    )
     assert back.retry_after == 2
 
 

@@ -3,7 +3,9 @@ import pytest
 from aviator.api import errors, kinds
 
 
-@pytest.mark.parametrize("name", ["md", "MD", "modeldeployment", "modeldeployments", "ModelDeployment", "mds"])
+@pytest.mark.parametrize(
+    "name", ["md", "MD", "modeldeployment", "modeldeployments", "ModelDeployment", "mds"]
+)
 def test_resolve_model_deployment_by_any_name(name: str) -> None:
     assert kinds.resolve(name) is kinds.MODEL_DEPLOYMENT
 

@@ -15,11 +15,17 @@ from aviator.api import errors, labels
         ("tier notin (a,b)", {"tier": "c"}, {"tier": "a"}),
         ("app", {"app": ""}, {"other": "x"}),
         ("!app", {"other": "x"}, {"app": "x"}),
-        ("app=chat,tier in (a,b),!legacy", {"app": "chat", "tier": "a"}, {"app": "chat", "tier": "a", "legacy": "1"}),
+        (
+            "app=chat,tier in (a,b),!legacy",
+            {"app": "chat", "tier": "a"},
+            {"app": "chat", "tier": "a", "legacy": "1"},
+        ),
         ("aviator.dev/model-deployment=chat", {"aviator.dev/model-deployment": "chat"}, {}),
     ],
 )
-def test_selector_semantics(selector: str, matching: dict[str, str], not_matching: dict[str, str]) -> None:
+def test_selector_semantics(
+    selector: str, matching: dict[str, str], not_matching: dict[str, str]
+) -> None:
     parsed = labels.parse(selector)
     assert parsed.matches(matching)
     assert not parsed.matches(not_matching)
@@ -40,6 +46,8 @@ values = st.sampled_from(["a", "b", "c"])
 
 
 @given(st.dictionaries(keys, values), st.dictionaries(keys, values))
-def test_match_labels_is_equality_on_every_key(required: dict[str, str], present: dict[str, str]) -> None:
+def test_match_labels_is_equality_on_every_key(
+    required: dict[str, str], present: dict[str, str]
+) -> None:
     expected = all(present.get(k) == v for k, v in required.items())
     assert labels.from_match_labels(required).matches(present) is expected

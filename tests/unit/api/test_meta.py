@@ -1,6 +1,11 @@
 from datetime import UTC, datetime, timedelta
 
-from aviator.api.meta import dns1123_label_problem, dns1123_subdomain_problem, find_condition, set_condition
+from aviator.api.meta import (
+    dns1123_label_problem,
+    dns1123_subdomain_problem,
+    find_condition,
+    set_condition,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -8,7 +13,9 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def test_transition_time_moves_only_when_status_changes() -> None:
     conds = set_condition([], type="Ready", status="False", reason="Starting", message="", now=T0)
     later = T0 + timedelta(seconds=5)
-    same = set_condition(conds, type="Ready", status="False", reason="Still", message="m", now=later)
+    same = set_condition(
+        conds, type="Ready", status="False", reason="Still", message="m", now=later
+    )
     assert find_condition(same, "Ready").last_transition_time == T0  # type: ignore[union-attr]
     assert find_condition(same, "Ready").reason == "Still"  # type: ignore[union-attr]
     flipped = set_condition(same, type="Ready", status="True", reason="Up", message="", now=later)

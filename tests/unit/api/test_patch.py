@@ -33,7 +33,9 @@ def test_rfc7386_examples(target: Any, patch: Any, result: Any) -> None:
 
 json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=3),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=2), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=2), children, max_size=3)
+    ),
     max_leaves=10,
 )
 

@@ -13,5 +13,12 @@ def test_committed_api_reference_matches_the_models() -> None:
 
 def test_reference_covers_every_spec_field() -> None:
     text = reference.render()
-    for field in ("`engineArgs`", "`maxNumSeqs`", "`readyReplicas`", "`templateHash`", "`lastExit`", "`ownerReferences`"):
+    for field in (
+        "`engineArgs`",
+        "`maxNumSeqs`",
+        "`readyReplicas`",
+        "`templateHash`",
+        "`lastExit`",
+        "`ownerReferences`",
+    ):
         assert field in text

@@ -13,9 +13,14 @@ from aviator.controllers import plans
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def deployment(*, replicas: int = 2, model: str = "m", engine: str = "sim", uid: str = "uid-1") -> ModelDeployment:
+def deployment(
+    *, replicas: int = 2, model: str = "m", engine: str = "sim", uid: str = "uid-1"
+) -> ModelDeployment:
     raw = admission.admit(
-        {"metadata": {"name": "chat"}, "spec": {"model": {"name": model}, "engine": engine, "replicas": replicas}},
+        {
+            "metadata": {"name": "chat"},
+            "spec": {"model": {"name": model}, "engine": engine, "replicas": replicas},
+        },
         kind=kinds.MODEL_DEPLOYMENT,
         namespace="default",
     )
@@ -24,11 +29,15 @@ def deployment(*, replicas: int = 2, model: str = "m", engine: str = "sim", uid:
 
 
 def ready(replica: Replica, port: int = 9000) -> Replica:
-    status = replica.status.model_copy(update={
-        "phase": "Running",
-        "endpoint": f"http://127.0.0.1:{port}",
-        "conditions": set_condition([], type=READY, status="True", reason="ProbeSucceeded", message="", now=NOW),
-    })
+    status = replica.status.model_copy(
+        update={
+            "phase": "Running",
+            "endpoint": f"http://127.0.0.1:{port}",
+            "conditions": set_condition(
+                [], type=READY, status="True", reason="ProbeSucceeded", message="", now=NOW
+            ),
+        }
+    )
     return replica.model_copy(update={"status": status})
 
 
@@ -43,7 +52,12 @@ def test_creates_deterministic_owned_replicas() -> None:
     assert replica.metadata.labels[plans.LABEL_DEPLOYMENT] == "chat"
     assert replica.metadata.finalizers == [plans.RUNTIME_FINALIZER]
     ref = replica.metadata.owner_references[0]
-    assert (ref.kind, ref.name, ref.uid, ref.controller) == ("ModelDeployment", "chat", "uid-1", True)
+    assert (ref.kind, ref.name, ref.uid, ref.controller) == (
+        "ModelDeployment",
+        "chat",
+        "uid-1",
+        True,
+    )
     assert plans.plan_replicas(md, list(plan.create)).create == ()
 
 
@@ -79,7 +93,9 @@ def test_status_counts_and_conditions() -> None:
     assert [e.url for e in status.endpoints] == ["http://127.0.0.1:9001"]
     assert find_condition(status.conditions, "Available").status == "False"  # type: ignore[union-attr]
     assert find_condition(status.conditions, "Progressing").reason == "ReplicasUpdating"  # type: ignore[union-attr]
-    status = plans.deployment_status(md, [ready(r) for r in plan.create], template_hash=plan.template_hash, now=NOW)
+    status = plans.deployment_status(
+        md, [ready(r) for r in plan.create], template_hash=plan.template_hash, now=NOW
+    )
     assert find_condition(status.conditions, "Available").status == "True"  # type: ignore[union-attr]
     assert find_condition(status.conditions, "Progressing").reason == "NewReplicasAvailable"  # type: ignore[union-attr]
     assert find_condition(status.conditions, "Degraded").status == "False"  # type: ignore[union-attr]
@@ -89,8 +105,16 @@ def test_status_counts_and_conditions() -> None:
 def test_a_failing_replica_degrades_the_deployment() -> None:
     md = deployment(replicas=1)
     replica = plans.plan_replicas(md, []).create[0]
-    failed = replica.model_copy(update={"status": replica.status.model_copy(update={"phase": "Failed", "restarts": 3, "message": "exit code 1"})})
-    status = plans.deployment_status(md, [failed], template_hash=replica.spec.template_hash, now=NOW)
+    failed = replica.model_copy(
+        update={
+            "status": replica.status.model_copy(
+                update={"phase": "Failed", "restarts": 3, "message": "exit code 1"}
+            )
+        }
+    )
+    status = plans.deployment_status(
+        md, [failed], template_hash=replica.spec.template_hash, now=NOW
+    )
     degraded = find_condition(status.conditions, "Degraded")
     assert degraded is not None and degraded.status == "True"
     assert "3 restart(s): exit code 1" in degraded.message
@@ -102,9 +126,15 @@ def owned(md: ModelDeployment, replicas: list[Replica]) -> list[Replica]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 4), st.sampled_from(["a", "b", "c"])), min_size=1, max_size=5),
-       st.randoms(use_true_random=False))
-def test_any_sequence_of_specs_converges_without_duplicates(steps: list[tuple[int, str]], rnd: Any) -> None:
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 4), st.sampled_from(["a", "b", "c"])), min_size=1, max_size=5
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_any_sequence_of_specs_converges_without_duplicates(
+    steps: list[tuple[int, str]], rnd: Any
+) -> None:
     replicas: dict[str, Replica] = {}
     for count, model in steps:
         md = deployment(replicas=count, model=model)
@@ -114,8 +144,11 @@ def test_any_sequence_of_specs_converges_without_duplicates(steps: list[tuple[in
             for r in plan.create:
                 assert r.name not in replicas
                 replicas[r.name] = r
-            current_ready = [r for r in replicas.values()
-                             if r.spec.template_hash == plan.template_hash and plans.is_ready(r)]
+            current_ready = [
+                r
+                for r in replicas.values()
+                if r.spec.template_hash == plan.template_hash and plans.is_ready(r)
+            ]
             for name in plan.delete:
                 if replicas[name].spec.template_hash != plan.template_hash:
                     assert count == 0 or len(current_ready) >= count
@@ -128,4 +161,6 @@ def test_any_sequence_of_specs_converges_without_duplicates(steps: list[tuple[in
         final = plans.plan_replicas(md, owned(md, list(replicas.values())))
         for name in final.delete:
             del replicas[name]
-        assert sorted(replicas) == [plans.replica_name("chat", final.template_hash, i) for i in range(count)]
+        assert sorted(replicas) == [
+            plans.replica_name("chat", final.template_hash, i) for i in range(count)
+        ]

@@ -1,0 +1,188 @@
+"""``aviator up``: run the embedded plane in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import typer
+
+from aviator.api import errors, kinds
+from aviator.api.meta import find_condition
+from aviator.api.modeldeployment import ModelDeployment
+from aviator.cli import manifests
+from aviator.cli.context import CliContext
+from aviator.client import Client
+from aviator.plane.datadir import DataDirLocked, read_secret
+from aviator.plane.plane import Endpoints, Plane
+from aviator.settings import Settings
+
+log = logging.getLogger("aviator.cli.up")
+
+
+def _configure_logging(*, log_file: Path, verbose: bool) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    to_file = logging.FileHandler(log_file)
+    to_file.setFormatter(fmt)
+    to_file.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    root.handlers[:] = [console, to_file]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("aiohttp.access", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def _apply_and_wait(
+    endpoints: Endpoints, *, token: str, files: list[Path], timeout: float
+) -> list[str]:
+    """Apply ``files`` and wait until every ModelDeployment in them is Available; return their names."""
+    documents = manifests.load(files)
+    async with Client(endpoints.api_url, token=token) as client:
+        results = await manifests.apply(client, documents, default_namespace="default")
+        for line in results.lines:
+            typer.echo(line)
+        if results.failed:
+            raise errors.Invalid(f"{results.failed} object(s) could not be applied")
+        waiting = [d for d in documents if d.kind is kinds.MODEL_DEPLOYMENT]
+        deadline = time.monotonic() + timeout
+        names = []
+        for doc in waiting:
+            name, namespace = doc.name, doc.namespace or "default"
+            started = time.monotonic()
+            while True:
+                md = ModelDeployment.from_raw(
+                    await client.get(kinds.MODEL_DEPLOYMENT, name, namespace=namespace)
+                )
+                cond = find_condition(md.status.conditions, "Available")
+                fresh = (md.status.observed_generation or 0) >= (md.metadata.generation or 0)
+                if cond is not None and cond.status == "True" and fresh:
+                    typer.echo(
+                        f"modeldeployment.aviator.dev/{name} is Available "
+                        f"({md.status.ready_replicas} ready, {time.monotonic() - started:.2f}s)"
+                    )
+                    break
+                if time.monotonic() > deadline:
+                    reason = f"{cond.reason}: {cond.message}" if cond else "no status yet"
+                    raise TimeoutError(
+                        f"modeldeployment {namespace}/{name} not Available after {timeout:.0f}s ({reason})"
+                    )
+                await asyncio.sleep(0.05)
+            names.append(f"{namespace}/{name} serving {md.spec.model.name}")
+    return names
+
+
+def _banner(plane: Plane, endpoints: Endpoints, served: list[str]) -> str:
+    data_dir = plane.data_dir
+    lines = [
+        "",
+        "aviator is up.",
+        f"  Control API  {endpoints.api_url}   (admin token: {data_dir.admin_token})",
+    ]
+    if endpoints.gateway_url:
+        lines.append(
+            f"  Gateway      {endpoints.gateway_url}   (API key: {data_dir.gateway_token})"
+        )
+    for item in served:
+        lines.append(f"  Deployment   {item}")
+    if endpoints.gateway_url:
+        model = served[0].split(" serving ", 1)[1] if served else "MODEL"
+        lines += [
+            "",
+            "Try it:",
+            f"  curl -s {endpoints.gateway_url}/v1/chat/completions \\",
+            f'    -H "Authorization: Bearer $(cat {data_dir.gateway_token})" \\',
+            "    -H 'Content-Type: application/json' \\",
+            f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'',
+            "",
+            "  aviator get md        aviator get rep -o wide        aviator describe md <name>",
+        ]
+    lines += ["", "Press Ctrl-C to stop (every engine process is stopped with the plane).", ""]
+    return "\n".join(lines)
+
+
+async def _run(
+    settings: Settings, *, apply_files: list[Path], wait_timeout: float, run_gateway: bool
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    plane = Plane(settings=settings, run_gateway=run_gateway)
+    try:
+        typer.echo(f"Starting aviator plane (data directory {settings.data_dir}) ...", err=True)
+        endpoints = await plane.start()
+        served: list[str] = []
+        if apply_files:
+            token = read_secret(plane.data_dir.admin_token)
+            served = await _apply_and_wait(
+                endpoints, token=token, files=apply_files, timeout=wait_timeout
+            )
+        typer.echo(_banner(plane, endpoints, served))
+        await stop.wait()
+        typer.echo("Stopping aviator plane ...", err=True)
+        return 0
+    except (errors.AviatorError, TimeoutError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 1
+    finally:
+        with contextlib.suppress(Exception):
+            await plane.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def up(
+    ctx: typer.Context,
+    api_port: int = typer.Option(8081, "--api-port", help="Control API port (0 picks a free one)."),
+    gateway_port: int = typer.Option(
+        8080, "--gateway-port", help="Gateway port (0 picks a free one)."
+    ),
+    api_host: str = typer.Option(
+        "127.0.0.1", "--api-host", help="Control API bind address (loopback by default)."
+    ),
+    gateway_host: str = typer.Option("127.0.0.1", "--gateway-host", help="Gateway bind address."),
+    apply: list[Path] = typer.Option(
+        [], "--apply", "-f", help="Manifests to apply once the plane is up (waits until Available)."
+    ),
+    wait_timeout: float = typer.Option(
+        60.0, "--wait-timeout", help="Seconds to wait for applied deployments."
+    ),
+    no_gateway: bool = typer.Option(False, "--no-gateway", help="Run without the gateway process."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Run the aviator plane in the foreground: Control API, controllers, engines and gateway.
+
+    Ctrl-C or SIGTERM stops it cleanly: every engine process it started is stopped.
+    """
+    cli: CliContext = ctx.obj
+    base = Settings(data_dir=cli.data_dir)
+    settings = replace(
+        base,
+        api=replace(base.api, host=api_host, port=api_port),
+        gateway=replace(base.gateway, host=gateway_host, port=gateway_port),
+    )
+    _configure_logging(log_file=settings.data_dir / "logs" / "plane.log", verbose=verbose)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        code = runner(
+            _run(settings, apply_files=apply, wait_timeout=wait_timeout, run_gateway=not no_gateway)
+        )
+    except DataDirLocked as exc:
+        typer.echo(f"error: {exc}", err=True)
+        code = 1
+    raise typer.Exit(code)

@@ -1,0 +1,140 @@
+"""Supervision of the gateway process: start it, restart it with backoff if it dies, stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+log = logging.getLogger("aviator.plane.gateway")
+
+HEALTHY_RESET_S = 60.0
+"""A gateway that ran this long without dying has its restart backoff reset."""
+
+
+class GatewayProcess:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        control_url: str,
+        token_file: Path,
+        api_key_file: Path,
+        log_file: Path,
+        stop_grace_s: float = 5.0,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._argv = [
+            sys.executable,
+            "-m",
+            "aviator",
+            "gateway",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--control-url",
+            control_url,
+            "--token-file",
+            str(token_file),
+            "--api-key-file",
+            str(api_key_file),
+        ]
+        self._log_file = log_file
+        self._stop_grace_s = stop_grace_s
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._process: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._task = asyncio.create_task(self._supervise(), name="gateway supervisor")
+
+    async def wait_ready(self, *, timeout: float) -> None:
+        """Poll the gateway's /health until it answers 200 (discovery synced) or time runs out."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(f"{self.url}/health") as resp:
+                        if resp.status == 200:
+                            return
+                await asyncio.sleep(0.05)
+        raise TimeoutError(
+            f"gateway did not become healthy within {timeout:.0f}s; see {self._log_file}"
+        )
+
+    async def _spawn(self) -> None:
+        self._log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self._log_file.open("ab") as out:
+            self._process = await asyncio.create_subprocess_exec(
+                *self._argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        log.info("gateway started (pid %d) on %s", self._process.pid, self.url)
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while not self._stopping:
+            assert self._process is not None
+            started = time.monotonic()
+            code = await self._process.wait()
+            if self._stopping:
+                return
+            failures = 0 if time.monotonic() - started > HEALTHY_RESET_S else failures + 1
+            delay = (
+                min(self._backoff_max_s, self._backoff_base_s * 2 ** (failures - 1))
+                if failures
+                else 0.0
+            )
+            log.warning(
+                "gateway exited with %s; restarting in %.1fs (log: %s)", code, delay, self._log_file
+            )
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            self.restarts += 1
+            await self._spawn()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=self._stop_grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

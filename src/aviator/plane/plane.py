@@ -1,0 +1,167 @@
+"""``Plane``: everything ``aviator up`` runs, started and stopped in one well-defined order.
+
+Start: data directory and lock → store → runtime (adopting processes a previous plane left) →
+controllers (informers synced) → Control API → gateway. Stop runs the reverse: first the Control
+API (no write is acknowledged after that), then the gateway and controllers, then every engine
+process, and the store last, so nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import IO
+
+from aiohttp import web
+
+from aviator.api import kinds
+from aviator.api.meta import format_time, now_utc
+from aviator.api.replica import Replica
+from aviator.controlapi.app import build_app
+from aviator.controllers.manager import Manager
+from aviator.plane.datadir import DataDir, read_secret
+from aviator.plane.gateway import GatewayProcess
+from aviator.plane.ports import free_port
+from aviator.runtime.local import LocalRuntime
+from aviator.settings import Settings
+from aviator.store.sqlite import SqliteStore
+
+log = logging.getLogger("aviator.plane")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    api_url: str
+    gateway_url: str | None
+
+
+class Plane:
+    def __init__(self, *, settings: Settings, run_gateway: bool = True) -> None:
+        self.settings = settings
+        self.data_dir = DataDir(settings.data_dir)
+        self._run_gateway = run_gateway
+        self._lock: IO[str] | None = None
+        self._store: SqliteStore | None = None
+        self._runtime: LocalRuntime | None = None
+        self._manager: Manager | None = None
+        self._runner: web.AppRunner | None = None
+        self._gateway: GatewayProcess | None = None
+        self.endpoints: Endpoints | None = None
+
+    @property
+    def store(self) -> SqliteStore:
+        assert self._store is not None, "plane not started"
+        return self._store
+
+    @property
+    def manager(self) -> Manager:
+        assert self._manager is not None, "plane not started"
+        return self._manager
+
+    async def start(self) -> Endpoints:
+        started = time.perf_counter()
+        self.data_dir.prepare()
+        self._lock = self.data_dir.acquire()
+        settings = self.settings
+        self._store = await SqliteStore.open(self.data_dir.database, settings=settings.store)
+
+        self._runtime = LocalRuntime(
+            data_dir=self.data_dir.root, settings=settings.runtime, on_change=self._runtime_changed
+        )
+        await self._runtime.start()
+        raw_replicas, _ = await self._store.list(kinds.REPLICA)
+        wanted = {
+            (r["metadata"]["namespace"], r["metadata"]["name"]): Replica.from_raw(r)
+            for r in raw_replicas
+            if not r["metadata"].get("deletionTimestamp")
+        }
+        await self._runtime.adopt(wanted)
+
+        self._manager = Manager(
+            store=self._store, runtime=self._runtime, settings=settings.controllers
+        )
+        await self._manager.start()
+
+        api = settings.api
+        api_port = api.port or free_port(api.host)
+        app = build_app(
+            store=self._store, settings=api, token=read_secret(self.data_dir.admin_token)
+        )
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, api.host, api_port).start()
+        api_url = f"http://{api.host}:{api_port}"
+        self.settings = replace(settings, api=replace(api, port=api_port))
+
+        gateway_url = None
+        if self._run_gateway:
+            gw = settings.gateway
+            gw_port = gw.port or free_port(gw.host)
+            self._gateway = GatewayProcess(
+                host=gw.host,
+                port=gw_port,
+                control_url=api_url,
+                token_file=self.data_dir.admin_token,
+                api_key_file=self.data_dir.gateway_token,
+                log_file=self.data_dir.logs / "gateway.log",
+                stop_grace_s=settings.runtime.stop_grace_s,
+            )
+            await self._gateway.start()
+            await self._gateway.wait_ready(timeout=30.0)
+            gateway_url = self._gateway.url
+            self.settings = replace(self.settings, gateway=replace(gw, port=gw_port))
+
+        self.endpoints = Endpoints(api_url=api_url, gateway_url=gateway_url)
+        self.data_dir.write_info(
+            {
+                "pid": os.getpid(),
+                "apiUrl": api_url,
+                "gatewayUrl": gateway_url,
+                "startedAt": format_time(now_utc()),
+            }
+        )
+        log.info(
+            "plane started in %.2fs: Control API %s, gateway %s",
+            time.perf_counter() - started,
+            api_url,
+            gateway_url or "(not started)",
+        )
+        return self.endpoints
+
+    def _runtime_changed(self, namespace: str, name: str) -> None:
+        if self._manager is not None:
+            self._manager.runtime_changed(namespace, name)
+
+    async def stop(self) -> None:
+        """Stop everything in reverse order; safe to call on a partly started plane."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._gateway is not None:
+            await self._gateway.stop()
+            self._gateway = None
+        if self._manager is not None:
+            await self._manager.stop()
+            self._manager = None
+        if self._runtime is not None:
+            await self._runtime.close(stop_processes=True)
+            self._runtime = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+        with contextlib.suppress(FileNotFoundError):
+            self.data_dir.plane_info.unlink()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        log.info("plane stopped")
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,32 @@
+"""Integration fixtures: the real plane on ephemeral ports in a temporary data directory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from tests.integration.plane import PlaneProcess
+
+from aviator.client import Client
+
+
+@pytest.fixture
+def plane_dir(tmp_path: Path) -> Path:
+    return tmp_path / "aviator"
+
+
+@pytest.fixture
+def plane(plane_dir: Path) -> Iterator[PlaneProcess]:
+    handle = PlaneProcess(data_dir=plane_dir)
+    handle.start()
+    try:
+        yield handle
+    finally:
+        handle.cleanup()
+
+
+@pytest.fixture
+async def client(plane: PlaneProcess) -> AsyncIterator[Client]:
+    async with plane.client() as c:
+        yield c

@@ -1,0 +1,193 @@
+"""Driving the real plane (``python -m aviator up``) as a child process, for integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from aviator.client import Client
+
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 60.0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (dead, not yet reaped by its parent) counts as gone.
+    with contextlib.suppress(FileNotFoundError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+def wait_until(
+    predicate: object, *, timeout: float, interval: float = 0.05, message: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s: {message}")
+
+
+@dataclass
+class PlaneProcess:
+    """``aviator up`` running as a child process on a data directory."""
+
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+    engine_pids: set[int] = field(default_factory=set)
+
+    @property
+    def info(self) -> dict[str, str]:
+        data: dict[str, str] = json.loads((self.data_dir / "plane.json").read_text())
+        return data
+
+    @property
+    def api_url(self) -> str:
+        return self.info["apiUrl"]
+
+    @property
+    def gateway_url(self) -> str:
+        return self.info["gatewayUrl"]
+
+    @property
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    @property
+    def gateway_token(self) -> str:
+        return (self.data_dir / "gateway.token").read_text().strip()
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "AVIATOR_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+
+    def start(self, *extra: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / "plane.json").unlink()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.data_dir / "up.out").open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aviator",
+                "--data-dir",
+                str(self.data_dir),
+                "up",
+                "--api-port",
+                "0",
+                "--gateway-port",
+                "0",
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env=self.env(),
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"aviator up exited with {self.process.returncode}:\n{self.output()}"
+                )
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, KeyError):
+                if self.info["apiUrl"]:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(
+            f"aviator up did not start within {START_TIMEOUT_S}s:\n{self.output()}"
+        )
+
+    def output(self) -> str:
+        with contextlib.suppress(FileNotFoundError):
+            return (self.data_dir / "up.out").read_text()[-4000:]
+        return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(
+                f"plane did not stop within {timeout}s:\n{self.output()}"
+            ) from None
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def cli(
+        self, *args: str, input: str | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "aviator", "--data-dir", str(self.data_dir), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            cwd=REPO,
+            env=self.env(),
+        )
+
+    def client(self) -> Client:
+        return Client(self.api_url, token=self.admin_token)
+
+    def gateway(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.gateway_url,
+            timeout=30.0,
+            headers={"Authorization": f"Bearer {self.gateway_token}"},
+        )
+
+    def record_engine_pids(self) -> set[int]:
+        """Pids of engine processes the plane's records name (what it started and still tracks)."""
+        for record in (self.data_dir / "run").glob("*.json"):
+            with contextlib.suppress(json.JSONDecodeError, KeyError, FileNotFoundError):
+                self.engine_pids.add(int(json.loads(record.read_text())["pid"]))
+        return self.engine_pids
+
+    def cleanup(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+        for pid in self.record_engine_pids():
+            if pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+
+
+async def async_wait_until(
+    predicate: object, *, timeout: float, interval: float = 0.05, message: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()  # type: ignore[operator]
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s: {message}")

@@ -1,0 +1,96 @@
+"""The README's promise, end to end: apply the example, it is Available fast, the gateway serves it."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from tests.integration.plane import REPO, PlaneProcess
+
+from aviator.api import kinds
+
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def test_quickstart_serves_chat_completions_through_the_gateway(plane: PlaneProcess) -> None:
+    started = time.monotonic()
+    applied = plane.cli("apply", "-f", str(REPO / "examples" / "quickstart.yaml"))
+    assert applied.returncode == 0, applied.stderr
+    assert "modeldeployment.aviator.dev/chat created" in applied.stdout
+    waited = plane.cli("wait", "--for", "condition=Available", "md/chat", "--timeout", "30s")
+    assert waited.returncode == 0, waited.stderr + plane.output()
+    # The 2 s budget is measured by bench/control_plane.py; here we only guard against regressions
+    # big enough to matter on a loaded CI machine.
+    assert time.monotonic() - started < 15
+
+    got = plane.cli("get", "md", "chat", "-o", "json")
+    md = orjson.loads(got.stdout)
+    assert md["status"]["readyReplicas"] == 2
+    assert len(md["status"]["endpoints"]) == 2
+
+    with plane.gateway() as gw:
+        models = gw.get("/v1/models").json()
+        assert MODEL in [m["id"] for m in models["data"]]
+
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Hello there, simulator!"}],
+            "max_tokens": 12,
+        }
+        resp = gw.post("/v1/chat/completions", json=body)
+        assert resp.status_code == 200, resp.text
+        completion = resp.json()
+        assert completion["object"] == "chat.completion"
+        assert completion["model"] == MODEL
+        assert completion["choices"][0]["message"]["role"] == "assistant"
+        usage = completion["usage"]
+        assert usage["prompt_tokens"] > 0 and 0 < usage["completion_tokens"] <= 12
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+        with gw.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = [line for line in stream.iter_lines() if line]
+        assert lines[-1] == "data: [DONE]"
+        chunks = [orjson.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+        assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+        assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+        # Requests spread over both replicas (least in flight, rotating ties).
+        routed = {
+            gw.post("/v1/chat/completions", json=body).headers["x-aviator-replica"]
+            for _ in range(8)
+        }
+        assert len(routed) == 2
+
+        unknown = gw.post("/v1/chat/completions", json={**body, "model": "nope"})
+        assert unknown.status_code == 404
+        assert unknown.json()["error"]["code"] == "model_not_found"
+
+
+def test_get_describe_and_delete_with_cascade(plane: PlaneProcess) -> None:
+    assert plane.cli("apply", "-f", str(REPO / "examples" / "quickstart.yaml")).returncode == 0
+    assert (
+        plane.cli("wait", "--for", "condition=Available", "md/chat", "--timeout", "30s").returncode
+        == 0
+    )
+    table = plane.cli("get", "rep", "-o", "wide")
+    assert table.returncode == 0
+    assert table.stdout.count("Running") == 2
+    described = plane.cli("describe", "md", "chat")
+    assert described.returncode == 0 and "Available" in described.stdout
+    pids = plane.record_engine_pids()
+    assert len(pids) == 2
+
+    deleted = plane.cli("delete", "md", "chat", "--timeout", "30s")
+    assert deleted.returncode == 0, deleted.stderr
+    reps = plane.cli("get", "rep", "-o", "json")
+    assert orjson.loads(reps.stdout)["items"] == []
+    from tests.integration.plane import pid_alive, wait_until
+
+    wait_until(
+        lambda: not any(pid_alive(p) for p in pids),
+        timeout=10,
+        message="engines stopped after delete",
+    )
+    assert kinds.REPLICA.plural == "replicas"
