@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from aviator.api import errors
 from aviator.api.kinds import KindInfo
-from aviator.store.protocol import EventType, WatchEvent
+from aviator.api.watch import EventType, WatchEvent
 
 ObjectKey = tuple[str, str]
 """(namespace, name); namespace is ``""`` for cluster-scoped kinds."""

@@ -18,7 +18,7 @@ import orjson
 
 from aviator.api import errors
 from aviator.api.kinds import KindInfo
-from aviator.store.protocol import WatchEvent
+from aviator.api.watch import WatchEvent
 
 WATCH_READ_TIMEOUT_S = 60.0
 """A watch with no line (not even a BOOKMARK, sent every 15 s) for this long is considered dead."""

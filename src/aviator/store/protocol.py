@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any, Protocol
 
 from aviator.api.kinds import KindInfo
 from aviator.api.labels import Selector
+from aviator.api.watch import EventType, WatchEvent
 
-EventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]
-
-
-class WatchEvent(TypedDict):
-    type: EventType
-    object: dict[str, Any]
+__all__ = ["EventType", "Store", "WatchEvent"]
 
 
 class Store(Protocol):
