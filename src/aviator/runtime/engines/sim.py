@@ -1,0 +1,50 @@
+"""Engine ``sim``: aviator's own vLLM-compatible simulator, run as ``python -m aviator sim``."""
+
+from __future__ import annotations
+
+import sys
+
+from aviator.api.modeldeployment import SimulatorOptions
+from aviator.api.replica import Replica
+from aviator.runtime.engines.base import LOOPBACK
+
+__all__ = ["SimEngine"]
+
+
+class SimEngine:
+    name = "sim"
+    health_path = "/health"
+    install_hint = ""
+
+    def argv(self, replica: Replica, *, host: str, port: int) -> list[str]:
+        spec = replica.spec
+        options = spec.simulator or SimulatorOptions()
+        return [
+            sys.executable,
+            "-m",
+            "aviator",
+            "sim",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--model",
+            spec.model.name,
+            "--ttft-ms",
+            str(options.ttft_ms),
+            "--itl-ms",
+            str(options.itl_ms),
+            "--max-num-seqs",
+            str(options.max_num_seqs),
+            "--max-waiting",
+            str(options.max_waiting),
+            *spec.engine_args,
+        ]
+
+    def endpoint(self, replica: Replica, port: int | None) -> str:
+        return f"http://{LOOPBACK}:{port}"
+
+    def env(self, replica: Replica) -> dict[str, str]:
+        # Unbuffered so the log shows output as it happens; safe path so a directory named
+        # "aviator" in the plane's working directory cannot shadow the installed package.
+        return {"PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
