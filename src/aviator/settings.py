@@ -53,7 +53,9 @@ class ControllerSettings:
 class RuntimeSettings:
     probe_interval_s: float = 0.2
     """Readiness probe period while a replica runs; bounds how fast the gateway learns of death."""
-    probe_timeout_s: float = 1.0
+    probe_timeout_s: float = 0.5
+    """A hung engine is noticed within probe_interval_s + probe_timeout_s (0.7 s, inside the 1 s
+    the gateway is allowed to keep routing to a dead replica)."""
     startup_timeout_s: float = 120.0
     """How long a starting engine may take to become Ready before it is restarted."""
     restart_backoff_base_s: float = 0.5

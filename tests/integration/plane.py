@@ -82,27 +82,12 @@ class PlaneProcess:
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / "plane.json").unlink()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.data_dir / "up.out").open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aviator",
-                "--data-dir",
-                str(self.data_dir),
-                "up",
-                "--api-port",
-                "0",
-                "--gateway-port",
-                "0",
-                *extra,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-            env=self.env(),
-        )
+        argv = [sys.executable, "-m", "aviator", "--data-dir", str(self.data_dir), "up"]
+        argv += ["--api-port", "0", "--gateway-port", "0", *extra]
+        with (self.data_dir / "up.out").open("ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=self.env()
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -17,6 +17,13 @@ ReplicaPhase = Literal["Pending", "Starting", "Running", "Failed", "Terminating"
 READY = "Ready"
 """Condition type the gateway routes on."""
 
+LABEL_DEPLOYMENT = "aviator.dev/model-deployment"
+"""Label on every Replica naming the ModelDeployment it serves (select with ``-l``)."""
+LABEL_TEMPLATE_HASH = "aviator.dev/template-hash"
+"""Label with the hash of the template a Replica was made from."""
+RUNTIME_FINALIZER = "aviator.dev/runtime"
+"""Held on a Replica while its engine may still run; removed once the runtime stopped it."""
+
 
 class ReplicaSpec(Model):
     """One engine instance, as its owner's template rendered it."""

@@ -19,7 +19,7 @@ from aviator.api.modeldeployment import ModelDeployment
 from aviator.cli import manifests
 from aviator.cli.context import CliContext
 from aviator.client import Client
-from aviator.plane.datadir import DataDirLocked, read_secret
+from aviator.plane.datadir import read_secret
 from aviator.plane.plane import Endpoints, Plane
 from aviator.settings import Settings
 
@@ -43,14 +43,13 @@ def _configure_logging(*, log_file: Path, verbose: bool) -> None:
 
 
 async def _apply_and_wait(
-    endpoints: Endpoints, *, token: str, files: list[Path], timeout: float
+    endpoints: Endpoints, *, token: str, documents: list[manifests.Document], timeout: float
 ) -> list[str]:
-    """Apply ``files`` and wait until every ModelDeployment in them is Available; return their names."""
-    documents = manifests.load(files)
+    """Apply ``documents``, wait until every ModelDeployment among them is Available; return them."""
     async with Client(endpoints.api_url, token=token) as client:
         results = await manifests.apply(client, documents, default_namespace="default")
-        for line in results.lines:
-            typer.echo(line)
+        for outcome in results.outcomes:
+            typer.echo(outcome.line, err=not outcome.ok)
         if results.failed:
             raise errors.Invalid(f"{results.failed} object(s) could not be applied")
         waiting = [d for d in documents if d.kind is kinds.MODEL_DEPLOYMENT]
@@ -111,7 +110,11 @@ def _banner(plane: Plane, endpoints: Endpoints, served: list[str]) -> str:
 
 
 async def _run(
-    settings: Settings, *, apply_files: list[Path], wait_timeout: float, run_gateway: bool
+    settings: Settings,
+    *,
+    documents: list[manifests.Document],
+    wait_timeout: float,
+    run_gateway: bool,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,10 +125,10 @@ async def _run(
         typer.echo(f"Starting aviator plane (data directory {settings.data_dir}) ...", err=True)
         endpoints = await plane.start()
         served: list[str] = []
-        if apply_files:
+        if documents:
             token = read_secret(plane.data_dir.admin_token)
             served = await _apply_and_wait(
-                endpoints, token=token, files=apply_files, timeout=wait_timeout
+                endpoints, token=token, documents=documents, timeout=wait_timeout
             )
         typer.echo(_banner(plane, endpoints, served))
         await stop.wait()
@@ -171,6 +174,12 @@ def up(
         api=replace(base.api, host=api_host, port=api_port),
         gateway=replace(base.gateway, host=gateway_host, port=gateway_port),
     )
+    try:
+        # Parse manifests before anything starts: a typo should not cost a plane start-up.
+        documents = manifests.load(apply) if apply else []
+    except manifests.ManifestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     _configure_logging(log_file=settings.data_dir / "logs" / "plane.log", verbose=verbose)
     try:
         import uvloop
@@ -178,11 +187,7 @@ def up(
         runner = asyncio.run
     else:
         runner = uvloop.run
-    try:
-        code = runner(
-            _run(settings, apply_files=apply, wait_timeout=wait_timeout, run_gateway=not no_gateway)
-        )
-    except DataDirLocked as exc:
-        typer.echo(f"error: {exc}", err=True)
-        code = 1
+    code = runner(
+        _run(settings, documents=documents, wait_timeout=wait_timeout, run_gateway=not no_gateway)
+    )
     raise typer.Exit(code)

@@ -28,11 +28,16 @@ from aviator.api.meta import (
     set_condition,
 )
 from aviator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus, ReplicaEndpoint
-from aviator.api.replica import READY, Replica, ReplicaEngine, ReplicaSpec
+from aviator.api.replica import (
+    LABEL_DEPLOYMENT,
+    LABEL_TEMPLATE_HASH,
+    READY,
+    RUNTIME_FINALIZER,
+    Replica,
+    ReplicaEngine,
+    ReplicaSpec,
+)
 
-LABEL_DEPLOYMENT = "aviator.dev/model-deployment"
-LABEL_TEMPLATE_HASH = "aviator.dev/template-hash"
-RUNTIME_FINALIZER = "aviator.dev/runtime"
 
 AVAILABLE = "Available"
 PROGRESSING = "Progressing"

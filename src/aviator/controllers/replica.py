@@ -13,9 +13,8 @@ from typing import Protocol
 
 from aviator.api import kinds
 from aviator.api.meta import find_condition, now_utc, set_condition
-from aviator.api.replica import READY, LastExit, Replica, ReplicaStatus
+from aviator.api.replica import READY, RUNTIME_FINALIZER, LastExit, Replica, ReplicaStatus
 from aviator.cache import ObjectKey, Reflector
-from aviator.controllers.plans import RUNTIME_FINALIZER
 from aviator.controllers.reconcile import Result
 from aviator.runtime.state import ProcessState
 from aviator.store.protocol import Store

@@ -91,7 +91,10 @@ class Plane:
         app = build_app(
             store=self._store, settings=api, token=read_secret(self.data_dir.admin_token)
         )
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        # Cancel a handler when its client goes away: an abandoned watch stops at once.
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, api.host, api_port).start()
         api_url = f"http://{api.host}:{api_port}"

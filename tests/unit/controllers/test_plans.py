@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from aviator.api import admission, kinds
 from aviator.api.meta import find_condition, set_condition
 from aviator.api.modeldeployment import ModelDeployment
-from aviator.api.replica import READY, Replica
+from aviator.api.replica import LABEL_DEPLOYMENT, READY, RUNTIME_FINALIZER, Replica
 from aviator.controllers import plans
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -49,8 +49,8 @@ def test_creates_deterministic_owned_replicas() -> None:
     replica = plan.create[0]
     assert replica.spec.engine == "sim"
     assert replica.spec.template_hash == plan.template_hash
-    assert replica.metadata.labels[plans.LABEL_DEPLOYMENT] == "chat"
-    assert replica.metadata.finalizers == [plans.RUNTIME_FINALIZER]
+    assert replica.metadata.labels[LABEL_DEPLOYMENT] == "chat"
+    assert replica.metadata.finalizers == [RUNTIME_FINALIZER]
     ref = replica.metadata.owner_references[0]
     assert (ref.kind, ref.name, ref.uid, ref.controller) == (
         "ModelDeployment",
