@@ -38,7 +38,6 @@ from aviator.api.replica import (
     ReplicaSpec,
 )
 
-
 AVAILABLE = "Available"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"

@@ -8,5 +8,6 @@ or block the event loop: blocking I/O runs on the store's own thread.
 """
 
 from aviator.store.protocol import Store, WatchEvent
+from aviator.store.sqlite import SqliteStore
 
-__all__ = ["Store", "WatchEvent"]
+__all__ = ["SqliteStore", "Store", "WatchEvent"]
