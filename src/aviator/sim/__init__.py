@@ -1,0 +1,53 @@
+"""The built-in inference simulator: a vLLM-compatible OpenAI server with vLLM's metrics.
+
+It stands alone. It MAY import ``aviator.api`` (errors) and third-party libraries; it MUST NOT
+import ``aviator.store``, ``controllers``, ``runtime``, ``gateway``, ``plane`` or ``cli`` (an
+import-linter contract holds this), so it runs as its own process next to any plane, or on a
+machine without one.
+
+Modules, pure ones first:
+
+- ``options``: ``SimOptions`` and the defaults every front end shares.
+- ``tokenizer``: a deterministic approximate tokenizer (~4 characters per token) and chat template.
+- ``textgen``: deterministic answers seeded by the prompt.
+- ``engine``: the engine model: admission, ``max_num_seqs`` running sequences, a bounded waiting
+  queue, per-sequence token timelines from a ``LatencyModel``, all on an injected clock.
+- ``metrics``: vLLM-named Prometheus metrics in a registry owned by each instance.
+- ``openai_api``: OpenAI request validation, response and SSE chunk shapes, error bodies.
+- ``driver``: the asyncio shell that drives the engine with one timer.
+- ``server``: the aiohttp application (``build_app``) and ``serve``.
+- ``process``: ``run``, the process entry point (uvloop, signals, exit codes).
+
+It MUST NOT keep module-level mutable state: every ``build_app`` call is an independent simulator.
+"""
+
+from aviator.sim.engine import (
+    ConstantLatency,
+    FinishReason,
+    LatencyModel,
+    QueueFull,
+    Scheduler,
+    Sequence,
+    ServiceUnavailable,
+)
+from aviator.sim.options import SimOptions
+from aviator.sim.process import run
+from aviator.sim.server import SIM_KEY, SimServer, build_app, serve
+from aviator.sim.tokenizer import Tokenizer
+
+__all__ = [
+    "SIM_KEY",
+    "ConstantLatency",
+    "FinishReason",
+    "LatencyModel",
+    "QueueFull",
+    "Scheduler",
+    "Sequence",
+    "ServiceUnavailable",
+    "SimOptions",
+    "SimServer",
+    "Tokenizer",
+    "build_app",
+    "run",
+    "serve",
+]
