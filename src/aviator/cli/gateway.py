@@ -1,0 +1,178 @@
+"""``aviator gateway``: run the OpenAI-compatible gateway as its own process.
+
+This is the gateway's composition root: it reads the credentials, builds the Control API client,
+the discovery that watches Replicas through it, the endpoint table and the server, and runs them
+until SIGTERM or SIGINT. ``aviator up`` starts it the same way, as a child process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import typer
+
+from aviator.api.errors import AviatorError
+from aviator.cli.context import CliContext
+from aviator.client import Client
+from aviator.gateway.app import Gateway, GatewayServer
+from aviator.gateway.auth import ApiKeyAuthenticator, Authenticator, NoAuth, load_api_keys
+from aviator.gateway.discovery import Discovery
+from aviator.gateway.endpoints import EndpointTable
+from aviator.settings import GatewaySettings
+
+log = logging.getLogger("aviator.cli.gateway")
+
+SHUTDOWN_GRACE_S = 3.0
+"""In-flight requests get this long after SIGTERM; below the plane's 5 s before SIGKILL."""
+
+
+class _ConfigError(AviatorError):
+    """The command line does not say enough to start (message is shown as is)."""
+
+
+def _configure_logging(*, verbose: bool) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("aiohttp.access", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _authenticator(api_key_file: Path | None, *, no_auth: bool) -> Authenticator:
+    if no_auth and api_key_file is not None:
+        raise _ConfigError("--no-auth and --api-key-file exclude each other")
+    if no_auth:
+        log.warning("authentication is OFF (--no-auth): anyone who can reach the port may call it")
+        return NoAuth()
+    if api_key_file is None:
+        raise _ConfigError(
+            "the gateway needs API keys: pass --api-key-file FILE (one key per line), "
+            "or --no-auth to accept every request (benchmarks only)"
+        )
+    try:
+        keys = load_api_keys(api_key_file)
+    except OSError as exc:
+        raise _ConfigError(f"cannot read the API key file {api_key_file}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise _ConfigError(str(exc)) from None
+    log.info("accepting %d API key(s) from %s", len(keys), api_key_file)
+    return ApiKeyAuthenticator(keys)
+
+
+def _control_api(
+    cli: CliContext | None, *, control_url: str | None, token_file: Path | None
+) -> tuple[str, str]:
+    """The Control API URL and admin token (never logged)."""
+    if control_url is None:
+        if cli is None:
+            raise _ConfigError("pass --control-url")
+        control_url = cli.api_url()
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _ConfigError(f"cannot read the token file {token_file}: {exc.strerror}") from None
+        if not token:
+            raise _ConfigError(f"the token file {token_file} is empty")
+    elif cli is not None:
+        token = cli.api_token()
+    else:
+        raise _ConfigError("pass --token-file")
+    return control_url.rstrip("/"), token
+
+
+async def _run(
+    settings: GatewaySettings, *, control_url: str, token: str, authenticator: Authenticator
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    client = Client(control_url, token=token)
+    try:
+        table = EndpointTable()
+        discovery = Discovery(source=client, table=table)
+        log.info("watching replicas at %s", control_url)
+        gateway = Gateway(
+            settings=settings, table=table, feed=discovery, authenticator=authenticator
+        )
+        await GatewayServer(gateway, shutdown_grace_s=SHUTDOWN_GRACE_S).serve(stop)
+        log.info("gateway stopped")
+    finally:
+        await client.aclose()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def gateway(
+    ctx: typer.Context,
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (loopback by default)."
+    ),
+    port: int = typer.Option(8080, "--port", help="Port to listen on (0 picks a free one)."),
+    control_url: str | None = typer.Option(
+        None,
+        "--control-url",
+        help="Control API to watch Replicas from, e.g. http://127.0.0.1:8081 "
+        "(default: --server, or the running plane of --data-dir).",
+        show_default=False,
+    ),
+    token_file: Path | None = typer.Option(
+        None,
+        "--token-file",
+        help="File holding the Control API admin token used for the watch "
+        "(default: --token, or <data-dir>/admin.token).",
+        show_default=False,
+    ),
+    api_key_file: Path | None = typer.Option(
+        None,
+        "--api-key-file",
+        help="File of API keys clients must send as 'Authorization: Bearer KEY', one per line "
+        "('#' starts a comment).",
+        show_default=False,
+    ),
+    no_auth: bool = typer.Option(
+        False, "--no-auth", help="Accept requests without an API key. For benchmarks only."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Run the OpenAI-compatible gateway: it watches Replicas and routes requests to them.
+
+    Clients call POST /v1/chat/completions, /v1/completions or /v1/embeddings with a model served
+    by a ready Replica; GET /v1/models lists the models, /health answers 200 once the replica
+    list is loaded, /metrics is for Prometheus. SIGTERM or Ctrl-C stops it after a short grace
+    for requests in flight.
+    """
+    _configure_logging(verbose=verbose)
+    cli: CliContext | None = ctx.obj if isinstance(ctx.obj, CliContext) else None
+    try:
+        authenticator = _authenticator(api_key_file, no_auth=no_auth)
+        url, token = _control_api(cli, control_url=control_url, token_file=token_file)
+    except AviatorError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    from prometheus_client import disable_created_metrics
+
+    # Process-wide (this process owns it): no *_created series.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    settings = replace(GatewaySettings(), host=host, port=port)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(_run(settings, control_url=url, token=token, authenticator=authenticator))
+    except OSError as exc:
+        typer.echo(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(0)

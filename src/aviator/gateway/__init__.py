@@ -1,0 +1,30 @@
+"""The gateway: aviator's OpenAI-compatible data path, run as its own process.
+
+A request goes: authenticate → parse just enough of the body (``model``) → look the model up
+in the in-memory endpoint table → pick a ready replica → proxy and stream the answer back →
+record metrics. Later layers slot in as additions behind the same seams: agent identity behind
+``auth.Authenticator``, cache- and queue-aware scorers behind ``picking.Picker`` (fed by
+``picking.LoadView``), new sources of state behind ``discovery.Feed``; authorization and flow
+control go between authentication and picking in ``app``.
+
+This package MUST learn the state of the plane only through a watch of the Control API
+(``discovery``), so it can run as a separate process or on another machine. It MUST NOT import
+``aviator.store``, ``aviator.controllers``, ``aviator.runtime``, ``aviator.plane`` or
+``aviator.cli`` (an import-linter contract holds that line, indirect imports included: what it
+uses of ``aviator.cache`` and ``aviator.client`` must stay free of the store too).
+
+The request path MUST touch no database and make no Control API call: every decision reads
+memory that the watch keeps current. It MUST NOT log API keys or tokens, and MUST NOT forward the
+client's credentials to a replica.
+
+Modules, pure cores first:
+
+- ``endpoints``: the endpoint table built from Replica objects (pure).
+- ``picking``: replica pickers and in-flight accounting (pure).
+- ``openai``: request parsing and OpenAI-shaped bodies (pure).
+- ``auth``: the ``Authenticator`` seam and API-key authentication (pure).
+- ``metrics``: the gateway's Prometheus registry.
+- ``discovery``: keeps the endpoint table fed by list + watch (``aviator.cache.Reflector``).
+- ``proxy``: forwards one request to a replica, with retries and streaming.
+- ``app``: the aiohttp application and ``GatewayServer``, which composes everything.
+"""

@@ -1,0 +1,313 @@
+"""The gateway's aiohttp application and ``GatewayServer``, the one place it is composed.
+
+Routes::
+
+    POST /v1/chat/completions, /v1/completions, /v1/embeddings   proxied to a replica
+    GET  /v1/models                                             models the table knows
+    GET  /health                                                200 once the feed has synced
+    GET  /metrics                                               Prometheus text format
+
+Every dependency lives in one typed ``Gateway`` object under the ``GATEWAY`` app key; the
+upstream ``ClientSession`` and the feed task are opened and closed by its cleanup context, so an
+application (or a test server) owns all it starts. Every response carries ``x-request-id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from aviator.gateway import openai
+from aviator.gateway.auth import Authenticator, Unauthenticated
+from aviator.gateway.discovery import Feed
+from aviator.gateway.endpoints import EndpointTable
+from aviator.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from aviator.gateway.picking import InFlight, LeastInFlight, Picker
+from aviator.gateway.proxy import CLIENT_CLOSED, REQUEST_ID, Proxy, error_response
+from aviator.settings import GatewaySettings
+
+__all__ = ["GATEWAY", "Gateway", "GatewayServer", "build_app"]
+
+log = logging.getLogger("aviator.gateway")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_REQUEST_ID_MAX = 128
+
+
+class _RequestIds:
+    """Fresh request ids: a random per-process prefix and a counter (unique, and cheap)."""
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
+
+    def take(self, request: web.Request) -> str:
+        """The client's ``x-request-id`` if it is sane (visible ASCII, bounded), else a new one."""
+        given = request.headers.get(REQUEST_ID)
+        if (
+            given
+            and len(given) <= _REQUEST_ID_MAX
+            and given.isascii()
+            and given.isprintable()
+            and " " not in given
+        ):
+            return given
+        return f"{self._prefix}{next(self._counter):010x}"
+
+
+class Gateway:
+    """Everything the handlers use, built once per application."""
+
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        table: EndpointTable,
+        feed: Feed,
+        authenticator: Authenticator,
+        picker: Picker | None = None,
+        max_attempts: int = 3,
+        upstream_connections: int = 1024,
+    ) -> None:
+        self.settings = settings
+        self.table = table
+        self.feed = feed
+        self.authenticator = authenticator
+        self.picker: Picker = picker or LeastInFlight()
+        self.inflight = InFlight()
+        self.metrics = GatewayMetrics(table=table)
+        self.request_ids = _RequestIds()
+        self.max_attempts = max_attempts
+        self.upstream_connections = upstream_connections
+        """Pooled connections to all replicas together; requests beyond it wait for one."""
+        self._proxy: Proxy | None = None
+
+    @property
+    def proxy(self) -> Proxy:
+        if self._proxy is None:
+            raise RuntimeError("the gateway application has not been started")
+        return self._proxy
+
+    async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        """Cleanup context: the upstream session and the feed live as long as the app."""
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.upstream_connections, limit_per_host=0),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=self.settings.connect_timeout_s,
+                sock_read=self.settings.read_timeout_s,
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+        )
+        self._proxy = Proxy(
+            session=session,
+            table=self.table,
+            picker=self.picker,
+            stats=self.inflight,
+            metrics=self.metrics,
+            max_attempts=self.max_attempts,
+        )
+        feed_task = asyncio.create_task(self.feed.run(), name="aviator-gateway-feed")
+        feed_task.add_done_callback(_report_feed_exit)
+        try:
+            yield
+        finally:
+            feed_task.cancel()
+            await asyncio.wait([feed_task])  # never raises: how it ended was reported already
+            self._proxy = None
+            await session.close()
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def _report_feed_exit(task: asyncio.Task[None]) -> None:
+    """A feed only ends when cancelled; anything else leaves the table frozen, so say so."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    log.error(
+        "the replica feed stopped (%s); routing continues on the last known table",
+        repr(exc) if exc is not None else "returned",
+    )
+
+
+def _proxy_handler(operation: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await _proxy(request, operation)
+
+    handler.__name__ = f"proxy_{operation}"
+    return handler
+
+
+async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    started = time.perf_counter()
+    request_id = gw.request_ids.take(request)
+    model = ""
+    code = 500
+    try:
+        try:
+            gw.authenticator.authenticate(request.headers)
+        except Unauthenticated:
+            raise openai.unauthorized() from None
+        limit = gw.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise openai.too_large(limit)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise openai.too_large(limit) from None
+        route = openai.parse_request(body, operation=operation)
+        candidates = gw.table.lookup(route.model)
+        if candidates is None:
+            raise openai.model_not_found(route.model)
+        model = route.model
+        if not candidates:
+            raise openai.no_ready_replica(model)
+        gauge = gw.metrics.inflight(model)
+        gauge.inc()
+        try:
+            done = await gw.proxy.forward(
+                request, route=route, candidates=candidates, body=body, request_id=request_id
+            )
+        finally:
+            gauge.dec()
+        code = done.code
+        return done.response
+    except openai.OpenAIError as err:
+        code = err.status
+        return error_response(err, request_id=request_id)
+    except asyncio.CancelledError:
+        code = CLIENT_CLOSED
+        raise
+    finally:
+        gw.metrics.observe(
+            operation=operation, model=model, code=code, duration_s=time.perf_counter() - started
+        )
+
+
+async def _models(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    request_id = gw.request_ids.take(request)
+    try:
+        gw.authenticator.authenticate(request.headers)
+    except Unauthenticated:
+        return error_response(openai.unauthorized(), request_id=request_id)
+    return web.Response(
+        body=openai.model_list(gw.table.models()),
+        content_type="application/json",
+        headers={REQUEST_ID: request_id},
+    )
+
+
+async def _health(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    synced = gw.feed.synced.is_set()
+    return web.json_response(
+        {"status": "ok" if synced else "syncing", "endpoints": len(gw.table)},
+        status=200 if synced else 503,
+    )
+
+
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    return web.Response(body=gw.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _unknown(request: web.Request) -> web.StreamResponse:
+    request_id = request.app[GATEWAY].request_ids.take(request)
+    if request.path in openai.OPERATIONS or request.path == "/v1/models":
+        allowed = "GET" if request.path == "/v1/models" else "POST"
+        response = error_response(
+            openai.method_not_allowed(request.method, request.path, allowed=allowed),
+            request_id=request_id,
+        )
+        response.headers["Allow"] = allowed
+        return response
+    return error_response(openai.unknown_url(request.method, request.path), request_id=request_id)
+
+
+async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: responses aiohttp makes itself get an ``x-request-id`` too."""
+    if REQUEST_ID not in response.headers:
+        response.headers[REQUEST_ID] = request.app[GATEWAY].request_ids.take(request)
+
+
+def build_app(gateway: Gateway) -> web.Application:
+    """The aiohttp application around ``gateway`` (started by a runner or a test server)."""
+    # aiohttp enforces client_max_size while reading; the handler turns that into an OpenAI 413.
+    app = web.Application(client_max_size=gateway.settings.max_body_bytes)
+    app[GATEWAY] = gateway
+    for path, operation in openai.OPERATIONS.items():
+        app.router.add_post(path, _proxy_handler(operation))
+    app.router.add_get("/v1/models", _models)
+    app.router.add_route("*", "/v1/{tail:.*}", _unknown)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
+    app.cleanup_ctx.append(gateway.lifespan)
+    app.on_response_prepare.append(_stamp_request_id)
+    return app
+
+
+class GatewayServer:
+    """The gateway listening on a socket: ``start()``, then ``stop()`` (or ``serve(until)``)."""
+
+    def __init__(self, gateway: Gateway, *, shutdown_grace_s: float = 5.0) -> None:
+        self.gateway = gateway
+        self._grace = shutdown_grace_s
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with ``port=0``)."""
+        if self._runner is None or not self._runner.addresses:
+            raise RuntimeError("the gateway is not listening")
+        port: int = self._runner.addresses[0][1]
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.gateway.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        runner = web.AppRunner(
+            build_app(self.gateway),
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=self._grace,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.gateway.settings.host, self.gateway.settings.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        log.info("gateway listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Stop accepting, give in-flight requests the grace period, then close everything."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def serve(self, until: asyncio.Event) -> None:
+        """Run until ``until`` is set."""
+        await self.start()
+        try:
+            await until.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,314 @@
+"""Forwarding one request to a replica: retry before the first byte, stream after it.
+
+The original request bytes go upstream unchanged (the body was parsed once, only to route it).
+An open-ended or large answer comes back chunk by chunk as the replica sends it, so server-sent
+events pass through unbuffered; a small answer of known length (the usual non-streaming
+completion) is read whole first and sent in one write.
+
+Until the client has been sent anything, a connection failure or a 5xx from a replica means: pick
+another ready replica (each at most once, ``max_attempts`` in all). Once a byte has been sent
+there is no going back: a replica that breaks off mid-stream gets the client connection aborted,
+so the client sees a truncated response rather than a falsely complete one.
+
+A client that goes away cancels the handler (aiohttp's ``handler_cancellation``), which closes the
+upstream connection, which the replica sees as a cancellation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from aviator.gateway import openai
+from aviator.gateway.endpoints import Endpoint, EndpointTable
+from aviator.gateway.metrics import GatewayMetrics
+from aviator.gateway.picking import InFlight, Picker, RouteRequest
+
+__all__ = [
+    "CLIENT_CLOSED",
+    "Forwarded",
+    "Proxy",
+    "error_response",
+    "request_headers",
+    "response_headers",
+]
+
+REQUEST_ID = "x-request-id"
+REPLICA = "x-aviator-replica"
+
+CLIENT_CLOSED = 499
+"""Status recorded in metrics when the client went away before the answer was complete (nginx's
+convention; never sent on the wire)."""
+
+BUFFER_MAX_BYTES = 64 * 1024
+"""Answers with a known length up to this size are read whole and sent in one write; longer or
+open-ended ones (server-sent events) are streamed chunk by chunk."""
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+"""Headers that describe one connection and MUST NOT be forwarded (RFC 9110 §7.6.1)."""
+
+_DROP_UPSTREAM = HOP_BY_HOP | {"host", "authorization", "content-length", "expect", REQUEST_ID}
+"""Never forwarded to a replica: the client's credentials stay at the gateway."""
+
+_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-encoding", "content-length", REQUEST_ID, REPLICA}
+"""The body arrives decoded (aiohttp decompresses), so its encoding and length are re-derived."""
+
+
+def _dropped(headers: Mapping[str, str], always: frozenset[str]) -> frozenset[str]:
+    """``always`` plus the headers the ``Connection`` header names (hop-by-hop by declaration)."""
+    value = headers.get("Connection")
+    if not value:
+        return always
+    return always | {token.strip().lower() for token in value.split(",")}
+
+
+def request_headers(headers: Mapping[str, str], *, request_id: str) -> CIMultiDict[str]:
+    """The client's headers as a replica should see them."""
+    drop = _dropped(headers, _DROP_UPSTREAM)
+    out = CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in drop])
+    out.setdefault("Content-Type", "application/json")
+    out[REQUEST_ID] = request_id
+    return out
+
+
+def response_headers(
+    headers: Mapping[str, str], *, request_id: str, replica: str
+) -> CIMultiDict[str]:
+    """A replica's response headers as the client should see them."""
+    drop = _dropped(headers, _DROP_DOWNSTREAM)
+    out = CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in drop])
+    out[REQUEST_ID] = request_id
+    out[REPLICA] = replica
+    return out
+
+
+def error_response(
+    err: openai.OpenAIError, *, request_id: str, replica: str | None = None
+) -> web.Response:
+    """An OpenAI-shaped error with the gateway's headers."""
+    headers = {REQUEST_ID: request_id}
+    if err.retry_after_s is not None:
+        headers["Retry-After"] = str(err.retry_after_s)
+    if err.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if replica is not None:
+        headers[REPLICA] = replica
+    return web.Response(
+        status=err.status, body=err.body(), content_type="application/json", headers=headers
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    text = text if len(text) <= 200 else text[:200] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """What became of a forwarded request."""
+
+    response: web.StreamResponse
+    code: int
+    """Status for metrics: what was sent, ``CLIENT_CLOSED`` if the client left, 502 if the
+    replica broke off mid-stream."""
+    replica: str | None
+
+
+class Proxy:
+    """Sends requests to replicas through one pooled ``ClientSession``."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        table: EndpointTable,
+        picker: Picker,
+        stats: InFlight,
+        metrics: GatewayMetrics,
+        max_attempts: int = 3,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._session = session
+        self._table = table
+        self._picker = picker
+        self._stats = stats
+        self._metrics = metrics
+        self._max_attempts = max_attempts
+        self._log = logger or logging.getLogger("aviator.gateway.proxy")
+
+    async def forward(
+        self,
+        request: web.Request,
+        *,
+        route: RouteRequest,
+        candidates: Sequence[Endpoint],
+        body: bytes,
+        request_id: str,
+    ) -> Forwarded:
+        """Send ``body`` to a replica among ``candidates`` and relay its answer.
+
+        A retry looks the model up again, so a replica that left the table while an attempt
+        failed is not tried next.
+        """
+        headers = request_headers(request.headers, request_id=request_id)
+        target = request.raw_path
+        tried: set[str] = set()
+        # Why the last attempt failed, safe to tell the client (no addresses, no internals).
+        outcome = "no replica was available"
+        replica: str | None = None
+        for attempt in range(self._max_attempts):
+            if attempt:
+                candidates = self._table.lookup(route.model) or ()
+            endpoint = self._picker.pick(
+                candidates, request=route, stats=self._stats, exclude=tried
+            )
+            if endpoint is None:
+                break
+            if attempt:
+                self._metrics.retried()
+            tried.add(endpoint.key)
+            replica = endpoint.key
+            self._stats.acquire(endpoint.key)
+            try:
+                try:
+                    upstream = await self._session.post(
+                        endpoint.url + target, data=body, headers=headers
+                    )
+                except aiohttp.SocketTimeoutError as exc:
+                    # The replica took the request and went quiet: sending it elsewhere would
+                    # double the work of a slow replica, not route around a dead one.
+                    outcome = f"{endpoint.key} did not answer in time"
+                    self._log.warning("request %s: %s (%s)", request_id, outcome, _describe(exc))
+                    break
+                except aiohttp.ClientConnectionError as exc:
+                    outcome = f"{endpoint.key} could not be reached"
+                    self._log.info("request %s: %s (%s)", request_id, outcome, _describe(exc))
+                    continue
+                if upstream.status >= 500:
+                    outcome = f"{endpoint.key} answered {upstream.status}"
+                    self._log.info("request %s: %s", request_id, outcome)
+                    upstream.close()
+                    continue
+                return await self._relay(
+                    request,
+                    upstream,
+                    model=route.model,
+                    replica=endpoint.key,
+                    request_id=request_id,
+                )
+            finally:
+                self._stats.release(endpoint.key)
+        self._log.warning(
+            "request %s for %s failed after %d attempt(s): %s",
+            request_id,
+            route.model,
+            len(tried),
+            outcome,
+        )
+        err = openai.upstream_error(route.model, f"{len(tried)} tried, last: {outcome}")
+        return Forwarded(
+            error_response(err, request_id=request_id, replica=replica), err.status, replica
+        )
+
+    async def _relay(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        *,
+        model: str,
+        replica: str,
+        request_id: str,
+    ) -> Forwarded:
+        try:
+            headers = response_headers(upstream.headers, request_id=request_id, replica=replica)
+            length = upstream.content_length
+            encoded = "Content-Encoding" in upstream.headers
+            if length is not None and length <= BUFFER_MAX_BYTES and not encoded:
+                # A small, complete answer (the non-streaming case): read it whole and send it in
+                # one write. Nothing has reached the client yet, so a failure is still a clean 502.
+                try:
+                    body = await upstream.read()
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    self._log.warning(
+                        "request %s: %s broke off its answer (%s)",
+                        request_id,
+                        replica,
+                        _describe(exc),
+                    )
+                    err = openai.upstream_error(model, f"{replica} broke off its answer")
+                    return Forwarded(
+                        error_response(err, request_id=request_id, replica=replica), 502, replica
+                    )
+                return Forwarded(
+                    web.Response(
+                        status=upstream.status, reason=upstream.reason, body=body, headers=headers
+                    ),
+                    upstream.status,
+                    replica,
+                )
+            return await self._stream(
+                request, upstream, headers=headers, replica=replica, request_id=request_id
+            )
+        finally:
+            if upstream.content.is_eof():
+                upstream.release()  # read to the end: the connection goes back to the pool
+            else:
+                upstream.close()  # the replica sees the request cancelled
+
+    async def _stream(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        *,
+        headers: CIMultiDict[str],
+        replica: str,
+        request_id: str,
+    ) -> Forwarded:
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=headers
+        )
+        if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
+            response.content_length = upstream.content_length
+        content = upstream.content
+        try:
+            await response.prepare(request)
+            while True:
+                try:
+                    chunk = await content.readany()
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    self._log.warning(
+                        "request %s: %s broke off its answer (%s); aborting the client connection",
+                        request_id,
+                        replica,
+                        _describe(exc),
+                    )
+                    if request.transport is not None:
+                        request.transport.close()
+                    return Forwarded(response, 502, replica)
+                if not chunk:
+                    break
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionError:
+            return Forwarded(response, CLIENT_CLOSED, replica)
+        return Forwarded(response, upstream.status, replica)

@@ -1,0 +1,218 @@
+"""Shared helpers for the gateway tests: Replica objects, fake upstreams, a gateway harness."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
+from prometheus_client.parser import text_string_to_metric_families
+
+from aviator.gateway.app import Gateway, build_app
+from aviator.gateway.auth import ApiKeyAuthenticator
+from aviator.gateway.endpoints import EndpointTable
+from aviator.settings import GatewaySettings
+
+API_KEY = "sk-test-0123456789"
+CHAT_BODY = {"model": "m", "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 8}
+COMPLETION = {
+    "id": "cmpl-1",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "m",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}
+    ],
+}
+
+
+def replica(
+    name: str,
+    *,
+    model: str = "m",
+    url: str | None = "http://127.0.0.1:1",
+    ready: bool = True,
+    namespace: str = "default",
+    deleting: bool = False,
+    rv: int = 1,
+) -> dict[str, Any]:
+    """A Replica in wire form, as the Control API sends it."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "resourceVersion": str(rv)}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-27T09:00:00Z"
+    status: dict[str, Any] = {
+        "phase": "Running" if ready else "Starting",
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+    }
+    if url is not None:
+        status["endpoint"] = url
+    return {
+        "apiVersion": "aviator.dev/v1alpha1",
+        "kind": "Replica",
+        "metadata": meta,
+        "spec": {"model": {"name": model}, "engine": "sim"},
+        "status": status,
+    }
+
+
+def dead_url() -> str:
+    """A loopback URL nobody listens on (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in a Prometheus exposition, or None."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return None
+
+
+async def until(predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
+    """Poll ``predicate`` until true, failing after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.005)
+
+
+UpstreamHandler = Callable[["FakeUpstream", web.Request], Awaitable[web.StreamResponse]]
+
+
+async def answer_ok(up: FakeUpstream, request: web.Request) -> web.StreamResponse:
+    return web.Response(
+        body=orjson.dumps(COMPLETION),
+        content_type="application/json",
+        headers={"X-Upstream": up.name},
+    )
+
+
+@dataclass
+class FakeUpstream:
+    """An OpenAI-ish server on an ephemeral port that records what it was sent."""
+
+    name: str
+    handler: UpstreamHandler = answer_ok
+    hits: list[tuple[CIMultiDict[str], bytes]] = field(default_factory=list)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    proceed: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    server: TestServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("")).rstrip("/")
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.hits.append((request.headers.copy(), await request.read()))
+        self.started.set()
+        try:
+            return await self.handler(self, request)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+
+
+class StaticFeed:
+    """A feed that never delivers anything (tests write the table themselves)."""
+
+    def __init__(self, *, synced: bool = True) -> None:
+        self.synced = asyncio.Event()
+        if synced:
+            self.synced.set()
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+
+@dataclass
+class Harness:
+    client: TestClient[web.Request, web.Application]
+    gateway: Gateway
+    table: EndpointTable
+    feed: StaticFeed
+
+    def add(self, name: str, up: FakeUpstream | str, *, model: str = "m") -> None:
+        url = up if isinstance(up, str) else up.url
+        self.table.apply("ADDED", replica(name, model=model, url=url))
+
+    async def chat(
+        self,
+        body: Any = None,
+        *,
+        key: str | None = API_KEY,
+        headers: dict[str, str] | None = None,
+        path: str = "/v1/chat/completions",
+    ) -> tuple[int, CIMultiDict[str], bytes]:
+        sent = dict(headers or {})
+        if key is not None:
+            sent["Authorization"] = f"Bearer {key}"
+        data = (
+            body if isinstance(body, bytes) else orjson.dumps(CHAT_BODY if body is None else body)
+        )
+        async with self.client.post(path, data=data, headers=sent) as resp:
+            return resp.status, resp.headers.copy(), await resp.read()
+
+    async def metrics(self) -> str:
+        async with self.client.get("/metrics") as resp:
+            assert resp.status == 200
+            return await resp.text()
+
+
+@pytest.fixture
+async def upstreams() -> AsyncIterator[Callable[..., Awaitable[FakeUpstream]]]:
+    started: list[FakeUpstream] = []
+
+    async def start(name: str, handler: UpstreamHandler = answer_ok) -> FakeUpstream:
+        up = FakeUpstream(name=name, handler=handler)
+        await up.start()
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        up.proceed.set()
+        assert up.server is not None
+        await up.server.close()
+
+
+@pytest.fixture
+def settings() -> GatewaySettings:
+    return GatewaySettings(max_body_bytes=64 * 1024, connect_timeout_s=1.0, read_timeout_s=5.0)
+
+
+@pytest.fixture
+async def harness(settings: GatewaySettings) -> AsyncIterator[Harness]:
+    table = EndpointTable()
+    feed = StaticFeed()
+    gateway = Gateway(
+        settings=settings,
+        table=table,
+        feed=feed,
+        authenticator=ApiKeyAuthenticator([API_KEY, "sk-other"]),
+    )
+    client = TestClient(TestServer(build_app(gateway), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield Harness(client=client, gateway=gateway, table=table, feed=feed)
+    finally:
+        await client.close()

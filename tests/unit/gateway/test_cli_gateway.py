@@ -1,0 +1,161 @@
+"""``aviator gateway``: its help, its refusals, and one real process watching a fake Control API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+import typer
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from typer.testing import CliRunner
+
+from aviator.cli.gateway import gateway
+
+from .conftest import CHAT_BODY, FakeUpstream, replica
+
+ADMIN_TOKEN = "admin-token-secret-1"
+API_KEY = "sk-cli-secret-2"
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def cli_app() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(gateway)
+    return app
+
+
+def test_help_names_every_option() -> None:
+    result = CliRunner().invoke(cli_app(), ["--help"])
+    assert result.exit_code == 0
+    for option in (
+        "--host",
+        "--port",
+        "--control-url",
+        "--token-file",
+        "--api-key-file",
+        "--no-auth",
+    ):
+        assert option in result.output
+
+
+def test_it_refuses_to_start_without_a_way_to_authenticate(tmp_path: Path) -> None:
+    token = tmp_path / "admin.token"
+    token.write_text(ADMIN_TOKEN)
+    args = ["--control-url", "http://127.0.0.1:1", "--token-file", str(token)]
+    result = CliRunner().invoke(cli_app(), args)
+    assert result.exit_code == 2
+    assert "--api-key-file" in result.output
+    keys = tmp_path / "keys"
+    keys.write_text(API_KEY)
+    result = CliRunner().invoke(cli_app(), [*args, "--no-auth", "--api-key-file", str(keys)])
+    assert result.exit_code == 2
+    keys.write_text("# empty\n")
+    result = CliRunner().invoke(cli_app(), [*args, "--api-key-file", str(keys)])
+    assert result.exit_code == 2
+    assert "no API key" in result.output
+
+
+@pytest.fixture
+async def control_api(upstreams: Callable[..., Awaitable[FakeUpstream]]) -> AsyncIterator[str]:
+    """A Control API that lists one ready Replica (pointing at a fake upstream) and then idles."""
+    up = await upstreams("a")
+
+    async def replicas(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != f"Bearer {ADMIN_TOKEN}":
+            return web.json_response(
+                {"kind": "Status", "code": 401, "reason": "Unauthorized", "message": "no"},
+                status=401,
+            )
+        if "watch" not in request.query:
+            return web.json_response(
+                {
+                    "kind": "ReplicaList",
+                    "metadata": {"resourceVersion": "5"},
+                    "items": [replica("a", url=up.url, rv=5)],
+                }
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        await asyncio.Event().wait()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/apis/aviator.dev/v1alpha1/replicas", replicas)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+async def test_the_process_serves_what_it_watches_and_exits_0_on_sigterm(
+    tmp_path: Path, control_api: str
+) -> None:
+    (tmp_path / "admin.token").write_text(ADMIN_TOKEN + "\n")
+    (tmp_path / "keys").write_text(f"# test clients\n{API_KEY}\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aviator",
+        "gateway",
+        "--port",
+        "0",
+        "--control-url",
+        control_api,
+        "--token-file",
+        str(tmp_path / "admin.token"),
+        "--api-key-file",
+        str(tmp_path / "keys"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    try:
+        url = ""
+        async with asyncio.timeout(20):
+            while not url:
+                line = (await process.stdout.readline()).decode()
+                assert line, "the gateway exited early:\n" + "".join(output)
+                output.append(line)
+                if "gateway listening on " in line:
+                    url = line.rsplit(" ", 1)[1].strip()
+        async with aiohttp.ClientSession() as session:
+            async with asyncio.timeout(10):
+                while True:
+                    async with session.get(f"{url}/health") as resp:
+                        if resp.status == 200:
+                            break
+                    await asyncio.sleep(0.02)
+            async with session.post(
+                f"{url}/v1/chat/completions",
+                data=orjson.dumps(CHAT_BODY),
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            ) as resp:
+                assert resp.status == 200
+                assert resp.headers["x-aviator-replica"] == "default/a"
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            rest = await process.stdout.read()
+            assert await process.wait() == 0
+        output.append(rest.decode())
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = "".join(output)
+    assert "gateway stopped" in text
+    assert ADMIN_TOKEN not in text
+    assert API_KEY not in text
