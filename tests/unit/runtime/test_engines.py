@@ -19,7 +19,7 @@ def test_sim_argv_with_simulator_options():
     replica.spec.simulator = SimulatorOptions(ttft_ms=12.5, itl_ms=3.0, max_num_seqs=8,
                                               max_waiting=20)
     assert SimEngine().argv(replica, host="127.0.0.1", port=40123) == [
-        sys.executable, "-m", "aviator", "sim",
+        sys.executable, "-m", "aviator.sim",
         "--host", "127.0.0.1", "--port", "40123",
         "--model", "test-model",
         "--ttft-ms", "12.5", "--itl-ms", "3.0",

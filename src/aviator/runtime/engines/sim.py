@@ -1,4 +1,4 @@
-"""Engine ``sim``: aviator's own vLLM-compatible simulator, run as ``python -m aviator sim``."""
+"""Engine ``sim``: aviator's own vLLM-compatible simulator, run as ``python -m aviator.sim``."""
 
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ class SimEngine:
         return [
             sys.executable,
             "-m",
-            "aviator",
-            "sim",
+            "aviator.sim",  # the simulator's own entry: imports only what it needs (~2x faster start)
             "--host",
             host,
             "--port",
