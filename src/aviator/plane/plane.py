@@ -1,9 +1,9 @@
 """``Plane``: everything ``aviator up`` runs, started and stopped in one well-defined order.
 
 Start: data directory and lock → store → runtime (adopting processes a previous plane left) →
-controllers (informers synced) → Control API → gateway. Stop runs the reverse: first the Control
-API (no write is acknowledged after that), then the gateway and controllers, then every engine
-process, and the store last, so nothing acknowledged is lost.
+controllers (informers synced) → Control API → gateway. Stop runs the reverse: the gateway, the
+Control API (no write is acknowledged after that), the controllers, every engine process, and the
+store last, so nothing acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -141,12 +141,15 @@ class Plane:
 
     async def stop(self) -> None:
         """Stop everything in reverse order; safe to call on a partly started plane."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        log.info("plane stopping")
+        # The gateway first: it only reads (through a watch), and with it gone the Control API
+        # has no long-lived connection left to wait for.
         if self._gateway is not None:
             await self._gateway.stop()
             self._gateway = None
+        if self._runner is not None:
+            await self._runner.cleanup()  # from here on no write is acknowledged
+            self._runner = None
         if self._manager is not None:
             await self._manager.stop()
             self._manager = None
