@@ -40,25 +40,14 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_plane(data_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    log = (data_dir.parent / "plane.out").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aviator",
-            "--data-dir",
-            str(data_dir),
-            "up",
-            "--api-port",
-            "0",
-            "--gateway-port",
-            "0",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
+def start_plane(data_dir: Path, *, profile: Path | None) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    argv = [sys.executable, "-m", "aviator", "--data-dir", str(data_dir), "up"]
+    argv += ["--api-port", "0", "--gateway-port", "0"]
+    if profile is not None:  # pyinstrument must be installed; it writes its report at exit
+        renderer = "html" if profile.suffix == ".html" else "text"
+        argv[1:1] = ["-m", "pyinstrument", "-r", renderer, "-o", str(profile)]
+    with (data_dir.parent / "plane.out").open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -129,7 +118,7 @@ async def reconcile_many(client: Client, *, count: int, url: str) -> tuple[float
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "aviator"
-        proc, info = start_plane(data_dir)
+        proc, info = start_plane(data_dir, profile=args.profile)
         sim = None
         try:
             token = (data_dir / "admin.token").read_text().strip()
@@ -206,6 +195,7 @@ def main() -> None:
     )
     parser.add_argument("--deployments", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--profile", type=Path, help="profile the plane with pyinstrument into this HTML file")
     asyncio.run(main_async(parser.parse_args()))
 
 

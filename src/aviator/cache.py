@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from aviator.api import errors
@@ -38,6 +38,20 @@ class ListWatch(Protocol):
 
 
 EventHandler = Callable[[EventType, dict[str, Any]], None]
+IndexFunc = Callable[[dict[str, Any]], Iterable[str]]
+"""Values under which an object is indexed (client-go's ``IndexFunc``)."""
+
+
+def owner_uids(obj: dict[str, Any]) -> list[str]:
+    """Index function: the uids of the object's controller owner references."""
+    return [
+        ref["uid"]
+        for ref in obj["metadata"].get("ownerReferences") or ()
+        if ref.get("controller") and ref.get("uid")
+    ]
+
+
+BY_OWNER = "owner"
 
 
 class Reflector:
@@ -50,6 +64,7 @@ class Reflector:
         kind: KindInfo,
         on_event: EventHandler,
         namespace: str | None = None,
+        indexers: Mapping[str, IndexFunc] | None = None,
         backoff_base_s: float = 0.1,
         backoff_max_s: float = 5.0,
         logger: logging.Logger | None = None,
@@ -62,6 +77,9 @@ class Reflector:
         self._backoff_max_s = backoff_max_s
         self._log = logger or logging.getLogger(f"aviator.cache.{kind.plural}")
         self.cache: dict[ObjectKey, dict[str, Any]] = {}
+        """Read-only for consumers: the reflector keeps it and its indices in step."""
+        self._indexers = dict(indexers or {})
+        self._indices: dict[str, dict[str, set[ObjectKey]]] = {name: {} for name in self._indexers}
         self.synced = asyncio.Event()
         """Set after the first successful list: the cache is complete from then on."""
         self.resource_version = ""
@@ -72,6 +90,36 @@ class Reflector:
 
     def get(self, key: ObjectKey) -> dict[str, Any] | None:
         return self.cache.get(key)
+
+    def by_index(self, index: str, value: str) -> list[dict[str, Any]]:
+        """Cached objects whose ``index`` function yields ``value``, in no particular order."""
+        return [self.cache[key] for key in self._indices[index].get(value, ())]
+
+    def _put(self, key: ObjectKey, obj: dict[str, Any]) -> dict[str, Any] | None:
+        old = self.cache.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        self.cache[key] = obj
+        for name, func in self._indexers.items():
+            for value in func(obj):
+                self._indices[name].setdefault(value, set()).add(key)
+        return old
+
+    def _pop(self, key: ObjectKey) -> dict[str, Any] | None:
+        old = self.cache.pop(key, None)
+        if old is not None:
+            self._unindex(key, old)
+        return old
+
+    def _unindex(self, key: ObjectKey, obj: dict[str, Any]) -> None:
+        for name, func in self._indexers.items():
+            index = self._indices[name]
+            for value in func(obj):
+                keys = index.get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del index[value]
 
     async def run(self) -> None:
         """List and watch until cancelled."""
@@ -102,11 +150,11 @@ class Reflector:
         items, rv = await self._source.list(self._kind, namespace=self._namespace)
         fresh = {key_of(item): item for item in items}
         for key in [k for k in self.cache if k not in fresh]:
-            gone = self.cache.pop(key)
+            gone = self._pop(key)
+            assert gone is not None
             self._emit("DELETED", gone)
         for key, item in fresh.items():
-            old = self.cache.get(key)
-            self.cache[key] = item
+            old = self._put(key, item)
             if old is None:
                 self._emit("ADDED", item)
             elif old["metadata"].get("resourceVersion") != item["metadata"].get("resourceVersion"):
@@ -126,9 +174,9 @@ class Reflector:
                 continue
             key = key_of(obj)
             if event["type"] == "DELETED":
-                self.cache.pop(key, None)
+                self._pop(key)
             else:
-                self.cache[key] = obj
+                self._put(key, obj)
             if rv:
                 self.resource_version = rv
             self._emit(event["type"], obj)

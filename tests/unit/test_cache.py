@@ -131,3 +131,44 @@ async def test_a_failing_handler_does_not_stop_the_reflector() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert len(reflector.cache) == 2
+
+
+async def test_indices_follow_adds_changes_deletes_and_relists() -> None:
+    from aviator.cache import BY_OWNER, owner_uids
+
+    def owned(name: str, rv: int, owner: str) -> dict[str, Any]:
+        o = obj(name, rv)
+        o["metadata"]["ownerReferences"] = [{"uid": owner, "controller": True}]
+        return o
+
+    source = FakeSource()
+    source.state = {"a": owned("a", 1, "u1"), "b": owned("b", 2, "u1")}
+    source.rv = 2
+    source.streams = [
+        (
+            [
+                {"type": "MODIFIED", "object": owned("a", 3, "u2")},
+                {"type": "DELETED", "object": owned("b", 4, "u1")},
+            ],
+            errors.Gone("relist"),
+        )
+    ]
+    source.later = [({"a": owned("a", 3, "u2"), "c": owned("c", 6, "u1")}, 6)]
+    done = asyncio.Event()
+
+    def on_event(type_: EventType, o: dict[str, Any]) -> None:
+        if o["metadata"]["name"] == "c":
+            done.set()
+
+    reflector = Reflector(
+        source=source, kind=kinds.REPLICA, on_event=on_event, indexers={BY_OWNER: owner_uids}
+    )
+    task = asyncio.create_task(reflector.run())
+    await asyncio.wait_for(reflector.synced.wait(), 1)
+    await asyncio.wait_for(done.wait(), 2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    names = {o["metadata"]["name"] for o in reflector.by_index(BY_OWNER, "u1")}
+    assert names == {"c"}
+    assert [o["metadata"]["name"] for o in reflector.by_index(BY_OWNER, "u2")] == ["a"]
+    assert reflector.by_index(BY_OWNER, "nobody") == []

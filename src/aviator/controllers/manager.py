@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from aviator.api import kinds
-from aviator.cache import ObjectKey, Reflector, key_of
+from aviator.cache import BY_OWNER, ObjectKey, Reflector, key_of, owner_uids
 from aviator.controllers.modeldeployment import ModelDeploymentReconciler
 from aviator.controllers.reconcile import Controller
 from aviator.controllers.replica import ReplicaReconciler, Runtime
@@ -27,7 +27,12 @@ class Manager:
         self.deployments = Reflector(
             source=store, kind=kinds.MODEL_DEPLOYMENT, on_event=self._on_deployment
         )
-        self.replicas = Reflector(source=store, kind=kinds.REPLICA, on_event=self._on_replica)
+        self.replicas = Reflector(
+            source=store,
+            kind=kinds.REPLICA,
+            on_event=self._on_replica,
+            indexers={BY_OWNER: owner_uids},
+        )
         self.deployment_controller: Controller[ObjectKey] = Controller(
             name="modeldeployment",
             reconciler=ModelDeploymentReconciler(

@@ -7,7 +7,7 @@ import logging
 from aviator.api import errors, kinds
 from aviator.api.meta import now_utc
 from aviator.api.modeldeployment import ModelDeployment
-from aviator.cache import ObjectKey, Reflector
+from aviator.cache import BY_OWNER, ObjectKey, Reflector
 from aviator.controllers import plans
 from aviator.controllers.reconcile import Result
 from aviator.store.protocol import Store
@@ -17,6 +17,7 @@ log = logging.getLogger("aviator.controllers.modeldeployment")
 
 class ModelDeploymentReconciler:
     def __init__(self, *, store: Store, deployments: Reflector, replicas: Reflector) -> None:
+        """``replicas`` must be indexed ``BY_OWNER`` (``cache.owner_uids``)."""
         self._store = store
         self._deployments = deployments
         self._replicas = replicas
@@ -29,8 +30,7 @@ class ModelDeploymentReconciler:
         if md.metadata.deletion_timestamp is not None:
             return Result()
         namespace = md.namespace
-        siblings = [r for (ns, _), r in self._replicas.cache.items() if ns == namespace]
-        owned = plans.owned_by(md, siblings)
+        owned = plans.owned_by(md, self._replicas.by_index(BY_OWNER, md.metadata.uid or ""))
         plan = plans.plan_replicas(md, owned)
 
         for replica in plan.create:

@@ -19,7 +19,7 @@ from aviator.api.meta import dns1123_label_problem, dns1123_subdomain_problem, n
 from aviator.api.replica import Replica
 from aviator.runtime.engines import EngineAdapter, builtin_engines
 from aviator.runtime.engines.base import LOOPBACK
-from aviator.runtime.probe import probe
+from aviator.runtime.probe import SharedProbe, probe
 from aviator.runtime.processes import (
     ProcessHandle,
     child_env,
@@ -86,6 +86,12 @@ class LocalRuntime:
         self._ctx = SupervisorContext(
             settings=self._settings,
             session=session,
+            external_probes=SharedProbe(
+                session,
+                timeout=self._settings.probe_timeout_s,
+                # Half an interval: every replica still sees an answer at most one interval old.
+                max_age=self._settings.external_probe_interval_s / 2,
+            ),
             records=self._records,
             logs_dir=self._logs_dir,
             instance_id=self.instance_id,

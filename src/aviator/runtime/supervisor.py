@@ -25,7 +25,7 @@ from aviator.api.errors import Invalid
 from aviator.api.meta import format_time, now_utc
 from aviator.api.replica import Replica
 from aviator.runtime.engines.base import LOOPBACK, EngineAdapter
-from aviator.runtime.probe import probe
+from aviator.runtime.probe import SharedProbe, probe
 from aviator.runtime.processes import (
     ProcessHandle,
     child_env,
@@ -56,6 +56,7 @@ class SupervisorContext:
 
     settings: RuntimeSettings
     session: aiohttp.ClientSession
+    external_probes: SharedProbe
     records: RecordDir
     logs_dir: Path
     instance_id: str
@@ -194,7 +195,7 @@ class Supervisor:
         self._update(phase="Starting", endpoint=endpoint, message="probing the external endpoint")
         self._launched.set()
         while True:
-            problem = await probe(self._ctx.session, url, timeout=settings.probe_timeout_s)
+            problem = await self._ctx.external_probes.check(url)
             if problem is None:
                 self._update(phase="Running", ready=True, message="")
             else:
