@@ -146,6 +146,13 @@ async def _run(
 
 def up(
     ctx: typer.Context,
+    data_dir: Path | None = typer.Option(
+        None,
+        "--data-dir",
+        help="Data directory (database, tokens, logs); same as the global --data-dir. "
+        "[default: .aviator]",
+        show_default=False,
+    ),
     api_port: int = typer.Option(8081, "--api-port", help="Control API port (0 picks a free one)."),
     gateway_port: int = typer.Option(
         8080, "--gateway-port", help="Gateway port (0 picks a free one)."
@@ -155,7 +162,11 @@ def up(
     ),
     gateway_host: str = typer.Option("127.0.0.1", "--gateway-host", help="Gateway bind address."),
     apply: list[Path] = typer.Option(
-        [], "--apply", "-f", help="Manifests to apply once the plane is up (waits until Available)."
+        [],
+        "--apply",
+        "-f",
+        metavar="FILE",
+        help="Manifests to apply once the plane is up (waits until Available).",
     ),
     wait_timeout: float = typer.Option(
         60.0, "--wait-timeout", help="Seconds to wait for applied deployments."
@@ -168,7 +179,7 @@ def up(
     Ctrl-C or SIGTERM stops it cleanly: every engine process it started is stopped.
     """
     cli: CliContext = ctx.obj
-    base = Settings(data_dir=cli.data_dir)
+    base = Settings(data_dir=data_dir or cli.data_dir)
     settings = replace(
         base,
         api=replace(base.api, host=api_host, port=api_port),
