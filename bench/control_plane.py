@@ -28,7 +28,7 @@ import httpx
 
 from aviator.api import kinds
 from aviator.client import Client
-from aviator.plane.ports import free_port
+from aviator.runtime.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +137,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 await asyncio.sleep(3.0)
                 idle_quickstart = rss_mb(proc.pid)
 
-                port = free_port()
+                port = free_port("127.0.0.1")
                 sim = subprocess.Popen(
                     [sys.executable, "-m", "aviator", "sim", "--port", str(port), "--model", "ext"],
                     stdout=subprocess.DEVNULL,

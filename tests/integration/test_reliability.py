@@ -119,6 +119,7 @@ async def test_kill9_of_the_plane_during_a_burst_of_applies_loses_nothing(
         == 0
     )
     engines_before = {r["metadata"]["name"]: r["status"]["pid"] for r in ready_replicas(plane)}
+    gateway_before = int(plane.info["gatewayPid"])
 
     acknowledged: list[str] = []
     async with plane.client() as client:
@@ -142,7 +143,10 @@ async def test_kill9_of_the_plane_during_a_burst_of_applies_loses_nothing(
 
     # Engines survive a crash of the plane (they run in their own sessions) ...
     assert all(pid_alive(pid) for pid in engines_before.values())
+    # ... the orphaned gateway notices and stops by itself ...
+    wait_until(lambda: not pid_alive(gateway_before), timeout=10, message="orphaned gateway exits")
     plane.start()
+    assert int(plane.info["gatewayPid"]) != gateway_before
     async with plane.client() as client:
         items, _ = await client.list(kinds.MODEL_DEPLOYMENT, namespace="default")
         names = {i["metadata"]["name"] for i in items}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -89,13 +90,32 @@ def _control_api(
     return control_url.rstrip("/"), token
 
 
+PARENT_CHECK_S = 0.5
+"""How often ``--exit-with-parent`` looks whether the process that started the gateway is gone."""
+
+
+async def _exit_with_parent(stop: asyncio.Event) -> None:
+    parent = os.getppid()
+    while not stop.is_set():
+        await asyncio.sleep(PARENT_CHECK_S)
+        if os.getppid() != parent:  # re-parented: the plane died without stopping us
+            log.warning("the process that started the gateway (pid %d) is gone; stopping", parent)
+            stop.set()
+
+
 async def _run(
-    settings: GatewaySettings, *, control_url: str, token: str, authenticator: Authenticator
+    settings: GatewaySettings,
+    *,
+    control_url: str,
+    token: str,
+    authenticator: Authenticator,
+    exit_with_parent: bool,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    orphan_watch = asyncio.create_task(_exit_with_parent(stop)) if exit_with_parent else None
     client = Client(control_url, token=token)
     try:
         table = EndpointTable()
@@ -107,6 +127,8 @@ async def _run(
         await GatewayServer(gateway, shutdown_grace_s=SHUTDOWN_GRACE_S).serve(stop)
         log.info("gateway stopped")
     finally:
+        if orphan_watch is not None:
+            orphan_watch.cancel()
         await client.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -142,6 +164,12 @@ def gateway(
     no_auth: bool = typer.Option(
         False, "--no-auth", help="Accept requests without an API key. For benchmarks only."
     ),
+    exit_with_parent: bool = typer.Option(
+        False,
+        "--exit-with-parent",
+        help="Stop when the process that started the gateway exits (aviator up uses this).",
+        hidden=True,
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run the OpenAI-compatible gateway: it watches Replicas and routes requests to them.
@@ -171,7 +199,15 @@ def gateway(
     else:
         runner = uvloop.run
     try:
-        runner(_run(settings, control_url=url, token=token, authenticator=authenticator))
+        runner(
+            _run(
+                settings,
+                control_url=url,
+                token=token,
+                authenticator=authenticator,
+                exit_with_parent=exit_with_parent,
+            )
+        )
     except OSError as exc:
         typer.echo(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None

@@ -7,6 +7,7 @@
   gateway.token       API key clients present to the gateway (0600)
   plane.json          where the running plane listens (written at start, removed at stop)
   plane.lock          held (flock) while a plane runs on this directory
+  gateway.json        the gateway process (pid, command line), to stop a survivor of a crash
   logs/plane.log      the plane's own log; logs/gateway.log; logs/<ns>/<replica>.log
   run/                records of engine processes, for adoption after a restart
 ```
@@ -49,6 +50,10 @@ class DataDir:
     @property
     def plane_info(self) -> Path:
         return self.root / "plane.json"
+
+    @property
+    def gateway_record(self) -> Path:
+        return self.root / "gateway.json"
 
     @property
     def lock(self) -> Path:

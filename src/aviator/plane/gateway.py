@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import aiohttp
+
+from aviator.runtime.processes import read_cmdline
 
 log = logging.getLogger("aviator.plane.gateway")
 
@@ -29,6 +32,7 @@ class GatewayProcess:
         token_file: Path,
         api_key_file: Path,
         log_file: Path,
+        record: Path,
         stop_grace_s: float = 5.0,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
@@ -50,8 +54,11 @@ class GatewayProcess:
             str(token_file),
             "--api-key-file",
             str(api_key_file),
+            # A plane killed with -9 cannot stop its gateway; the gateway then stops by itself.
+            "--exit-with-parent",
         ]
         self._log_file = log_file
+        self._record = record
         self._stop_grace_s = stop_grace_s
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
@@ -69,6 +76,7 @@ class GatewayProcess:
         return self._process.pid if self._process else None
 
     async def start(self) -> None:
+        await reap_leftover(self._record, grace_s=self._stop_grace_s)
         await self._spawn()
         self._task = asyncio.create_task(self._supervise(), name="gateway supervisor")
 
@@ -97,6 +105,7 @@ class GatewayProcess:
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
+        write_record(self._record, pid=self._process.pid, argv=self._argv)
         log.info("gateway started (pid %d) on %s", self._process.pid, self.url)
 
     async def _supervise(self) -> None:
@@ -138,3 +147,47 @@ class GatewayProcess:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        remove_record(self._record)
+
+
+def write_record(path: Path, *, pid: int, argv: list[str]) -> None:
+    """Remember the gateway process, so a plane restarted after a crash can stop a survivor."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": pid, "argv": argv}))
+    os.replace(tmp, path)
+
+
+async def reap_leftover(path: Path, *, grace_s: float) -> None:
+    """Stop a gateway an earlier plane started and could not stop (it was killed).
+
+    Only a process whose command line is exactly the recorded one is signalled: a pid reused by
+    something else is left alone.
+    """
+    found = read_record(path)
+    if found is None:
+        return
+    pid, argv = found
+    if read_cmdline(pid) == argv:
+        log.warning("stopping gateway pid %d left running by an earlier plane", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while read_cmdline(pid) == argv and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if read_cmdline(pid) == argv:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    remove_record(path)
+
+
+def read_record(path: Path) -> tuple[int, list[str]] | None:
+    try:
+        record = json.loads(path.read_text())
+        return int(record["pid"]), [str(arg) for arg in record["argv"]]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remove_record(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

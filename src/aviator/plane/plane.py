@@ -25,8 +25,8 @@ from aviator.controlapi.app import build_app
 from aviator.controllers.manager import Manager
 from aviator.plane.datadir import DataDir, read_secret
 from aviator.plane.gateway import GatewayProcess
-from aviator.plane.ports import free_port
 from aviator.runtime.local import LocalRuntime
+from aviator.runtime.processes import free_port
 from aviator.settings import Settings
 from aviator.store.sqlite import SqliteStore
 
@@ -111,6 +111,7 @@ class Plane:
                 token_file=self.data_dir.admin_token,
                 api_key_file=self.data_dir.gateway_token,
                 log_file=self.data_dir.logs / "gateway.log",
+                record=self.data_dir.gateway_record,
                 stop_grace_s=settings.runtime.stop_grace_s,
             )
             await self._gateway.start()
@@ -124,6 +125,7 @@ class Plane:
                 "pid": os.getpid(),
                 "apiUrl": api_url,
                 "gatewayUrl": gateway_url,
+                "gatewayPid": self._gateway.pid if self._gateway else None,
                 "startedAt": format_time(now_utc()),
             }
         )

@@ -199,8 +199,8 @@ async def test_openapi_and_discovery(client: Client, server: TestServer) -> None
 
 async def test_unreachable_api_is_unavailable() -> None:
     from aviator.client import Unavailable
-    from aviator.plane.ports import free_port
+    from aviator.runtime.processes import free_port
 
-    async with Client(f"http://127.0.0.1:{free_port()}", token=TOKEN, timeout=1) as c:
+    async with Client(f"http://127.0.0.1:{free_port('127.0.0.1')}", token=TOKEN, timeout=1) as c:
         with pytest.raises(Unavailable):
             await c.list(kinds.MODEL_DEPLOYMENT)
