@@ -164,26 +164,16 @@ def deployment_status(
     generation = md.metadata.generation
     conditions: list[Condition] = list(md.status.conditions)
 
-    if len(ready) >= desired:
-        conditions = set_condition(
-            conditions,
-            type=AVAILABLE,
-            status="True",
-            reason="MinimumReplicasAvailable",
-            message=f"{len(ready)}/{desired} replicas ready",
-            now=now,
-            observed_generation=generation,
-        )
-    else:
-        conditions = set_condition(
-            conditions,
-            type=AVAILABLE,
-            status="False",
-            reason="MinimumReplicasUnavailable",
-            message=f"{len(ready)}/{desired} replicas ready",
-            now=now,
-            observed_generation=generation,
-        )
+    available = len(ready) >= desired
+    conditions = set_condition(
+        conditions,
+        type=AVAILABLE,
+        status="True" if available else "False",
+        reason="MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+        message=f"{len(ready)}/{desired} replicas ready",
+        now=now,
+        observed_generation=generation,
+    )
     rollout_done = len(updated_ready) >= desired and len(live) == desired
     conditions = set_condition(
         conditions,
