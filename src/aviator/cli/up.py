@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import sys
 import time
@@ -17,7 +18,7 @@ from aviator.api import errors, kinds
 from aviator.api.meta import find_condition
 from aviator.api.modeldeployment import ModelDeployment
 from aviator.cli import manifests
-from aviator.cli.context import CliContext
+from aviator.cli.context import DEFAULT_DATA_DIR, CliContext
 from aviator.client import Client
 from aviator.plane.datadir import read_secret
 from aviator.plane.plane import Endpoints, Plane
@@ -44,7 +45,7 @@ def _configure_logging(*, log_file: Path, verbose: bool) -> None:
 
 async def _apply_and_wait(
     endpoints: Endpoints, *, token: str, documents: list[manifests.Document], timeout: float
-) -> list[str]:
+) -> list[ModelDeployment]:
     """Apply ``documents``, wait until every ModelDeployment among them is Available; return them."""
     async with Client(endpoints.api_url, token=token) as client:
         results = await manifests.apply(client, documents, default_namespace="default")
@@ -54,7 +55,7 @@ async def _apply_and_wait(
             raise errors.Invalid(f"{results.failed} object(s) could not be applied")
         waiting = [d for d in documents if d.kind is kinds.MODEL_DEPLOYMENT]
         deadline = time.monotonic() + timeout
-        names = []
+        available: list[ModelDeployment] = []
         for doc in waiting:
             name, namespace = doc.name, doc.namespace or "default"
             started = time.monotonic()
@@ -76,11 +77,25 @@ async def _apply_and_wait(
                         f"modeldeployment {namespace}/{name} not Available after {timeout:.0f}s ({reason})"
                     )
                 await asyncio.sleep(0.05)
-            names.append(f"{namespace}/{name} serving {md.spec.model.name}")
-    return names
+            available.append(md)
+    return available
 
 
-def _banner(plane: Plane, endpoints: Endpoints, served: list[str]) -> str:
+def _command_name() -> str:
+    """How the user can call this CLI again: ``aviator`` when that is on PATH, else its path."""
+    here = Path(sys.argv[0])
+    on_path = shutil.which("aviator")
+    if on_path is not None and Path(on_path).resolve() == here.resolve():
+        return "aviator"
+    with contextlib.suppress(ValueError):
+        return str(here.resolve().relative_to(Path.cwd()))
+    return str(here)
+
+
+def _banner(plane: Plane, endpoints: Endpoints, served: list[ModelDeployment]) -> str:
+    cli = _command_name()
+    if plane.data_dir.root != DEFAULT_DATA_DIR:
+        cli += f" --data-dir {plane.data_dir.root}"
     data_dir = plane.data_dir
     lines = [
         "",
@@ -91,10 +106,10 @@ def _banner(plane: Plane, endpoints: Endpoints, served: list[str]) -> str:
         lines.append(
             f"  Gateway      {endpoints.gateway_url}   (API key: {data_dir.gateway_token})"
         )
-    for item in served:
-        lines.append(f"  Deployment   {item}")
+    for md in served:
+        lines.append(f"  Deployment   {md.namespace}/{md.name} serving {md.spec.model.name}")
     if endpoints.gateway_url:
-        model = served[0].split(" serving ", 1)[1] if served else "MODEL"
+        model = served[0].spec.model.name if served else "MODEL"
         lines += [
             "",
             "Try it:",
@@ -103,7 +118,9 @@ def _banner(plane: Plane, endpoints: Endpoints, served: list[str]) -> str:
             "    -H 'Content-Type: application/json' \\",
             f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'',
             "",
-            "  aviator get md        aviator get rep -o wide        aviator describe md <name>",
+            f"  {cli} get md",
+            f"  {cli} get rep -o wide",
+            f"  {cli} describe md {served[0].name if served else 'NAME'}",
         ]
     lines += ["", "Press Ctrl-C to stop (every engine process is stopped with the plane).", ""]
     return "\n".join(lines)
@@ -124,7 +141,7 @@ async def _run(
     try:
         typer.echo(f"Starting aviator plane (data directory {settings.data_dir}) ...", err=True)
         endpoints = await plane.start()
-        served: list[str] = []
+        served: list[ModelDeployment] = []
         if documents:
             token = read_secret(plane.data_dir.admin_token)
             served = await _apply_and_wait(
