@@ -19,11 +19,7 @@ import typer
 
 from aviator.api.errors import AviatorError
 from aviator.cli.context import CliContext
-from aviator.client import Client
-from aviator.gateway.app import Gateway, GatewayServer
 from aviator.gateway.auth import ApiKeyAuthenticator, Authenticator, NoAuth, load_api_keys
-from aviator.gateway.discovery import Discovery
-from aviator.gateway.endpoints import EndpointTable
 from aviator.settings import GatewaySettings
 
 log = logging.getLogger("aviator.cli.gateway")
@@ -115,6 +111,12 @@ async def _run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # Imported here, not at the top: every other CLI command would pay for the server stack.
+    from aviator.client import Client
+    from aviator.gateway.app import Gateway, GatewayServer
+    from aviator.gateway.discovery import Discovery
+    from aviator.gateway.endpoints import EndpointTable
+
     orphan_watch = asyncio.create_task(_exit_with_parent(stop)) if exit_with_parent else None
     client = Client(control_url, token=token)
     try:

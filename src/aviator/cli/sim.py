@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from aviator.sim import SimOptions, run
 from aviator.sim import options as defaults
+from aviator.sim.options import SimOptions
 
 
 def sim(
@@ -90,4 +90,6 @@ def sim(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    from aviator.sim.process import run  # the server stack, only when it is going to run
+
     raise typer.Exit(run(options, host=host, port=port))

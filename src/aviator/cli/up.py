@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -21,8 +22,10 @@ from aviator.cli import manifests
 from aviator.cli.context import DEFAULT_DATA_DIR, CliContext
 from aviator.client import Client
 from aviator.plane.datadir import read_secret
-from aviator.plane.plane import Endpoints, Plane
 from aviator.settings import Settings
+
+if TYPE_CHECKING:
+    from aviator.plane.plane import Endpoints, Plane
 
 log = logging.getLogger("aviator.cli.up")
 
@@ -133,6 +136,9 @@ async def _run(
     wait_timeout: float,
     run_gateway: bool,
 ) -> int:
+    # Imported here, not at the top: every other CLI command would pay for the whole plane.
+    from aviator.plane.plane import Plane
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

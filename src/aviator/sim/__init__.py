@@ -21,19 +21,52 @@ Modules, pure ones first:
 It MUST NOT keep module-level mutable state: every ``build_app`` call is an independent simulator.
 """
 
-from aviator.sim.engine import (
-    ConstantLatency,
-    FinishReason,
-    LatencyModel,
-    QueueFull,
-    Scheduler,
-    Sequence,
-    ServiceUnavailable,
-)
-from aviator.sim.options import SimOptions
-from aviator.sim.process import run
-from aviator.sim.server import SIM_KEY, SimServer, build_app, serve
-from aviator.sim.tokenizer import Tokenizer
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aviator.sim.engine import (
+        ConstantLatency,
+        FinishReason,
+        LatencyModel,
+        QueueFull,
+        Scheduler,
+        Sequence,
+        ServiceUnavailable,
+    )
+    from aviator.sim.options import SimOptions
+    from aviator.sim.process import run
+    from aviator.sim.server import SIM_KEY, SimServer, build_app, serve
+    from aviator.sim.tokenizer import Tokenizer
+
+_EXPORTS = {
+    "ConstantLatency": "engine",
+    "FinishReason": "engine",
+    "LatencyModel": "engine",
+    "QueueFull": "engine",
+    "Scheduler": "engine",
+    "Sequence": "engine",
+    "ServiceUnavailable": "engine",
+    "SimOptions": "options",
+    "run": "process",
+    "SIM_KEY": "server",
+    "SimServer": "server",
+    "build_app": "server",
+    "serve": "server",
+    "Tokenizer": "tokenizer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562): importing ``aviator.sim.options`` for the CLI's defaults must not pull in
+    # the whole aiohttp server stack.
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aviator.sim' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"aviator.sim.{module}"), name)
+
 
 __all__ = [
     "SIM_KEY",
