@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import sys
+import time
 
 from aviator.runtime.processes import (
     ProcessHandle,
@@ -73,6 +75,11 @@ async def test_terminate_a_session_leader_found_by_argv(tmp_path):
     finally:
         os.close(fd)
     assert os.getsid(pid) == pid
+    # posix_spawn returns once the child called execve, but the kernel sets the new command line
+    # a moment later (after the vfork release): poll instead of reading once.
+    deadline = time.monotonic() + 5
+    while find_session_leaders(argv, env_entry=marker) != [pid] and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     assert find_session_leaders(argv, env_entry=marker) == [pid]
     assert find_session_leaders(argv, env_entry=marker + "x") == []
     handle = ProcessHandle.open(pid, pgid=pid)

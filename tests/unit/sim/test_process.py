@@ -102,7 +102,7 @@ def test_cli_builds_options_and_returns_the_exit_code(monkeypatch: pytest.Monkey
         seen.update(options=options, host=host, port=port)
         return 0
 
-    monkeypatch.setattr(cli_sim, "run", fake_run)
+    monkeypatch.setattr("aviator.sim.process.run", fake_run)  # the CLI imports it when run
     result = CliRunner().invoke(
         _cli_app(),
         ["sim", "--model", "m", "--port", "9001", "--ttft-ms", "5", "--itl-ms", "1",
