@@ -5,11 +5,25 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from aviator.plane.gateway import read_record, reap_leftover, write_record
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A process in its own session, like a gateway a killed plane left behind."""
+    proc = subprocess.Popen(SLEEPER, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_started(proc: subprocess.Popen[bytes]) -> list[str]:
@@ -22,33 +36,27 @@ def _wait_started(proc: subprocess.Popen[bytes]) -> list[str]:
     raise AssertionError("sleeper did not start")
 
 
-async def test_a_recorded_survivor_is_stopped_and_the_record_removed(tmp_path: Path) -> None:
-    proc = subprocess.Popen(SLEEPER, start_new_session=True)
-    try:
-        argv = _wait_started(proc)
-        record = tmp_path / "gateway.json"
-        write_record(record, pid=proc.pid, argv=argv)
-        assert read_record(record) == (proc.pid, argv)
-        await reap_leftover(record, grace_s=2.0)
-        assert proc.wait(timeout=5) is not None
-        assert not record.exists()
-    finally:
-        proc.kill()
-        proc.wait()
+async def test_a_recorded_survivor_is_stopped_and_the_record_removed(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    argv = _wait_started(sleeper)
+    record = tmp_path / "gateway.json"
+    write_record(record, pid=sleeper.pid, argv=argv)
+    assert read_record(record) == (sleeper.pid, argv)
+    await reap_leftover(record, grace_s=2.0)
+    assert sleeper.wait(timeout=5) == -15  # SIGTERM, not the fixture's SIGKILL
+    assert not record.exists()
 
 
-async def test_a_reused_pid_is_left_alone(tmp_path: Path) -> None:
-    proc = subprocess.Popen(SLEEPER, start_new_session=True)
-    try:
-        _wait_started(proc)
-        record = tmp_path / "gateway.json"
-        write_record(record, pid=proc.pid, argv=["python", "-m", "aviator", "gateway"])
-        await reap_leftover(record, grace_s=0.2)
-        assert proc.poll() is None, "a process whose command line differs must not be signalled"
-        assert not record.exists()
-    finally:
-        proc.kill()
-        proc.wait()
+async def test_a_reused_pid_is_left_alone(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    _wait_started(sleeper)
+    record = tmp_path / "gateway.json"
+    write_record(record, pid=sleeper.pid, argv=["python", "-m", "aviator", "gateway"])
+    await reap_leftover(record, grace_s=0.2)
+    assert sleeper.poll() is None, "a process whose command line differs must not be signalled"
+    assert not record.exists()
 
 
 async def test_missing_or_corrupt_records_are_ignored(tmp_path: Path) -> None:
