@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from aviator.api.devices import DeviceClass, Node
 from aviator.api.errors import NotFound
 from aviator.api.meta import API_GROUP, GROUP_VERSION
 from aviator.api.modeldeployment import ModelDeployment
@@ -99,8 +100,36 @@ REPLICA = KindInfo(
     ),
 )
 
+NODE = KindInfo(
+    kind="Node",
+    plural="nodes",
+    singular="node",
+    short_names=("no",),
+    namespaced=False,
+    model=Node,
+    columns=(
+        PrinterColumn("Region", ".spec.region"),
+        PrinterColumn("Zone", ".spec.zone"),
+        PrinterColumn("Drivers", ".spec.devices[*].driver", priority=1),
+        PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+    ),
+)
+
+DEVICE_CLASS = KindInfo(
+    kind="DeviceClass",
+    plural="deviceclasses",
+    singular="deviceclass",
+    short_names=("dc",),
+    namespaced=False,
+    model=DeviceClass,
+    columns=(
+        PrinterColumn("Selectors", ".spec.selectors[*].cel.expression", priority=1),
+        PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+    ),
+)
+
 KINDS: MappingProxyType[str, KindInfo] = MappingProxyType(
-    {info.kind: info for info in (MODEL_DEPLOYMENT, REPLICA)}
+    {info.kind: info for info in (MODEL_DEPLOYMENT, REPLICA, NODE, DEVICE_CLASS)}
 )
 """Every kind by its ``kind`` name."""
 

@@ -74,6 +74,77 @@ class ReplicasSpec(Model):
         return self
 
 
+class DeviceSubRequest(Model):
+    """One prioritized alternative (DRA ``firstAvailable`` entry)."""
+
+    name: str | None = Field(default=None, description="Defaults to the device class name.")
+    device_class_name: str = Field(description="A DeviceClass, e.g. `gpu.nvidia.com`.")
+    selectors: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="CEL expressions over `device`; all must hold.",
+    )
+    count: int = Field(default=1, ge=1, le=64, description="Devices per replica.")
+
+
+class DeviceConstraint(Model):
+    match_attribute: str = Field(
+        description="All devices of a replica share this attribute's value, e.g. "
+        "`resource.kubernetes.io/pcieRoot`; the node is always shared."
+    )
+
+
+class AcceleratorClaim(Model):
+    """What each replica needs, as a DRA claim: one class with selectors, or ordered alternatives."""
+
+    device_class_name: str | None = Field(
+        default=None, description="The single alternative's class."
+    )
+    selectors: list[str] = Field(default_factory=list, max_length=32)
+    count: int = Field(default=1, ge=1, le=64)
+    first_available: list[DeviceSubRequest] = Field(
+        default_factory=list, max_length=8, description="Alternatives, most preferred first."
+    )
+    constraints: list[DeviceConstraint] = Field(default_factory=list, max_length=8)
+    strategy: Literal["pack", "spread"] = "pack"
+    """``pack`` fills the fullest node that fits; ``spread`` puts replicas on different nodes."""
+
+    @model_validator(mode="after")
+    def _one_form(self) -> AcceleratorClaim:
+        if self.first_available and (self.device_class_name or self.selectors):
+            raise ValueError(
+                "set either `deviceClassName`/`selectors` or `firstAvailable`, not both"
+            )
+        if not self.first_available and not self.device_class_name:
+            raise ValueError("requires `deviceClassName` or a non-empty `firstAvailable`")
+        return self
+
+    def alternatives(self) -> list[DeviceSubRequest]:
+        """The claim as an ordered list of alternatives (one for the short form)."""
+        if self.first_available:
+            return list(self.first_available)
+        assert self.device_class_name is not None
+        return [
+            DeviceSubRequest(
+                name=self.device_class_name,
+                device_class_name=self.device_class_name,
+                selectors=list(self.selectors),
+                count=self.count,
+            )
+        ]
+
+
+class Sovereignty(Model):
+    """Where a deployment may run, whatever fits otherwise."""
+
+    allowed_regions: list[str] = Field(
+        default_factory=list, description="Node regions allowed; empty means any."
+    )
+    excluded_drivers: list[str] = Field(
+        default_factory=list, description="Device drivers never used, e.g. to avoid one vendor."
+    )
+
+
 class ModelDeploymentSpec(Model):
     """The desired state: a model, an engine, and how many replicas serve it."""
 
@@ -96,6 +167,9 @@ class ModelDeploymentSpec(Model):
         default_factory=ReplicasSpec,
         description="Replica count: an integer, or `{min, max}` bounds for autoscaling.",
     )
+    accelerators: AcceleratorClaim | None = None
+    """Devices each replica needs; none means it runs on the plane's machine without devices."""
+    sovereignty: Sovereignty | None = None
     priority: Priority = "standard"
     """Default request priority for this model: ``critical``, ``standard`` or ``sheddable``."""
 

@@ -25,6 +25,16 @@ RUNTIME_FINALIZER = "aviator.dev/runtime"
 """Held on a Replica while its engine may still run; removed once the runtime stopped it."""
 
 
+class AllocatedDevice(Model):
+    """One device allocated to a replica (a DRA allocation result)."""
+
+    request: str
+    """The claim alternative it satisfies (``firstAvailable`` entry name)."""
+    driver: str
+    device: str
+    """Device name on the replica's node."""
+
+
 class ReplicaSpec(Model):
     """One engine instance, as its owner's template rendered it."""
 
@@ -37,6 +47,8 @@ class ReplicaSpec(Model):
     external: ExternalEndpoint | None = None
     node: str = "local"
     """Where it runs; ``local`` is the machine of the embedded plane."""
+    devices: list[AllocatedDevice] = Field(default_factory=list)
+    """Devices on ``node`` held by this replica; released when it is deleted."""
     template_hash: str = ""
     """Hash of the owner's template this replica was made from; a change means replace."""
 

@@ -7,7 +7,8 @@ def test_every_kind_has_schema_and_crud_paths() -> None:
     schemas = doc["components"]["schemas"]
     for info in KINDS.values():
         assert info.kind in schemas and info.list_kind in schemas
-        base = f"/apis/aviator.dev/v1alpha1/namespaces/{{namespace}}/{info.plural}"
+        scope = "namespaces/{namespace}/" if info.namespaced else ""
+        base = f"/apis/aviator.dev/v1alpha1/{scope}{info.plural}"
         assert set(doc["paths"][base]) == {"get", "post"}
         assert set(doc["paths"][base + "/{name}"]) == {"get", "put", "patch", "delete"}
         assert set(doc["paths"][base + "/{name}/status"]) == {"get", "put"}
