@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -84,6 +84,16 @@ async def _apply_and_wait(
     return available
 
 
+def _inventory(documents: list[manifests.Document]) -> list[dict[str, Any]]:
+    """The Node objects of an inventory file; anything else in it is a mistake worth stopping for."""
+    others = [d.ref for d in documents if d.kind is not kinds.NODE]
+    if others:
+        raise manifests.ManifestError(
+            [f"an inventory holds only Node objects; found {', '.join(others)}"]
+        )
+    return [d.body for d in documents]
+
+
 def _command_name() -> str:
     """How the user can call this CLI again: ``aviator`` when that is on PATH, else its path."""
     here = Path(sys.argv[0])
@@ -133,6 +143,7 @@ async def _run(
     settings: Settings,
     *,
     documents: list[manifests.Document],
+    inventory: list[dict[str, Any]] | None,
     wait_timeout: float,
     run_gateway: bool,
 ) -> int:
@@ -143,7 +154,7 @@ async def _run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    plane = Plane(settings=settings, run_gateway=run_gateway)
+    plane = Plane(settings=settings, run_gateway=run_gateway, inventory=inventory)
     try:
         typer.echo(f"Starting aviator plane (data directory {settings.data_dir}) ...", err=True)
         endpoints = await plane.start()
@@ -191,6 +202,12 @@ def up(
         metavar="FILE",
         help="Manifests to apply once the plane is up (waits until Available).",
     ),
+    inventory: Path | None = typer.Option(
+        None,
+        "--inventory",
+        metavar="FILE",
+        help="Nodes to plan on (e.g. examples/inventory-mixed.yaml) instead of discovering this machine.",
+    ),
     wait_timeout: float = typer.Option(
         60.0, "--wait-timeout", help="Seconds to wait for applied deployments."
     ),
@@ -211,6 +228,7 @@ def up(
     try:
         # Parse manifests before anything starts: a typo should not cost a plane start-up.
         documents = manifests.load(apply) if apply else []
+        fleet = _inventory(manifests.load([inventory])) if inventory is not None else None
     except manifests.ManifestError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -222,6 +240,12 @@ def up(
     else:
         runner = uvloop.run
     code = runner(
-        _run(settings, documents=documents, wait_timeout=wait_timeout, run_gateway=not no_gateway)
+        _run(
+            settings,
+            documents=documents,
+            inventory=fleet,
+            wait_timeout=wait_timeout,
+            run_gateway=not no_gateway,
+        )
     )
     raise typer.Exit(code)

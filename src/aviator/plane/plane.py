@@ -14,17 +14,19 @@ import logging
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import IO
+from typing import IO, Any
 
 from aiohttp import web
 
-from aviator.api import kinds
+from aviator.api import admission, errors, kinds
 from aviator.api.meta import format_time, now_utc
 from aviator.api.replica import Replica
 from aviator.controlapi.app import build_app
 from aviator.controllers.manager import Manager
+from aviator.placement.deviceclasses import builtin_device_classes
 from aviator.plane.datadir import DataDir, read_secret
 from aviator.plane.gateway import GatewayProcess
+from aviator.runtime.discovery import discover_local_node
 from aviator.runtime.local import LocalRuntime
 from aviator.runtime.processes import free_port
 from aviator.settings import Settings
@@ -40,8 +42,16 @@ class Endpoints:
 
 
 class Plane:
-    def __init__(self, *, settings: Settings, run_gateway: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        run_gateway: bool = True,
+        inventory: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """``inventory``: Node objects to plan on; without it the local machine is discovered."""
         self.settings = settings
+        self._inventory = inventory
         self.data_dir = DataDir(settings.data_dir)
         self._run_gateway = run_gateway
         self._lock: IO[str] | None = None
@@ -68,6 +78,7 @@ class Plane:
         self._lock = self.data_dir.acquire()
         settings = self.settings
         self._store = await SqliteStore.open(self.data_dir.database, settings=settings.store)
+        await self._install_fleet()
 
         self._runtime = LocalRuntime(
             data_dir=self.data_dir.root, settings=settings.runtime, on_change=self._runtime_changed
@@ -136,6 +147,30 @@ class Plane:
             gateway_url or "(not started)",
         )
         return self.endpoints
+
+    async def _install_fleet(self) -> None:
+        """Create missing built-in device classes; upsert the inventory (or the discovered node)."""
+        store = self.store
+        for obj in builtin_device_classes():
+            with contextlib.suppress(errors.AlreadyExists):
+                await store.create(
+                    kinds.DEVICE_CLASS,
+                    admission.admit(obj, kind=kinds.DEVICE_CLASS, namespace=None),
+                )
+        nodes = self._inventory if self._inventory is not None else [await discover_local_node()]
+        for raw in nodes:
+            obj = admission.admit(raw, kind=kinds.NODE, namespace=None)
+            try:
+                await store.create(kinds.NODE, obj)
+            except errors.AlreadyExists:
+                current = await store.get(kinds.NODE, None, obj["metadata"]["name"])
+                obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                await store.replace(kinds.NODE, obj)
+        log.info(
+            "fleet: %d node(s), %d device(s)",
+            len(nodes),
+            sum(len(n["spec"]["devices"]) for n in nodes),
+        )
 
     def _runtime_changed(self, namespace: str, name: str) -> None:
         if self._manager is not None:
