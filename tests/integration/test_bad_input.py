@@ -124,3 +124,14 @@ def test_unknown_paths_and_kinds_are_404(api: httpx.Client) -> None:
     assert api.get("/apis/aviator.dev/v1alpha1/namespaces/default/pods").status_code == 404
     assert api.get("/nope").json()["kind"] == "Status"
     assert api.get(MD_PATH + "/missing").status_code == 404
+
+
+def test_a_selector_that_does_not_compile_is_refused_with_cel_s_message(api: httpx.Client) -> None:
+    body = valid()
+    body["spec"]["accelerators"] = {"deviceClassName": "gpu.nvidia.com", "selectors": ["device.driver =="]}
+    resp = api.post(MD_PATH, json=body)
+    assert resp.status_code == 422, resp.text
+    [cause] = resp.json()["details"]["causes"]
+    assert cause["field"] == "spec.accelerators.selectors[0]"
+    assert "1:" in cause["message"]  # CEL's line:column
+    assert stored(api) == []

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -14,6 +14,7 @@ import yaml
 from aiohttp import web
 
 from aviator.api import admission, errors, kinds, labels
+from aviator.api.errors import FieldError
 from aviator.api.kinds import KindInfo
 from aviator.api.meta import dns1123_label_problem
 from aviator.api.patch import merge_patch
@@ -27,6 +28,32 @@ STORE: web.AppKey[Store] = web.AppKey("store", Store)
 SETTINGS = web.AppKey("settings", ApiSettings)
 TOKEN = web.AppKey("token", bytes)
 OPENAPI = web.AppKey("openapi", bytes)
+
+AdmissionCheck = Callable[[KindInfo, dict[str, Any]], Sequence[FieldError]]
+"""Further admission after the schema: returns field errors (e.g. CEL selectors that fail to compile)."""
+CHECKS: web.AppKey[tuple[AdmissionCheck, ...]] = web.AppKey("checks", tuple)
+
+
+def _admit(
+    request: web.Request,
+    body: Any,
+    *,
+    kind: KindInfo,
+    namespace: str | None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    obj = admission.admit(body, kind=kind, namespace=namespace, name=name)
+    causes = [cause for check in request.app[CHECKS] for cause in check(kind, obj)]
+    if causes:
+        obj_name = obj["metadata"]["name"]
+        raise errors.Invalid(
+            f"{kind.kind} {obj_name!r} is invalid",
+            kind=kind.kind,
+            name=obj_name,
+            causes=tuple(causes),
+        )
+    return obj
+
 
 PATCH_RETRIES = 5
 """Merge patches without a resourceVersion are retried this often on a write race."""
@@ -232,7 +259,7 @@ async def _watch(
 async def create(request: web.Request) -> web.Response:
     info, namespace = _scope(request)
     body = await _read_body(request)
-    obj = admission.admit(body, kind=info, namespace=namespace)
+    obj = _admit(request, body, kind=info, namespace=namespace)
     return _json(await request.app[STORE].create(info, obj), status=201)
 
 
@@ -245,7 +272,7 @@ async def replace(request: web.Request) -> web.Response:
     info, namespace = _scope(request)
     name = request.match_info["name"]
     body = await _read_body(request)
-    obj = admission.admit(body, kind=info, namespace=namespace, name=name)
+    obj = _admit(request, body, kind=info, namespace=namespace, name=name)
     return _json(await request.app[STORE].replace(info, obj))
 
 
@@ -264,7 +291,7 @@ async def patch(request: web.Request) -> web.Response:
     for _ in range(PATCH_RETRIES):
         current = await store.get(info, namespace, name)
         patched = merge_patch(current, body)
-        obj = admission.admit(patched, kind=info, namespace=namespace, name=name)
+        obj = _admit(request, patched, kind=info, namespace=namespace, name=name)
         obj["metadata"]["resourceVersion"] = pinned or current["metadata"]["resourceVersion"]
         try:
             return _json(await store.replace(info, obj))
@@ -347,12 +374,15 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def build_app(*, store: Store, settings: ApiSettings, token: str) -> web.Application:
+def build_app(
+    *, store: Store, settings: ApiSettings, token: str, checks: Sequence[AdmissionCheck] = ()
+) -> web.Application:
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[STORE] = store
+    app[CHECKS] = tuple(checks)
     app[SETTINGS] = settings
     app[TOKEN] = token.encode()
     app[OPENAPI] = orjson.dumps(build_document())

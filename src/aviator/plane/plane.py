@@ -24,6 +24,7 @@ from aviator.api.replica import Replica
 from aviator.controlapi.app import build_app
 from aviator.controllers.manager import Manager
 from aviator.placement.deviceclasses import builtin_device_classes
+from aviator.placement.validation import selector_errors
 from aviator.plane.datadir import DataDir, read_secret
 from aviator.plane.gateway import GatewayProcess
 from aviator.runtime.discovery import discover_local_node
@@ -100,7 +101,10 @@ class Plane:
         api = settings.api
         api_port = api.port or free_port(api.host)
         app = build_app(
-            store=self._store, settings=api, token=read_secret(self.data_dir.admin_token)
+            store=self._store,
+            settings=api,
+            token=read_secret(self.data_dir.admin_token),
+            checks=(selector_errors,),
         )
         # Cancel a handler when its client goes away: an abandoned watch stops at once.
         self._runner = web.AppRunner(

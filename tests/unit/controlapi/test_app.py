@@ -204,3 +204,34 @@ async def test_unreachable_api_is_unavailable() -> None:
     async with Client(f"http://127.0.0.1:{free_port('127.0.0.1')}", token=TOKEN, timeout=1) as c:
         with pytest.raises(Unavailable):
             await c.list(kinds.MODEL_DEPLOYMENT)
+
+
+async def test_admission_checks_refuse_with_field_causes_and_store_nothing(
+    store: SqliteStore,
+) -> None:
+    from aviator.api.errors import FieldError
+
+    def no_gpus(kind: Any, obj: dict[str, Any]) -> list[FieldError]:
+        return (
+            [FieldError("spec.engine", "not on Tuesdays")]
+            if obj["spec"]["engine"] == "vllm"
+            else []
+        )
+
+    app = build_app(store=store, settings=ApiSettings(), token=TOKEN, checks=(no_gpus,))
+    srv = TestServer(app)
+    await srv.start_server()
+    try:
+        async with Client(str(srv.make_url("")), token=TOKEN) as c:
+            with pytest.raises(errors.Invalid) as info:
+                await c.create(kinds.MODEL_DEPLOYMENT, md(engine="vllm"), namespace="default")
+            assert info.value.causes[0].field == "spec.engine"
+            await c.create(kinds.MODEL_DEPLOYMENT, md("ok", engine="sim"), namespace="default")
+            with pytest.raises(errors.Invalid):
+                await c.patch(
+                    kinds.MODEL_DEPLOYMENT, "ok", {"spec": {"engine": "vllm"}}, namespace="default"
+                )
+            items, _ = await c.list(kinds.MODEL_DEPLOYMENT)
+            assert [(i["metadata"]["name"], i["spec"]["engine"]) for i in items] == [("ok", "sim")]
+    finally:
+        await srv.close()
