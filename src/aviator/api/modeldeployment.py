@@ -219,6 +219,34 @@ class ReplicaEndpoint(Model):
     """Base URL of its OpenAI-compatible server."""
 
 
+class ReplicaPlacement(Model):
+    """Where one replica landed."""
+
+    replica: str
+    node: str
+    devices: list[str] = Field(default_factory=list)
+    engine: str
+
+
+class ExecutionPath(Model):
+    """One way the claim can be satisfied: an alternative on one driver and product."""
+
+    request: str
+    device_class: str
+    driver: str
+    product: str | None = None
+    count: int
+    """Devices per replica."""
+    devices: int
+    """Qualifying devices in the fleet."""
+    free: int
+    """Of them, free now."""
+    replicas: int
+    """Replicas the fleet could host on this path if nothing else ran."""
+    fits_now: int
+    """Replicas it could host now."""
+
+
 class ModelDeploymentStatus(Status):
     """Observed state. Conditions: ``Available`` (enough replicas Ready), ``Progressing``
     (rollout state), ``Degraded`` (a replica is failing)."""
@@ -230,6 +258,10 @@ class ModelDeploymentStatus(Status):
     """Replicas running the current template."""
     endpoints: list[ReplicaEndpoint] = Field(default_factory=list)
     """Base URLs of the Ready replicas."""
+    placement: list[ReplicaPlacement] = Field(default_factory=list)
+    """Where each scheduled replica landed (deployments with accelerators)."""
+    alternatives: list[ExecutionPath] = Field(default_factory=list)
+    """Every execution path that satisfies the claim, and how many replicas fit on it now."""
 
 
 class ModelDeployment(Resource[ModelDeploymentSpec, ModelDeploymentStatus]):

@@ -8,14 +8,23 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from aviator.api.meta import Model
-from aviator.api.modeldeployment import ExternalEndpoint, ModelRef, SimulatorOptions
+from aviator.api.modeldeployment import (
+    AcceleratorClaim,
+    ExternalEndpoint,
+    ModelRef,
+    SimulatorOptions,
+    Sovereignty,
+)
 from aviator.api.resource import Resource, Status
 
-ReplicaEngine = Literal["sim", "vllm", "external"]
+ReplicaEngine = Literal["auto", "sim", "vllm", "external"]
+"""``auto`` only until the replica is scheduled: placement then picks the engine for its device."""
 ReplicaPhase = Literal["Pending", "Starting", "Running", "Failed", "Terminating"]
 
 READY = "Ready"
 """Condition type the gateway routes on."""
+SCHEDULED = "Scheduled"
+"""Condition type saying whether the replica's devices were allocated (and if not, why)."""
 
 LABEL_DEPLOYMENT = "aviator.dev/model-deployment"
 """Label on every Replica naming the ModelDeployment it serves (select with ``-l``)."""
@@ -40,7 +49,7 @@ class ReplicaSpec(Model):
 
     model: ModelRef
     engine: ReplicaEngine
-    """The resolved engine (never ``auto``)."""
+    """The engine; ``auto`` until scheduling resolves it."""
     engine_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     simulator: SimulatorOptions | None = None
@@ -49,6 +58,9 @@ class ReplicaSpec(Model):
     """Where it runs; ``local`` is the machine of the embedded plane."""
     devices: list[AllocatedDevice] = Field(default_factory=list)
     """Devices on ``node`` held by this replica; released when it is deleted."""
+    accelerators: AcceleratorClaim | None = None
+    """The claim to schedule; while ``node`` is empty the replica waits for devices."""
+    sovereignty: Sovereignty | None = None
     template_hash: str = ""
     """Hash of the owner's template this replica was made from; a change means replace."""
 

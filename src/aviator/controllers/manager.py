@@ -16,6 +16,7 @@ from aviator.cache import BY_OWNER, ObjectKey, Reflector, key_of, owner_uids
 from aviator.controllers.modeldeployment import ModelDeploymentReconciler
 from aviator.controllers.reconcile import Controller
 from aviator.controllers.replica import ReplicaReconciler, Runtime
+from aviator.controllers.scheduling import Scheduler, installed_engines
 from aviator.settings import ControllerSettings
 from aviator.store.protocol import EventType, Store
 
@@ -33,16 +34,31 @@ class Manager:
             on_event=self._on_replica,
             indexers={BY_OWNER: owner_uids},
         )
+        self.nodes = Reflector(source=store, kind=kinds.NODE, on_event=self._on_fleet)
+        self.device_classes = Reflector(
+            source=store, kind=kinds.DEVICE_CLASS, on_event=self._on_fleet
+        )
+        self.scheduler = Scheduler(
+            nodes=self.nodes,
+            device_classes=self.device_classes,
+            replicas=self.replicas,
+            local_engines=installed_engines(),
+        )
         self.deployment_controller: Controller[ObjectKey] = Controller(
             name="modeldeployment",
             reconciler=ModelDeploymentReconciler(
-                store=store, deployments=self.deployments, replicas=self.replicas
+                store=store,
+                deployments=self.deployments,
+                replicas=self.replicas,
+                scheduler=self.scheduler,
             ),
             settings=settings,
         )
         self.replica_controller: Controller[ObjectKey] = Controller(
             name="replica",
-            reconciler=ReplicaReconciler(store=store, replicas=self.replicas, runtime=runtime),
+            reconciler=ReplicaReconciler(
+                store=store, replicas=self.replicas, runtime=runtime, scheduler=self.scheduler
+            ),
             settings=settings,
         )
         self._tasks: list[asyncio.Task[None]] = []
@@ -57,17 +73,29 @@ class Manager:
             if ref.get("controller") and ref.get("kind") == kinds.MODEL_DEPLOYMENT.kind:
                 self.deployment_controller.queue.add((key[0], ref["name"]))
 
+    def _on_fleet(self, _type: EventType, _obj: dict[str, Any]) -> None:
+        # The fleet changed: replicas waiting for devices may fit now, and every deployment's
+        # alternatives may read differently.
+        for key, raw in self.replicas.cache.items():
+            spec = raw.get("spec") or {}
+            if spec.get("accelerators") and not spec.get("node"):
+                self.replica_controller.queue.add(key)
+        for key, raw in self.deployments.cache.items():
+            if (raw.get("spec") or {}).get("accelerators"):
+                self.deployment_controller.queue.add(key)
+
     def runtime_changed(self, namespace: str, name: str) -> None:
         """The runtime observed a change in a replica's process: look at it again."""
         self.replica_controller.queue.add((namespace, name))
 
     async def start(self) -> None:
         """Start informers, wait until their caches are complete, then start the controllers."""
-        for reflector in (self.deployments, self.replicas):
+        reflectors = (self.nodes, self.device_classes, self.deployments, self.replicas)
+        for reflector in reflectors:
             self._tasks.append(
                 asyncio.create_task(reflector.run(), name=f"informer {reflector.kind.plural}")
             )
-        await asyncio.gather(self.deployments.synced.wait(), self.replicas.synced.wait())
+        await asyncio.gather(*(r.synced.wait() for r in reflectors))
         for controller in (self.deployment_controller, self.replica_controller):
             self._tasks.append(
                 asyncio.create_task(controller.run(), name=f"controller {controller.name}")

@@ -10,17 +10,21 @@ from aviator.api.modeldeployment import ModelDeployment
 from aviator.cache import BY_OWNER, ObjectKey, Reflector
 from aviator.controllers import plans
 from aviator.controllers.reconcile import Result
+from aviator.controllers.scheduling import Scheduler
 from aviator.store.protocol import Store
 
 log = logging.getLogger("aviator.controllers.modeldeployment")
 
 
 class ModelDeploymentReconciler:
-    def __init__(self, *, store: Store, deployments: Reflector, replicas: Reflector) -> None:
+    def __init__(
+        self, *, store: Store, deployments: Reflector, replicas: Reflector, scheduler: Scheduler
+    ) -> None:
         """``replicas`` must be indexed ``BY_OWNER`` (``cache.owner_uids``)."""
         self._store = store
         self._deployments = deployments
         self._replicas = replicas
+        self._scheduler = scheduler
 
     async def reconcile(self, key: ObjectKey) -> Result:
         raw = self._deployments.get(key)
@@ -46,7 +50,13 @@ class ModelDeploymentReconciler:
             except errors.NotFound:
                 pass
 
-        status = plans.deployment_status(md, owned, template_hash=plan.template_hash, now=now_utc())
+        status = plans.deployment_status(
+            md,
+            owned,
+            template_hash=plan.template_hash,
+            alternatives=self._scheduler.alternatives(md),
+            now=now_utc(),
+        )
         if status != md.status:
             updated = md.model_copy(update={"status": status})
             await self._store.replace_status(kinds.MODEL_DEPLOYMENT, updated.to_raw())

@@ -27,12 +27,19 @@ from aviator.api.meta import (
     find_condition,
     set_condition,
 )
-from aviator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus, ReplicaEndpoint
+from aviator.api.modeldeployment import (
+    ExecutionPath,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    ReplicaEndpoint,
+    ReplicaPlacement,
+)
 from aviator.api.replica import (
     LABEL_DEPLOYMENT,
     LABEL_TEMPLATE_HASH,
     READY,
     RUNTIME_FINALIZER,
+    SCHEDULED,
     Replica,
     ReplicaEngine,
     ReplicaSpec,
@@ -44,13 +51,18 @@ DEGRADED = "Degraded"
 
 
 def resolve_engine(md: ModelDeployment) -> ReplicaEngine:
-    """``auto`` → the simulator until placement knows of accelerators (a later issue)."""
+    """The engine replicas start with. ``auto`` stays ``auto`` for a deployment that claims
+    accelerators (scheduling picks an engine that fits the device) and is the simulator
+    otherwise (no device to run anything else on)."""
     engine = md.spec.engine
-    return "sim" if engine == "auto" else engine
+    if engine == "auto" and md.spec.accelerators is None:
+        return "sim"
+    return engine
 
 
 def replica_template(md: ModelDeployment) -> ReplicaSpec:
     spec = md.spec
+    claims = spec.accelerators is not None
     return ReplicaSpec(
         model=spec.model,
         engine=resolve_engine(md),
@@ -58,6 +70,10 @@ def replica_template(md: ModelDeployment) -> ReplicaSpec:
         env=dict(spec.env),
         simulator=spec.simulator,
         external=spec.external,
+        accelerators=spec.accelerators,
+        sovereignty=spec.sovereignty,
+        # With a claim the replica waits, unscheduled, until devices are allocated to it.
+        node="" if claims else "local",
     )
 
 
@@ -150,7 +166,12 @@ def owned_by(md: ModelDeployment, replicas: list[dict[str, Any]]) -> list[Replic
 
 
 def deployment_status(
-    md: ModelDeployment, owned: list[Replica], *, template_hash: str, now: datetime
+    md: ModelDeployment,
+    owned: list[Replica],
+    *,
+    template_hash: str,
+    now: datetime,
+    alternatives: list[ExecutionPath] | None = None,
 ) -> ModelDeploymentStatus:
     """The status ``md`` should show given its replicas as observed."""
     desired = md.spec.replicas.min
@@ -188,6 +209,34 @@ def deployment_status(
         now=now,
         observed_generation=generation,
     )
+    if md.spec.accelerators is not None:
+        waiting = [r for r in live if not r.spec.node]
+        if waiting:
+            cond = find_condition(waiting[0].status.conditions, SCHEDULED)
+            why = (
+                cond.message
+                if cond is not None and cond.status == "False"
+                else "waiting for devices"
+            )
+            conditions = set_condition(
+                conditions,
+                type=SCHEDULED,
+                status="False",
+                reason="Unschedulable",
+                message=f"{len(waiting)} replica(s) not placed: {why}",
+                now=now,
+                observed_generation=generation,
+            )
+        else:
+            conditions = set_condition(
+                conditions,
+                type=SCHEDULED,
+                status="True",
+                reason="AllReplicasPlaced",
+                message=f"{len(live)} replica(s) placed",
+                now=now,
+                observed_generation=generation,
+            )
     if failing:
         worst = failing[0]
         detail = worst.status.message or (
@@ -220,4 +269,15 @@ def deployment_status(
         ready_replicas=len(ready),
         updated_replicas=len(updated),
         endpoints=[ReplicaEndpoint(replica=r.name, url=r.status.endpoint or "") for r in ready],
+        placement=[
+            ReplicaPlacement(
+                replica=r.name,
+                node=r.spec.node,
+                devices=[d.device for d in r.spec.devices],
+                engine=r.spec.engine,
+            )
+            for r in live
+            if r.spec.accelerators is not None and r.spec.node
+        ],
+        alternatives=list(alternatives or []),
     )

@@ -13,9 +13,18 @@ from typing import Protocol
 
 from aviator.api import kinds
 from aviator.api.meta import find_condition, now_utc, set_condition
-from aviator.api.replica import READY, RUNTIME_FINALIZER, LastExit, Replica, ReplicaStatus
+from aviator.api.replica import (
+    READY,
+    RUNTIME_FINALIZER,
+    SCHEDULED,
+    LastExit,
+    Replica,
+    ReplicaStatus,
+)
 from aviator.cache import ObjectKey, Reflector
 from aviator.controllers.reconcile import Result
+from aviator.controllers.scheduling import Scheduler, binding_patch
+from aviator.placement.allocator import Unschedulable
 from aviator.runtime.state import ProcessState
 from aviator.store.protocol import Store
 
@@ -69,11 +78,18 @@ def replica_status(replica: Replica, state: ProcessState, *, now: datetime) -> R
     )
 
 
+SCHEDULE_RETRY_S = 10.0
+"""An unschedulable replica is tried again this often (and whenever a Node changes)."""
+
+
 class ReplicaReconciler:
-    def __init__(self, *, store: Store, replicas: Reflector, runtime: Runtime) -> None:
+    def __init__(
+        self, *, store: Store, replicas: Reflector, runtime: Runtime, scheduler: Scheduler
+    ) -> None:
         self._store = store
         self._replicas = replicas
         self._runtime = runtime
+        self._scheduler = scheduler
 
     async def reconcile(self, key: ObjectKey) -> Result:
         namespace, name = key
@@ -105,9 +121,21 @@ class ReplicaReconciler:
             )
             await self._store.replace(kinds.REPLICA, updated.to_raw())
             return Result()  # our own write comes back as an event and continues from here
+        if replica.spec.accelerators is not None and not replica.spec.node:
+            return await self._schedule(replica)
 
         state = await self._runtime.ensure(replica)
         status = replica_status(replica, state, now=now_utc())
+        if replica.spec.accelerators is not None:
+            status.conditions = set_condition(
+                status.conditions,
+                type=SCHEDULED,
+                status="True",
+                reason="Scheduled",
+                message=f"{len(replica.spec.devices)} device(s) on node {replica.spec.node}",
+                now=now_utc(),
+                observed_generation=replica.metadata.generation,
+            )
         if status != replica.status:
             ready_before = find_condition(replica.status.conditions, READY)
             await self._store.replace_status(
@@ -120,4 +148,47 @@ class ReplicaReconciler:
                     name,
                     "ready" if state.ready else state.phase.lower(),
                 )
+        return Result()
+
+    async def _schedule(self, replica: Replica) -> Result:
+        decision = await self._scheduler.schedule(replica)
+        if isinstance(decision, Unschedulable):
+            status = replica.status.model_copy(deep=True)
+            status.phase = "Pending"
+            status.message = decision.message
+            status.conditions = set_condition(
+                status.conditions,
+                type=SCHEDULED,
+                status="False",
+                reason="Unschedulable",
+                message=decision.message,
+                now=now_utc(),
+                observed_generation=replica.metadata.generation,
+            )
+            if status != replica.status:
+                await self._store.replace_status(
+                    kinds.REPLICA, replica.model_copy(update={"status": status}).to_raw()
+                )
+                log.info(
+                    "replica %s/%s cannot be placed: %s",
+                    replica.namespace,
+                    replica.name,
+                    decision.message,
+                )
+            return Result(requeue_after=SCHEDULE_RETRY_S)
+        raw = replica.to_raw()
+        raw["spec"].update(binding_patch(decision))
+        try:
+            await self._store.replace(kinds.REPLICA, raw)
+        except Exception:
+            self._scheduler.forget(replica)
+            raise
+        log.info(
+            "replica %s/%s placed on %s (%s), engine %s",
+            replica.namespace,
+            replica.name,
+            decision.node,
+            ", ".join(d["device"] for d in decision.devices),
+            decision.engine,
+        )
         return Result()

@@ -1,0 +1,204 @@
+"""Scheduling: giving an unscheduled Replica its devices, one decision at a time.
+
+The allocator (``aviator.placement.allocator``) decides; this module feeds it the fleet, the device
+classes and the devices already held, from the informer caches, and makes the decisions safe:
+
+- **One at a time.** Decisions are serialized by a lock, so two concurrent reconciles can never
+  pick the same free device.
+- **Assumed until seen.** A decision is remembered (like the Kubernetes scheduler's "assume" cache)
+  until the Replica's binding is visible in the cache, so a decision made just before the cache
+  catches up is not handed out again.
+- **Durable.** The binding is written into the Replica (``spec.node``/``spec.devices``), so a
+  restarted plane knows every allocation from the store alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from aviator.api.modeldeployment import ExecutionPath, ModelDeployment, SimulatorOptions
+from aviator.api.replica import LABEL_DEPLOYMENT, Replica
+from aviator.cache import BY_OWNER, Reflector
+from aviator.placement import allocator, engines, profiles
+from aviator.placement.cel import compile_selector
+
+DISCOVERED_LABEL = "aviator.dev/discovered"
+"""Nodes carrying this label are this machine; others are declared (what-if) fleet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What scheduling writes into a Replica's spec."""
+
+    node: str
+    devices: list[dict[str, str]]
+    engine: str
+    simulator: SimulatorOptions | None
+
+
+def model_class_for(model_name: str) -> profiles.ModelClass:
+    """The profile class of a model from its name: ``…-70B…`` is 70B-class, anything else 8B."""
+    match = re.search(r"(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])", model_name)
+    if match and float(match.group(1)) >= 30:
+        return profiles.LLAMA_70B
+    return profiles.LLAMA_8B
+
+
+def installed_engines() -> frozenset[str]:
+    """Engines whose executables exist on this machine (the simulator always does)."""
+    return frozenset({"sim"} | ({"vllm"} if shutil.which("vllm") else set()))
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        nodes: Reflector,
+        device_classes: Reflector,
+        replicas: Reflector,
+        local_engines: Collection[str],
+    ) -> None:
+        self._nodes = nodes
+        self._classes = device_classes
+        self._replicas = replicas
+        self._local_engines = frozenset(local_engines)
+        self._lock = asyncio.Lock()
+        self._assumed: dict[str, tuple[str, frozenset[tuple[str, str]]]] = {}
+
+    def _taken(self, *, exclude: str) -> set[tuple[str, str]]:
+        # Prune decisions the cache now shows (or whose replica is gone), then add the rest.
+        for key in list(self._assumed):
+            namespace, name = key.split("/", 1)
+            cached = self._replicas.get((namespace, name))
+            if cached is None or (cached.get("spec") or {}).get("node"):
+                del self._assumed[key]
+        taken = set(allocator.taken_devices(self._replicas.cache.values()))
+        for key, (_, devices) in self._assumed.items():
+            if key != exclude:
+                taken |= devices
+        return taken
+
+    def _claim(
+        self, replica: Replica, *, group_nodes: frozenset[str] = frozenset()
+    ) -> allocator.Claim:
+        assert replica.spec.accelerators is not None
+        return allocator.Claim(
+            key=f"{replica.namespace}/{replica.name}",
+            accelerators=replica.spec.accelerators,
+            sovereignty=replica.spec.sovereignty,
+            spread_avoid=group_nodes,
+        )
+
+    def _sibling_nodes(self, replica: Replica) -> frozenset[str]:
+        """Nodes the same deployment's other replicas hold (for ``strategy: spread``)."""
+        owners = [ref.uid for ref in replica.metadata.owner_references if ref.controller]
+        nodes = {
+            (raw.get("spec") or {}).get("node", "")
+            for uid in owners
+            for raw in self._replicas.by_index(BY_OWNER, uid)
+            if raw["metadata"]["name"] != replica.name
+        }
+        owner = replica.metadata.labels.get(LABEL_DEPLOYMENT)
+        nodes |= {
+            node
+            for key, (node, _) in self._assumed.items()
+            if key.startswith(f"{replica.namespace}/{owner}-")
+        }
+        return frozenset(n for n in nodes if n)
+
+    async def schedule(self, replica: Replica) -> Binding | allocator.Unschedulable:
+        """Allocate devices to ``replica`` (which claims accelerators and has no node yet)."""
+        key = f"{replica.namespace}/{replica.name}"
+        async with self._lock:
+            taken = self._taken(exclude=key)
+            claim = self._claim(replica, group_nodes=self._sibling_nodes(replica))
+            result = allocator.allocate(
+                [claim],
+                fleet=list(self._nodes.cache.values()),
+                classes=allocator.class_selectors(self._classes.cache.values()),
+                compile_selector=compile_selector,
+                taken=taken,
+            )[key]
+            if isinstance(result, allocator.Unschedulable):
+                return result
+            self._assumed[key] = (
+                result.node,
+                frozenset((result.node, d.device) for d in result.devices),
+            )
+        return self._binding(replica, result)
+
+    def forget(self, replica: Replica) -> None:
+        """Drop a decision whose binding could not be written (the devices are free again)."""
+        self._assumed.pop(f"{replica.namespace}/{replica.name}", None)
+
+    def _binding(self, replica: Replica, allocation: allocator.Allocation) -> Binding:
+        node = self._nodes.get(("", allocation.node)) or {}
+        devices_by_name = {d["name"]: d for d in (node.get("spec") or {}).get("devices") or ()}
+        first = devices_by_name.get(allocation.devices[0].device, {}) if allocation.devices else {}
+        driver, attributes = first.get("driver", ""), first.get("attributes") or {}
+        discovered = (node.get("metadata") or {}).get("labels", {}).get(DISCOVERED_LABEL) == "true"
+        # A declared (what-if) device has nothing real to run an engine on: only the simulator.
+        available = self._local_engines if discovered else frozenset({"sim"})
+        engine = engines.choose_engine(replica.spec.engine, driver, attributes, available=available)
+        if engine is None:
+            engine = "sim" if replica.spec.engine == "auto" else replica.spec.engine
+        simulator = replica.spec.simulator
+        if engine == "sim" and replica.spec.engine == "auto":
+            # The plane chose the simulator: make it answer like the device it was placed on.
+            profile = profiles.profile_for_device(driver, attributes)
+            if profile is not None:
+                options = profiles.sim_options(profile, model_class_for(replica.spec.model.name))
+                simulator = SimulatorOptions.model_validate(options)
+        return Binding(
+            node=allocation.node,
+            devices=[d.model_dump(by_alias=True) for d in allocation.allocated_devices()],
+            engine=engine,
+            simulator=simulator,
+        )
+
+    def alternatives(self, md: ModelDeployment) -> list[ExecutionPath]:
+        """Every execution path of ``md``'s claim and what fits now (for ``status.alternatives``)."""
+        if md.spec.accelerators is None:
+            return []
+        key = f"{md.namespace}/{md.name}"
+        claim = allocator.Claim(
+            key=key, accelerators=md.spec.accelerators, sovereignty=md.spec.sovereignty
+        )
+        paths = allocator.alternatives_report(
+            [claim],
+            fleet=list(self._nodes.cache.values()),
+            classes=allocator.class_selectors(self._classes.cache.values()),
+            compile_selector=compile_selector,
+            taken=allocator.taken_devices(self._replicas.cache.values()),
+        )[key]
+        return [
+            ExecutionPath(
+                request=p.request,
+                device_class=p.device_class,
+                driver=p.driver,
+                product=p.product,
+                count=p.count,
+                devices=p.devices,
+                free=p.free,
+                replicas=p.replicas,
+                fits_now=p.free_replicas,
+            )
+            for p in paths
+        ]
+
+
+def binding_patch(binding: Binding) -> dict[str, Any]:
+    """The spec fields scheduling sets."""
+    out: dict[str, Any] = {
+        "node": binding.node,
+        "devices": binding.devices,
+        "engine": binding.engine,
+    }
+    if binding.simulator is not None:
+        out["simulator"] = binding.simulator.model_dump(by_alias=True)
+    return out

@@ -1,0 +1,140 @@
+"""Scheduling glue: serialized decisions, assumed allocations, engine and profile choice."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from aviator.api import admission, kinds
+from aviator.api.replica import Replica
+from aviator.cache import BY_OWNER, Reflector, owner_uids
+from aviator.controllers import plans
+from aviator.controllers.scheduling import Scheduler, binding_patch, model_class_for
+from aviator.placement import profiles
+from aviator.placement.allocator import Unschedulable
+from aviator.placement.deviceclasses import builtin_device_classes
+
+
+class Static:
+    """A ListWatch over fixed objects (no events)."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    async def list(
+        self, kind: Any, *, namespace: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        return self.items, "1"
+
+    async def watch(
+        self, kind: Any, *, namespace: str | None = None, resource_version: str | None = None
+    ) -> Any:
+        await asyncio.Event().wait()
+        yield  # pragma: no cover
+
+
+def h100_node(name: str, gpus: int, *, discovered: bool = False) -> dict[str, Any]:
+    devices = [
+        {"name": f"gpu-{i}", "driver": "gpu.nvidia.com",
+         "attributes": {"type": "gpu", "productName": "NVIDIA H100 80GB HBM3",
+                        "cudaComputeCapability": {"version": "9.0.0"}},
+         "capacity": {"memory": "80Gi"}}
+        for i in range(gpus)
+    ]  # fmt: skip
+    labels = {"aviator.dev/discovered": "true"} if discovered else {}
+    return admission.admit(
+        {"metadata": {"name": name, "labels": labels}, "spec": {"devices": devices}},
+        kind=kinds.NODE,
+        namespace=None,
+    )
+
+
+def replicas_for(
+    count: int, *, model: str = "org/Llama-3.1-8B", engine: str = "auto"
+) -> list[Replica]:
+    raw = admission.admit(
+        {"metadata": {"name": "chat"},
+         "spec": {"model": {"name": model}, "engine": engine, "replicas": count,
+                  "accelerators": {"deviceClassName": "gpu.nvidia.com"}}},
+        kind=kinds.MODEL_DEPLOYMENT, namespace="default",
+    )  # fmt: skip
+    raw["metadata"].update(uid="uid-1", generation=1)
+    from aviator.api.modeldeployment import ModelDeployment
+
+    return list(plans.plan_replicas(ModelDeployment.from_raw(raw), []).create)
+
+
+async def scheduler_for(
+    nodes: list[dict[str, Any]], replicas: list[Replica], *, local: frozenset[str]
+) -> Scheduler:
+    reflectors = {
+        "nodes": Reflector(source=Static(nodes), kind=kinds.NODE, on_event=lambda t, o: None),
+        "classes": Reflector(
+            source=Static(builtin_device_classes()), kind=kinds.DEVICE_CLASS, on_event=lambda t, o: None
+        ),
+        "replicas": Reflector(source=Static([r.to_raw() for r in replicas]), kind=kinds.REPLICA,
+                              on_event=lambda t, o: None, indexers={BY_OWNER: owner_uids}),
+    }  # fmt: skip
+    tasks = [asyncio.create_task(r.run()) for r in reflectors.values()]
+    await asyncio.gather(*(r.synced.wait() for r in reflectors.values()))
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return Scheduler(
+        nodes=reflectors["nodes"], device_classes=reflectors["classes"], replicas=reflectors["replicas"],
+        local_engines=local,
+    )  # fmt: skip
+
+
+async def test_concurrent_decisions_never_share_a_device_until_the_cache_catches_up() -> None:
+    replicas = replicas_for(3)
+    scheduler = await scheduler_for([h100_node("a", 2)], replicas, local=frozenset({"sim"}))
+    results = await asyncio.gather(*(scheduler.schedule(r) for r in replicas))
+    placed = [r for r in results if not isinstance(r, Unschedulable)]
+    assert len(placed) == 2
+    devices = [d["device"] for b in placed for d in b.devices]  # type: ignore[union-attr]
+    assert sorted(devices) == ["gpu-0", "gpu-1"]
+    [refused] = [r for r in results if isinstance(r, Unschedulable)]
+    assert "0/2 devices available" in refused.message
+    # A binding that could not be written is forgotten: its device is free again.
+    first = next(
+        r for r, res in zip(replicas, results, strict=True) if not isinstance(res, Unschedulable)
+    )
+    scheduler.forget(first)
+    again = await scheduler.schedule(replicas[2])
+    assert not isinstance(again, Unschedulable)
+
+
+async def test_auto_on_a_declared_device_runs_the_simulator_with_that_device_profile() -> None:
+    [replica] = replicas_for(1, model="org/Llama-3.1-70B")
+    scheduler = await scheduler_for(
+        [h100_node("a", 1)], [replica], local=frozenset({"sim", "vllm"})
+    )
+    binding = await scheduler.schedule(replica)
+    assert not isinstance(binding, Unschedulable)
+    assert binding.engine == "sim"
+    expected = profiles.sim_options(
+        profiles.profile_for("NVIDIA H100 80GB HBM3"), profiles.LLAMA_70B
+    )  # type: ignore[arg-type]
+    assert binding.simulator is not None and binding.simulator.itl_ms == pytest.approx(
+        expected["itl_ms"]
+    )
+    patch = binding_patch(binding)
+    assert patch["node"] == "a" and patch["devices"][0]["device"] == "gpu-0"
+
+
+async def test_a_discovered_device_runs_a_real_engine_when_one_is_installed() -> None:
+    [replica] = replicas_for(1)
+    scheduler = await scheduler_for(
+        [h100_node("here", 1, discovered=True)], [replica], local=frozenset({"sim", "vllm"})
+    )
+    binding = await scheduler.schedule(replica)
+    assert not isinstance(binding, Unschedulable) and binding.engine == "vllm"
+
+
+def test_model_class_from_the_name() -> None:
+    assert model_class_for("meta-llama/Llama-3.1-70B-Instruct") is profiles.LLAMA_70B
+    assert model_class_for("meta-llama/Llama-3.1-8B-Instruct") is profiles.LLAMA_8B
+    assert model_class_for("mystery") is profiles.LLAMA_8B
