@@ -14,6 +14,7 @@ capacity quantity ``80Gi`` becomes ``{"value": "80Gi"}``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
@@ -71,6 +72,15 @@ def normalize_attribute(name: str, value: Any) -> dict[str, Any]:
         f"attribute {name!r}: expected a string, integer, boolean or one of "
         f"{{int|bool|string|version: value}} (got {value!r})"
     )
+
+
+def plain_attribute(driver: str, attributes: Mapping[str, Any], name: str) -> Any:
+    """The plain value of attribute ``name`` (bare, or qualified by the driver's domain),
+    unwrapping the typed shape (``{"string": "H100"}`` → ``"H100"``); None when absent."""
+    raw = attributes.get(name, attributes.get(f"{driver}/{name}"))
+    if isinstance(raw, Mapping) and len(raw) == 1:
+        (raw,) = raw.values()
+    return raw
 
 
 def normalize_capacity(name: str, value: Any) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aviator.api.devices import plain_attribute
+
 __all__ = [
     "ANY_DRIVER",
     "DRIVER_ALIASES",
@@ -233,17 +235,9 @@ def _version(value: Any) -> tuple[int, ...] | None:
     return tuple(int(part) for part in text.lstrip("v").split("."))
 
 
-def _attribute(driver: str, attributes: Mapping[str, Any], name: str) -> Any:
-    """The plain value of ``name`` (bare, or qualified by the driver's domain); None if absent."""
-    raw = attributes.get(name, attributes.get(f"{driver}/{name}"))
-    if isinstance(raw, Mapping) and len(raw) == 1:
-        (raw,) = raw.values()
-    return raw
-
-
 def _satisfied(row: EngineSupport, driver: str, attributes: Mapping[str, Any]) -> bool:
     for requirement in row.requirements:
-        value = _attribute(driver, attributes, requirement.attribute)
+        value = plain_attribute(driver, attributes, requirement.attribute)
         if value is not None and not requirement.holds(value):
             return False
     return True

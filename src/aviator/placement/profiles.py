@@ -56,6 +56,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from aviator.api.devices import plain_attribute
+
 __all__ = [
     "BLOCK_SIZE",
     "DEFAULT_CONTEXT_TOKENS",
@@ -519,19 +521,10 @@ def profile_for(product_name: str) -> DeviceProfile | None:
     return None
 
 
-def _attribute(driver: str, attributes: Mapping[str, Any], name: str) -> Any:
-    """The plain value of ``name`` (bare or ``driver/name``), unwrapping DRA's typed shape
-    (``{"string": "…"}``); None when absent."""
-    raw = attributes.get(name, attributes.get(f"{driver}/{name}"))
-    if isinstance(raw, Mapping) and len(raw) == 1:
-        (raw,) = raw.values()
-    return raw
-
-
 def profile_for_device(driver: str, attributes: Mapping[str, Any]) -> DeviceProfile | None:
     """The profile of one DRA device, from the attributes its driver names products with."""
     for name in PRODUCT_ATTRIBUTES.get(driver, ("productName",)):
-        value = _attribute(driver, attributes, name)
+        value = plain_attribute(driver, attributes, name)
         if isinstance(value, str) and (profile := profile_for(value)) is not None:
             return profile
     fallback = _DRIVER_FALLBACK.get(driver)
