@@ -181,18 +181,23 @@ class Database:
             self._collect_if_orphan(txn, key, new)
         return new, tuple(txn.changes)
 
+    def _current_for_write(self, kind: KindInfo, key: _Key, obj: Obj) -> Obj:
+        """The stored object ``obj`` may replace: it exists and the preconditions hold."""
+        current = self._require(kind, key)
+        meta = obj["metadata"]
+        objects.check_preconditions(
+            kind,
+            current,
+            resource_version=_text(meta.get("resourceVersion")),
+            uid=_text(meta.get("uid")),
+        )
+        return current
+
     def replace(self, kind: KindInfo, payload: bytes) -> tuple[Obj, Changes]:
         obj = orjson.loads(payload)
         key = _Key(kind.kind, *objects.identity(kind, obj))
-        meta = obj["metadata"]
         with self._writing() as txn:
-            current = self._require(kind, key)
-            objects.check_preconditions(
-                kind,
-                current,
-                resource_version=_text(meta.get("resourceVersion")),
-                uid=_text(meta.get("uid")),
-            )
+            current = self._current_for_write(kind, key, obj)
             new = objects.replaced(kind, current, obj)
             if objects.is_terminating(new) and not objects.finalizers(new):
                 result = self._remove(txn, key, new)
@@ -209,15 +214,8 @@ class Database:
     def replace_status(self, kind: KindInfo, payload: bytes) -> tuple[Obj, Changes]:
         obj = orjson.loads(payload)
         key = _Key(kind.kind, *objects.identity(kind, obj))
-        meta = obj["metadata"]
         with self._writing() as txn:
-            current = self._require(kind, key)
-            objects.check_preconditions(
-                kind,
-                current,
-                resource_version=_text(meta.get("resourceVersion")),
-                uid=_text(meta.get("uid")),
-            )
+            current = self._current_for_write(kind, key, obj)
             new = objects.status_replaced(current, obj)
             if objects.canonical(new) == objects.canonical(current):
                 return current, ()
