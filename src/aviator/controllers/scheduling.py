@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aviator.api.modeldeployment import ExecutionPath, ModelDeployment, SimulatorOptions
-from aviator.api.replica import LABEL_DEPLOYMENT, Replica
+from aviator.api.replica import Replica
 from aviator.cache import BY_OWNER, Reflector
 from aviator.placement import allocator, engines, profiles
 from aviator.placement.cel import compile_selector, selector_context
@@ -39,6 +39,16 @@ class Binding:
     devices: list[dict[str, str]]
     engine: str
     simulator: SimulatorOptions | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Assumed:
+    """A decision not yet visible in the cache."""
+
+    node: str
+    devices: frozenset[tuple[str, str]]
+    owner: str
+    """The uid of the replica's controlling owner (for spreading its siblings)."""
 
 
 def model_class_for(model_name: str) -> profiles.ModelClass:
@@ -68,7 +78,7 @@ class Scheduler:
         self._replicas = replicas
         self._local_engines = frozenset(local_engines)
         self._lock = asyncio.Lock()
-        self._assumed: dict[str, tuple[str, frozenset[tuple[str, str]]]] = {}
+        self._assumed: dict[str, _Assumed] = {}
         # Verdicts and prepared CEL contexts survive between decisions while devices are
         # unchanged: one claim on a 10,000-device fleet costs ~30 ms warm instead of ~1 s cold.
         self._selectors = allocator.SelectorCache()
@@ -81,9 +91,9 @@ class Scheduler:
             if cached is None or (cached.get("spec") or {}).get("node"):
                 del self._assumed[key]
         taken = set(allocator.taken_devices(self._replicas.cache.values()))
-        for key, (_, devices) in self._assumed.items():
+        for key, decision in self._assumed.items():
             if key != exclude:
-                taken |= devices
+                taken |= decision.devices
         return taken
 
     def _claim(
@@ -106,12 +116,7 @@ class Scheduler:
             for raw in self._replicas.by_index(BY_OWNER, uid)
             if raw["metadata"]["name"] != replica.name
         }
-        owner = replica.metadata.labels.get(LABEL_DEPLOYMENT)
-        nodes |= {
-            node
-            for key, (node, _) in self._assumed.items()
-            if key.startswith(f"{replica.namespace}/{owner}-")
-        }
+        nodes |= {decision.node for decision in self._assumed.values() if decision.owner in owners}
         return frozenset(n for n in nodes if n)
 
     async def schedule(self, replica: Replica) -> Binding | allocator.Unschedulable:
@@ -131,9 +136,10 @@ class Scheduler:
             )[key]
             if isinstance(result, allocator.Unschedulable):
                 return result
-            self._assumed[key] = (
-                result.node,
-                frozenset((result.node, d.device) for d in result.devices),
+            self._assumed[key] = _Assumed(
+                node=result.node,
+                devices=frozenset((result.node, d.device) for d in result.devices),
+                owner=next((r.uid for r in replica.metadata.owner_references if r.controller), ""),
             )
         return self._binding(replica, result)
 

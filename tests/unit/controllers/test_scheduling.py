@@ -138,3 +138,38 @@ def test_model_class_from_the_name() -> None:
     assert model_class_for("meta-llama/Llama-3.1-70B-Instruct") is profiles.LLAMA_70B
     assert model_class_for("meta-llama/Llama-3.1-8B-Instruct") is profiles.LLAMA_8B
     assert model_class_for("mystery") is profiles.LLAMA_8B
+
+
+def _claiming(name: str, uid: str, accelerators: dict[str, Any], **spec: Any) -> Replica:
+    from aviator.api.modeldeployment import ModelDeployment
+
+    raw = admission.admit(
+        {"metadata": {"name": name},
+         "spec": {"model": {"name": "m"}, "accelerators": accelerators, **spec}},
+        kind=kinds.MODEL_DEPLOYMENT, namespace="default",
+    )  # fmt: skip
+    raw["metadata"].update(uid=uid, generation=1)
+    return plans.plan_replicas(ModelDeployment.from_raw(raw), []).create[0]
+
+
+async def test_spread_avoids_only_the_nodes_of_its_own_deployment() -> None:
+    node_a = h100_node("a", 3)
+    node_a["spec"]["region"] = "eu"
+    node_b = h100_node("b", 1)
+    node_b["spec"]["region"] = "us"
+    # "chat-2" shares a name prefix with "chat"; its pending decision must not push chat away.
+    other = _claiming(
+        "chat-2",
+        "uid-2",
+        {"deviceClassName": "gpu.nvidia.com"},
+        sovereignty={"allowedRegions": ["eu"]},
+    )
+    mine = _claiming("chat", "uid-1", {"deviceClassName": "gpu.nvidia.com", "strategy": "spread"})
+    scheduler = await scheduler_for([node_a, node_b], [other, mine], local=frozenset({"sim"}))
+    first = await scheduler.schedule(other)
+    assert not isinstance(first, Unschedulable) and first.node == "a"
+    second = await scheduler.schedule(mine)
+    assert not isinstance(second, Unschedulable)
+    assert second.node == "a", (
+        "no sibling holds a node, so spread takes the node with most free devices"
+    )
