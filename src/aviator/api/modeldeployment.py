@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from aviator.api.meta import Model
 from aviator.api.resource import Resource, Status
 
-EngineName = Literal["auto", "sim", "vllm", "external"]
+EngineName = Literal["auto", "sim", "vllm", "sglang", "llamacpp", "external"]
 """``auto`` lets the plane choose an engine that fits the placement (the simulator when no
 accelerator is available); the others pin one."""
 
@@ -151,7 +151,8 @@ class ModelDeploymentSpec(Model):
     model: ModelRef
     """What to serve."""
     engine: EngineName = "auto"
-    """Model server: ``sim`` (built-in simulator), ``vllm`` (runs ``vllm serve``), ``external``
+    """Model server: ``sim`` (built-in simulator), ``vllm`` (runs ``vllm serve``), ``sglang``
+    (runs ``python -m sglang.launch_server``), ``llamacpp`` (runs ``llama-server``), ``external``
     (an OpenAI-compatible URL aviator does not run), or ``auto`` (the plane chooses)."""
     engine_args: list[str] = Field(
         default_factory=list, max_length=256, description="Extra engine command-line arguments."
@@ -245,6 +246,9 @@ class ExecutionPath(Model):
     """Replicas the fleet could host on this path if nothing else ran."""
     fits_now: int
     """Replicas it could host now."""
+    engines: list[str] = Field(default_factory=list)
+    """Engines the compatibility matrix allows on this path, most preferred first (whether or
+    not they are installed where the replica would run)."""
 
 
 class ModelDeploymentStatus(Status):

@@ -17,7 +17,7 @@ from aviator.api.modeldeployment import (
 )
 from aviator.api.resource import Resource, Status
 
-ReplicaEngine = Literal["auto", "sim", "vllm", "external"]
+ReplicaEngine = Literal["auto", "sim", "vllm", "sglang", "llamacpp", "external"]
 """``auto`` only until the replica is scheduled: placement then picks the engine for its device."""
 ReplicaPhase = Literal["Pending", "Starting", "Running", "Failed", "Terminating"]
 

@@ -200,6 +200,7 @@ class Scheduler:
                 free=p.free,
                 replicas=p.replicas,
                 fits_now=p.free_replicas,
+                engines=engines.compatible_engines(p.driver, p.attributes),
             )
             for p in paths
         ]

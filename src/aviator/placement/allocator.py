@@ -191,6 +191,9 @@ class AlternativePath:
     """Replicas of the claim the fleet could host on this path if nothing were allocated."""
     free_replicas: int
     """Replicas it could host now."""
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    """The attributes of one qualifying device (the first by node and name): what engines and
+    profiles are judged on."""
 
     @property
     def fits(self) -> bool:
@@ -830,8 +833,8 @@ def alternatives_report(
     return out
 
 
-_PathSizes = dict[tuple[str, str | None], list[tuple[int, int]]]
-"""(driver, product) → per (node, matchAttribute group): (devices, free)."""
+_PathSizes = dict[tuple[str, str | None], tuple[int, list[tuple[int, int]]]]
+"""(driver, product) → (first device, per (node, matchAttribute group): (devices, free))."""
 
 
 def _path_sizes(call: _Call, candidates: _Candidates) -> _PathSizes:
@@ -840,15 +843,17 @@ def _path_sizes(call: _Call, candidates: _Candidates) -> _PathSizes:
         return found
     fleet = call.fleet
     sizes: dict[tuple[str, str | None], dict[tuple[int, tuple[Any, ...]], list[int]]] = {}
+    first: dict[tuple[str, str | None], int] = {}
     for d in candidates.eligible:
         node = fleet.device_node[d]
         path = (call.selectors.driver(d), call.product(d))
+        first[path] = min(d, first.get(path, d))
         slot = sizes.setdefault(path, {}).setdefault((node, candidates.group_of[d]), [0, 0])
         slot[0] += 1
         if not call.taken[d] and not fleet.node_cordoned[node]:
             slot[1] += 1
     found = {
-        path: [(n, f) for n, f in groups.values()]
+        path: (first[path], [(n, f) for n, f in groups.values()])
         for path, groups in sorted(sizes.items(), key=lambda i: (i[0][0], i[0][1] or ""))
     }
     call.path_sizes[id(candidates)] = found
@@ -860,7 +865,7 @@ def _paths(
 ) -> list[AlternativePath]:
     count = alternative.count
     out = []
-    for (driver, product), groups in _path_sizes(call, candidates).items():
+    for (driver, product), (first, groups) in _path_sizes(call, candidates).items():
         replicas = sum(n // count for n, _ in groups)
         if not replicas:
             continue
@@ -875,6 +880,7 @@ def _paths(
                 free=sum(f for _, f in groups),
                 replicas=replicas,
                 free_replicas=sum(f // count for _, f in groups),
+                attributes=dict(call.fleet.devices[first].get("attributes") or {}),
             )
         )
     return out
