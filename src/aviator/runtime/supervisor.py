@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -98,9 +100,7 @@ def fingerprint(replica: Replica, adapter: EngineAdapter) -> tuple[object, ...]:
 
 
 class Supervisor:
-    def __init__(
-        self, *, replica: Replica, adapter: EngineAdapter, ctx: SupervisorContext
-    ) -> None:
+    def __init__(self, *, replica: Replica, adapter: EngineAdapter, ctx: SupervisorContext) -> None:
         self.namespace = replica.namespace
         self.name = replica.name
         self.replica = replica
@@ -229,7 +229,9 @@ class Supervisor:
                 port_races += 1
                 logger.info(
                     "%s/%s: port %d was taken before the engine could bind it; trying another",
-                    self.namespace, self.name, instance.port,
+                    self.namespace,
+                    self.name,
+                    instance.port,
                 )
                 instance = None
                 continue
@@ -248,7 +250,11 @@ class Supervisor:
                 what = exit_info.describe()
             logger.warning(
                 "%s/%s: engine pid %d %s; restarting in %.3gs",
-                self.namespace, self.name, instance.handle.pid, what, delay,
+                self.namespace,
+                self.name,
+                instance.handle.pid,
+                what,
+                delay,
             )
             self._update(
                 phase="Failed",
@@ -281,6 +287,11 @@ class Supervisor:
         if executable is None:
             hint = self.adapter.install_hint
             return f"{argv[0]} executable not found on PATH" + (f"; {hint}" if hint else "")
+        if missing := _missing_module(argv, executable):
+            hint = self.adapter.install_hint
+            return f"Python module {missing} not found for {argv[0]}" + (
+                f"; {hint}" if hint else ""
+            )
         started_at = now_utc()
         intent = RunRecord(
             namespace=self.namespace,
@@ -326,7 +337,11 @@ class Supervisor:
         self._last_warning = ""
         logger.info(
             "%s/%s: started %s engine, pid %d, port %d",
-            self.namespace, self.name, self.adapter.name, pid, port,
+            self.namespace,
+            self.name,
+            self.adapter.name,
+            pid,
+            port,
         )
         self._update(
             phase="Starting",
@@ -370,7 +385,10 @@ class Supervisor:
                 elif now >= deadline:
                     logger.warning(
                         "%s/%s: pid %d not ready within %.3gs; stopping it",
-                        self.namespace, self.name, instance.handle.pid, settings.startup_timeout_s,
+                        self.namespace,
+                        self.name,
+                        instance.handle.pid,
+                        settings.startup_timeout_s,
                     )
                     info = await terminate(instance.handle, grace=settings.stop_grace_s)
                     if info is None:
@@ -452,3 +470,20 @@ async def _cancel(*futures: asyncio.Future[Any] | None) -> None:
         future.cancel()
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _missing_module(argv: list[str], executable: str) -> str | None:
+    """The package of a ``python -m package.module`` command line run by this interpreter when it
+    cannot be imported (SGLang not installed, say): found now, not as a crash loop later."""
+    if (
+        len(argv) < 3
+        or argv[1] != "-m"
+        or os.path.realpath(executable) != os.path.realpath(sys.executable)
+    ):
+        return None
+    package = argv[2].split(".", 1)[0]
+    try:
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else package

@@ -9,7 +9,14 @@ import pytest
 from aviator.api.errors import Invalid
 from aviator.api.modeldeployment import SimulatorOptions
 from aviator.runtime import engines
-from aviator.runtime.engines import ExternalEngine, SimEngine, VllmEngine, for_engine
+from aviator.runtime.engines import (
+    ExternalEngine,
+    LlamaCppEngine,
+    SglangEngine,
+    SimEngine,
+    VllmEngine,
+    for_engine,
+)
 
 from .runtime_helpers import make_replica
 
@@ -92,8 +99,11 @@ def test_for_engine():
     assert isinstance(for_engine("sim"), SimEngine)
     assert isinstance(for_engine("vllm"), VllmEngine)
     assert isinstance(for_engine("external"), ExternalEngine)
+    assert isinstance(for_engine("sglang"), SglangEngine)
+    assert isinstance(for_engine("llamacpp"), LlamaCppEngine)
     assert {name: adapter.name for name, adapter in engines.builtin_engines().items()} == {
-        "sim": "sim", "vllm": "vllm", "external": "external"
+        "sim": "sim", "vllm": "vllm", "sglang": "sglang", "llamacpp": "llamacpp",
+        "external": "external",
     }
     with pytest.raises(Invalid, match="unknown engine 'llama-server'"):
         for_engine("llama-server")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from aviator.api.errors import FieldError, Invalid
 from aviator.runtime.engines.base import LOOPBACK, EngineAdapter
 from aviator.runtime.engines.external import ExternalEngine
+from aviator.runtime.engines.llamacpp import LlamaCppEngine
+from aviator.runtime.engines.sglang import SglangEngine
 from aviator.runtime.engines.sim import SimEngine
 from aviator.runtime.engines.vllm import VllmEngine
 
@@ -16,6 +18,8 @@ __all__ = [
     "LOOPBACK",
     "EngineAdapter",
     "ExternalEngine",
+    "LlamaCppEngine",
+    "SglangEngine",
     "SimEngine",
     "VllmEngine",
     "builtin_engines",
@@ -25,7 +29,13 @@ __all__ = [
 
 def builtin_engines() -> dict[str, EngineAdapter]:
     """A fresh name → adapter map of the engines aviator ships."""
-    return {"sim": SimEngine(), "vllm": VllmEngine(), "external": ExternalEngine()}
+    return {
+        "sim": SimEngine(),
+        "vllm": VllmEngine(),
+        "sglang": SglangEngine(),
+        "llamacpp": LlamaCppEngine(),
+        "external": ExternalEngine(),
+    }
 
 
 def for_engine(name: str) -> EngineAdapter:
