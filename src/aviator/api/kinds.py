@@ -72,7 +72,7 @@ MODEL_DEPLOYMENT = KindInfo(
         PrinterColumn("Model", ".spec.model.name"),
         PrinterColumn("Engine", ".spec.engine"),
         PrinterColumn("Ready", ".status.readyReplicas", "integer"),
-        PrinterColumn("Desired", ".spec.replicas.min", "integer"),
+        PrinterColumn("Desired", ".status.desiredReplicas", "integer"),
         PrinterColumn("Available", ".status.conditions[?(@.type=='Available')].status"),
         PrinterColumn("Priority", ".spec.priority", priority=1),
         PrinterColumn("Endpoints", ".status.endpoints[*].url", priority=1),

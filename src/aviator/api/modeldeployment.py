@@ -60,10 +60,15 @@ class ExternalEndpoint(Model):
 
 
 class ReplicasSpec(Model):
-    """How many replicas: ``min`` is what runs today; ``max`` bounds a future autoscaler."""
+    """How many replicas: ``min`` always run; the SLO and the autoscaler move up to ``max``."""
 
-    min: int = Field(default=1, ge=0, le=10_000, description="Replicas to run.")
-    max: int | None = Field(default=None, ge=0, le=10_000, description="Defaults to `min`.")
+    min: int = Field(default=1, ge=0, le=10_000, description="Replicas that always run.")
+    max: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Upper bound for the SLO and the autoscaler; defaults to `min`.",
+    )
 
     @model_validator(mode="after")
     def _max_at_least_min(self) -> ReplicasSpec:
@@ -145,6 +150,50 @@ class Sovereignty(Model):
     )
 
 
+class ServiceLevelObjective(Model):
+    """A throughput target for requests of a stated shape, within a time-to-first-token bound.
+
+    The plane turns it into replicas per execution path with the device performance profiles
+    (``aviator.placement.capacity``), bounded by ``spec.replicas``."""
+
+    requests_per_second: float = Field(
+        gt=0, le=1_000_000, description="Sustained request rate to serve."
+    )
+    prompt_tokens: int = Field(default=1000, ge=1, le=1_000_000, description="Prompt length.")
+    output_tokens: int = Field(default=200, ge=1, le=1_000_000, description="Output length.")
+    ttft_p90_ms: float = Field(
+        default=1000.0, gt=0, le=3_600_000, description="90th percentile time to first token."
+    )
+
+
+class Autoscaling(Model):
+    """How the autoscaler reads load. It runs when ``replicas.max`` exceeds ``replicas.min``:
+    like the HorizontalPodAutoscaler, desired = ceil(current * max(queue ratio, KV ratio)),
+    ignored within a 10 % tolerance, then stabilized over the windows."""
+
+    target_queue_depth: float = Field(
+        default=2.0, gt=0, le=10_000, description="Waiting requests per replica to aim for."
+    )
+    target_kv_cache_usage: float = Field(
+        default=0.8, gt=0, le=1, description="KV-cache usage (0 to 1) per replica to aim for."
+    )
+    scale_up_stabilization_seconds: float = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        description="Scale up to the lowest recommendation of this window.",
+    )
+    scale_down_stabilization_seconds: float = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        description="Scale down to the highest recommendation of this window.",
+    )
+    sync_period_seconds: float = Field(
+        default=5, ge=0.2, le=600, description="How often load is read and a decision made."
+    )
+
+
 class ModelDeploymentSpec(Model):
     """The desired state: a model, an engine, and how many replicas serve it."""
 
@@ -168,6 +217,10 @@ class ModelDeploymentSpec(Model):
         default_factory=ReplicasSpec,
         description="Replica count: an integer, or `{min, max}` bounds for autoscaling.",
     )
+    slo: ServiceLevelObjective | None = None
+    """A throughput target that sets the replica count within ``replicas``."""
+    autoscaling: Autoscaling | None = None
+    """Autoscaler tuning; defaulted when ``replicas.max`` exceeds ``replicas.min``."""
     accelerators: AcceleratorClaim | None = None
     """Devices each replica needs; none means it runs on the plane's machine without devices."""
     sovereignty: Sovereignty | None = None
@@ -210,6 +263,11 @@ class ModelDeploymentSpec(Model):
             )
         if self.engine in ("sim", "auto") and self.simulator is None:
             self.simulator = SimulatorOptions()
+        if self.slo is not None and self.engine == "external":
+            raise ValueError("`slo` needs replicas aviator runs; engine 'external' has none")
+        assert self.replicas.max is not None
+        if self.autoscaling is None and self.replicas.max > self.replicas.min:
+            self.autoscaling = Autoscaling()
         return self
 
 
@@ -251,10 +309,39 @@ class ExecutionPath(Model):
     not they are installed where the replica would run)."""
 
 
+class PathReplicas(Model):
+    """Replicas the SLO plans on one execution path."""
+
+    request: str
+    driver: str
+    product: str | None = None
+    replica_rps: float
+    """Requests/s one replica sustains within the TTFT bound (0 when it cannot meet it)."""
+    replicas: int
+    """Replicas planned on this path."""
+
+
+class CapacityPlan(Model):
+    """What ``spec.slo`` asks for, path by path, in the claim's order of preference."""
+
+    replicas: int
+    """Replicas the SLO needs (before the ``spec.replicas`` bounds)."""
+    attainable: bool
+    """False when the fleet cannot host enough replicas, or no path meets the TTFT bound."""
+    paths: list[PathReplicas] = Field(default_factory=list)
+    message: str = ""
+
+
 class ModelDeploymentStatus(Status):
     """Observed state. Conditions: ``Available`` (enough replicas Ready), ``Progressing``
-    (rollout state), ``Degraded`` (a replica is failing)."""
+    (rollout state), ``Degraded`` (a replica is failing), ``Scheduled`` (with accelerators),
+    ``ScalingLimited`` (with an SLO or autoscaling: the bounds held the count back)."""
 
+    desired_replicas: int | None = None
+    """Replicas the plane aims for: ``replicas.min`` raised by the SLO and the autoscaler, within
+    ``replicas.max``."""
+    capacity: CapacityPlan | None = None
+    """How ``spec.slo`` translates into replicas (deployments with an SLO)."""
     replicas: int = 0
     """Replicas that exist (any phase)."""
     ready_replicas: int = 0

@@ -13,6 +13,7 @@ from typing import Any
 
 from aviator.api import kinds
 from aviator.cache import BY_OWNER, ObjectKey, Reflector, key_of, owner_uids
+from aviator.controllers.load import LoadReader
 from aviator.controllers.modeldeployment import ModelDeploymentReconciler
 from aviator.controllers.reconcile import Controller
 from aviator.controllers.replica import ReplicaReconciler, Runtime
@@ -44,6 +45,7 @@ class Manager:
             replicas=self.replicas,
             local_engines=installed_engines(),
         )
+        self.load = LoadReader()
         self.deployment_controller: Controller[ObjectKey] = Controller(
             name="modeldeployment",
             reconciler=ModelDeploymentReconciler(
@@ -51,6 +53,7 @@ class Manager:
                 deployments=self.deployments,
                 replicas=self.replicas,
                 scheduler=self.scheduler,
+                load=self.load,
             ),
             settings=settings,
         )
@@ -109,3 +112,4 @@ class Manager:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.load.aclose()

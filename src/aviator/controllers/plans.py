@@ -28,6 +28,7 @@ from aviator.api.meta import (
     set_condition,
 )
 from aviator.api.modeldeployment import (
+    CapacityPlan,
     ExecutionPath,
     ModelDeployment,
     ModelDeploymentStatus,
@@ -48,6 +49,26 @@ from aviator.api.replica import (
 AVAILABLE = "Available"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+SCALING_LIMITED = "ScalingLimited"
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """How many replicas a deployment should have now, and why."""
+
+    desired: int
+    """Replicas to run."""
+    floor: int
+    """``replicas.min`` raised by the SLO (within ``replicas.max``): Available needs this many."""
+    capacity: CapacityPlan | None = None
+    limited: str = ""
+    """Why the count is held below what the SLO or the load asks for; empty when it is not."""
+    managed: bool = False
+    """An SLO or the autoscaler is in play (the ScalingLimited condition is reported)."""
+
+    @classmethod
+    def fixed(cls, md: ModelDeployment) -> Scale:
+        return cls(desired=md.spec.replicas.min, floor=md.spec.replicas.min)
 
 
 def resolve_engine(md: ModelDeployment) -> ReplicaEngine:
@@ -108,11 +129,15 @@ class ReplicaPlan:
     desired: int
 
 
-def plan_replicas(md: ModelDeployment, owned: list[Replica]) -> ReplicaPlan:
-    """Replicas to create and delete so that ``owned`` converges on ``md``'s desired state."""
+def plan_replicas(
+    md: ModelDeployment, owned: list[Replica], *, desired: int | None = None
+) -> ReplicaPlan:
+    """Replicas to create and delete so that ``owned`` converges on ``desired`` replicas of
+    ``md``'s template (default ``replicas.min``). Scaling down removes the highest indices."""
     template = replica_template(md)
     hash_ = template_hash(template)
-    desired = md.spec.replicas.min
+    if desired is None:
+        desired = md.spec.replicas.min
     live = [r for r in owned if r.metadata.deletion_timestamp is None]
     current = {r.name: r for r in live if r.spec.template_hash == hash_}
     wanted = [replica_name(md.name, hash_, i) for i in range(desired)]
@@ -172,9 +197,11 @@ def deployment_status(
     template_hash: str,
     now: datetime,
     alternatives: list[ExecutionPath] | None = None,
+    scale: Scale | None = None,
 ) -> ModelDeploymentStatus:
     """The status ``md`` should show given its replicas as observed."""
-    desired = md.spec.replicas.min
+    scale = scale or Scale.fixed(md)
+    desired = scale.desired
     live = sorted((r for r in owned if r.metadata.deletion_timestamp is None), key=lambda r: r.name)
     ready = [r for r in live if is_ready(r)]
     updated = [r for r in live if r.spec.template_hash == template_hash]
@@ -185,13 +212,15 @@ def deployment_status(
     generation = md.metadata.generation
     conditions: list[Condition] = list(md.status.conditions)
 
-    available = len(ready) >= desired
+    # Like a Deployment's, availability is about the minimum, not about an autoscaler's surge.
+    available = len(ready) >= scale.floor
     conditions = set_condition(
         conditions,
         type=AVAILABLE,
         status="True" if available else "False",
         reason="MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
-        message=f"{len(ready)}/{desired} replicas ready",
+        message=f"{len(ready)}/{desired} replicas ready"
+        + (f" (at least {scale.floor} needed)" if scale.floor != desired else ""),
         now=now,
         observed_generation=generation,
     )
@@ -237,6 +266,16 @@ def deployment_status(
                 now=now,
                 observed_generation=generation,
             )
+    if scale.managed:
+        conditions = set_condition(
+            conditions,
+            type=SCALING_LIMITED,
+            status="True" if scale.limited else "False",
+            reason="TooFewReplicas" if scale.limited else "DesiredWithinRange",
+            message=scale.limited or f"{desired} replica(s) desired",
+            now=now,
+            observed_generation=generation,
+        )
     if failing:
         worst = failing[0]
         detail = worst.status.message or (
@@ -265,6 +304,8 @@ def deployment_status(
     return ModelDeploymentStatus(
         observed_generation=generation,
         conditions=conditions,
+        desired_replicas=desired,
+        capacity=scale.capacity,
         replicas=len(live),
         ready_replicas=len(ready),
         updated_replicas=len(updated),

@@ -15,8 +15,10 @@ classes and the devices already held, from the informer caches, and makes the de
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import re
 import shutil
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -60,8 +62,21 @@ def model_class_for(model_name: str) -> profiles.ModelClass:
 
 
 def installed_engines() -> frozenset[str]:
-    """Engines whose executables exist on this machine (the simulator always does)."""
-    return frozenset({"sim"} | ({"vllm"} if shutil.which("vllm") else set()))
+    """Engines installed on this machine, as the local runtime would run them (called once, at
+    plane start; nothing is imported or run): ``vllm`` and ``llama-server`` on ``PATH``, SGLang
+    importable by this interpreter (the one its adapter runs). The simulator always is."""
+    found = {"sim"}
+    if shutil.which("vllm"):
+        found.add("vllm")
+    try:
+        # find_spec locates a top-level package without importing it.
+        if importlib.util.find_spec("sglang") is not None:
+            found.add("sglang")
+    except (ImportError, ValueError):  # a broken or half-installed package: not usable
+        pass
+    if shutil.which("llama-server"):
+        found.add("llamacpp")
+    return frozenset(found)
 
 
 class Scheduler:
@@ -172,38 +187,68 @@ class Scheduler:
             simulator=simulator,
         )
 
-    def alternatives(self, md: ModelDeployment) -> list[ExecutionPath]:
-        """Every execution path of ``md``'s claim and what fits now (for ``status.alternatives``)."""
+    def execution_paths(self, md: ModelDeployment) -> list[allocator.AlternativePath]:
+        """Every execution path of ``md``'s claim, with what is free now."""
         if md.spec.accelerators is None:
             return []
         key = f"{md.namespace}/{md.name}"
         claim = allocator.Claim(
             key=key, accelerators=md.spec.accelerators, sovereignty=md.spec.sovereignty
         )
-        paths = allocator.alternatives_report(
-            [claim],
-            fleet=list(self._nodes.cache.values()),
-            classes=allocator.class_selectors(self._classes.cache.values()),
-            compile_selector=compile_selector,
-            taken=allocator.taken_devices(self._replicas.cache.values()),
-            prepare_device=selector_context,
-            cache=self._selectors,
-        )[key]
-        return [
-            ExecutionPath(
-                request=p.request,
-                device_class=p.device_class,
-                driver=p.driver,
-                product=p.product,
-                count=p.count,
-                devices=p.devices,
-                free=p.free,
-                replicas=p.replicas,
-                fits_now=p.free_replicas,
-                engines=engines.compatible_engines(p.driver, p.attributes),
+        return list(
+            allocator.alternatives_report(
+                [claim],
+                fleet=list(self._nodes.cache.values()),
+                classes=allocator.class_selectors(self._classes.cache.values()),
+                compile_selector=compile_selector,
+                taken=allocator.taken_devices(self._replicas.cache.values()),
+                prepare_device=selector_context,
+                cache=self._selectors,
+            )[key]
+        )
+
+    def alternatives(self, md: ModelDeployment) -> list[ExecutionPath]:
+        """Every execution path of ``md``'s claim and what fits now (for ``status.alternatives``)."""
+        return execution_paths_status(self.execution_paths(md))
+
+    def placed_paths(self, replicas: Collection[Replica]) -> Counter[tuple[str, str, str | None]]:
+        """How many of ``replicas`` hold devices on each (request, driver, product) path."""
+        out: Counter[tuple[str, str, str | None]] = Counter()
+        for replica in replicas:
+            if not replica.spec.node or not replica.spec.devices:
+                continue
+            first = replica.spec.devices[0]
+            node = self._nodes.get(("", replica.spec.node)) or {}
+            device = next(
+                (
+                    d
+                    for d in (node.get("spec") or {}).get("devices") or ()
+                    if d.get("name") == first.device
+                ),
+                None,
             )
-            for p in paths
-        ]
+            value = None if device is None else allocator.attribute_value(device, "productName")
+            product = None if value is None else str(value[1])
+            out[(first.request, first.driver, product)] += 1
+        return out
+
+
+def execution_paths_status(paths: list[allocator.AlternativePath]) -> list[ExecutionPath]:
+    return [
+        ExecutionPath(
+            request=p.request,
+            device_class=p.device_class,
+            driver=p.driver,
+            product=p.product,
+            count=p.count,
+            devices=p.devices,
+            free=p.free,
+            replicas=p.replicas,
+            fits_now=p.free_replicas,
+            engines=engines.compatible_engines(p.driver, p.attributes),
+        )
+        for p in paths
+    ]
 
 
 def binding_patch(binding: Binding) -> dict[str, Any]:

@@ -24,7 +24,7 @@ OBJ: dict[str, Any] = {
                  "labels": {"aviator.dev/model-deployment": "chat"}},
     "spec": {"model": {"name": "org/m"}, "engine": "sim", "replicas": {"min": 2, "max": 2}},
     "status": {
-        "readyReplicas": 2,
+        "readyReplicas": 2, "desiredReplicas": 2,
         "endpoints": [{"replica": "chat-0", "url": "http://a"}, {"replica": "chat-1", "url": "http://b"}],
         "conditions": [
             {"type": "Available", "status": "True", "reason": "R", "message": "2/2 ready",

@@ -51,7 +51,7 @@ def write(path: Path, *docs: dict[str, Any]) -> Path:
 def available(generation: int = 1, status: str = "True") -> dict[str, Any]:
     return {
         "observedGeneration": generation,
-        "readyReplicas": 1,
+        "readyReplicas": 1, "desiredReplicas": 1,
         "endpoints": [{"replica": "chat-0", "url": "http://127.0.0.1:40123"}],
         "conditions": [{
             "type": "Available", "status": status, "reason": "MinimumReplicasAvailable",
@@ -186,7 +186,7 @@ def test_get_table(two_deployments: ApiServer) -> None:
     header, chat, embed = result.stdout.splitlines()
     assert header.split() == ["NAME", "MODEL", "ENGINE", "READY", "DESIRED", "AVAILABLE", "AGE"]
     assert chat.split()[:6] == ["chat", "org/chat-model", "sim", "1", "1", "True"]
-    assert embed.split()[:6] == ["embed", "org/embed-model", "sim", "0", "2", "<none>"]
+    assert embed.split()[:6] == ["embed", "org/embed-model", "sim", "0", "<none>", "<none>"]
     assert chat.split()[6].endswith("s")
     assert header.index("MODEL") == chat.index("org/chat-model")  # aligned columns
 
