@@ -123,6 +123,6 @@ def test_plans_cover_the_target_when_attainable_and_never_overfill_a_path(
         # minimal: one replica fewer on the last used path would not do
         last = max(i for i, p in enumerate(plan.paths) if p.replicas)
         assert served - plan.paths[last].replica_rps < target
-    for i, p in enumerate(plan.paths):
+    for p in plan.paths:
         if p.replica_rps == 0:
             assert p.replicas == 0
