@@ -260,7 +260,9 @@ def table(
 ) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of ``aviator get``: [NAMESPACE,] NAME, then the kind's printer columns."""
     columns = [c for c in kind.columns if c.priority == 0 or wide]
-    headers = (["NAMESPACE"] if all_namespaces else []) + ["NAME"] + [c.name.upper() for c in columns]
+    headers = (
+        (["NAMESPACE"] if all_namespaces else []) + ["NAME"] + [c.name.upper() for c in columns]
+    )
     rows: list[list[str]] = []
     for obj in items:
         meta = obj.get("metadata", {})
@@ -302,7 +304,9 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def to_yaml(obj: Any) -> str:
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, allow_unicode=True, width=120)
+    return yaml.safe_dump(
+        obj, sort_keys=False, default_flow_style=False, allow_unicode=True, width=120
+    )
 
 
 def to_json(obj: Any) -> str:
@@ -311,8 +315,12 @@ def to_json(obj: Any) -> str:
 
 def as_list(items: Sequence[Mapping[str, Any]], *, resource_version: str = "") -> dict[str, Any]:
     """The ``v1 List`` kubectl prints for several objects (``apply -f`` reads it back)."""
-    return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": resource_version},
-            "items": list(items)}
+    return {
+        "apiVersion": "v1",
+        "kind": "List",
+        "metadata": {"resourceVersion": resource_version},
+        "items": list(items),
+    }
 
 
 # -- describe ------------------------------------------------------------------------------------
@@ -399,6 +407,11 @@ def describe(
     status: dict[str, Any] = dict(obj.get("status") or {})
     conditions = list(status.pop("conditions", None) or [])
     last_exit = status.pop("lastExit", None)
+    # Shown as tables of their own below, not as YAML.
+    endpoints = status.pop("endpoints", None) if replicas is not None else None
+    placement = status.pop("placement", None) or []
+    paths = status.pop("alternatives", None) or []
+    capacity = status.pop("capacity", None)
     labels = [f"{k}={v}" for k, v in sorted((meta.get("labels") or {}).items())]
     annotations = [f"{k}: {v}" for k, v in sorted((meta.get("annotations") or {}).items())]
     owners = [
@@ -437,20 +450,64 @@ def describe(
             extra.append(("Log", [log_path if log_exists else f"{log_path} (not written yet)"]))
         lines += _fields(extra)
     lines += _sub_table(
-        "Conditions", headers=["TYPE", "STATUS", "REASON", "MESSAGE", "LAST TRANSITION"],
+        "Conditions",
+        headers=["TYPE", "STATUS", "REASON", "MESSAGE", "LAST TRANSITION"],
         rows=_condition_rows(conditions, now=now),
     )
+    if capacity:
+        lines.append(
+            f"Capacity Plan:  {capacity.get('replicas', NONE)} replica(s); {capacity.get('message', '')}"
+        )
+        rows = [
+            [str(p.get("request", "")), str(p.get("driver") or NONE), str(p.get("product") or NONE),
+             f"{float(p.get('replicaRps', 0.0)):.3g}", str(p.get("replicas", 0))]
+            for p in capacity.get("paths") or []
+        ]  # fmt: skip
+        headers = ["REQUEST", "DRIVER", "PRODUCT", "REQ/S PER REPLICA", "REPLICAS"]
+        lines += ["  " + line for line in render_table(headers, rows).splitlines()] if rows else []
+    if paths:
+        lines += _sub_table(
+            "Execution Paths",
+            headers=["REQUEST", "DRIVER", "PRODUCT", "COUNT", "DEVICES", "FREE", "FITS NOW", "ENGINES"],
+            rows=[
+                [str(p.get("request", "")), str(p.get("driver", "")), str(p.get("product") or NONE),
+                 str(p.get("count", "")), str(p.get("devices", "")), str(p.get("free", "")),
+                 str(p.get("fitsNow", "")), ",".join(p.get("engines") or []) or NONE]
+                for p in paths
+            ],
+        )  # fmt: skip
     if replicas is not None:
+        where = {str(p.get("replica")): p for p in placement}
         rows = [
             [
                 str(r.get("metadata", {}).get("name", "")),
                 str((r.get("status") or {}).get("phase") or NONE),
                 _condition_status(r, "Ready"),
                 str((r.get("status") or {}).get("restarts", 0)),
+                str((r.get("spec") or {}).get("node") or NONE),
+                ",".join(where.get(str(r.get("metadata", {}).get("name")), {}).get("devices") or [])
+                or NONE,
+                str((r.get("spec") or {}).get("engine") or NONE),
                 str((r.get("status") or {}).get("endpoint") or NONE),
                 age(r.get("metadata", {}).get("creationTimestamp"), now=now),
             ]
             for r in replicas
         ]
-        lines += _sub_table("Replicas", headers=["NAME", "PHASE", "READY", "RESTARTS", "ENDPOINT", "AGE"], rows=rows)
+        lines += _sub_table(
+            "Replicas",
+            headers=[
+                "NAME",
+                "PHASE",
+                "READY",
+                "RESTARTS",
+                "NODE",
+                "DEVICES",
+                "ENGINE",
+                "ENDPOINT",
+                "AGE",
+            ],
+            rows=rows,
+        )
+    elif endpoints:
+        lines += _block("Endpoints", endpoints)
     return "\n".join(lines)

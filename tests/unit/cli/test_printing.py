@@ -151,8 +151,18 @@ def test_describe_deployment() -> None:
            "metadata": {**OBJ["metadata"], "uid": "u-1", "resourceVersion": "42", "generation": 2,
                         "annotations": {"note": "hi"},
                         "ownerReferences": [{"kind": "Blueprint", "name": "bp", "controller": True}]},
-           "status": {**OBJ["status"], "observedGeneration": 2}}
+           "status": {**OBJ["status"], "observedGeneration": 2,
+                      "placement": [{"replica": "chat-0", "node": "h100-a", "devices": ["gpu-0", "gpu-1"],
+                                     "engine": "sim"}],
+                      "alternatives": [{"request": "gpu", "deviceClass": "gpu.nvidia.com",
+                                        "driver": "gpu.nvidia.com", "product": "H100", "count": 2,
+                                        "devices": 8, "free": 6, "replicas": 4, "fitsNow": 3,
+                                        "engines": ["vllm", "sim"]}],
+                      "capacity": {"replicas": 3, "attainable": True, "message": "3 replica(s) serve 5 req/s",
+                                   "paths": [{"request": "gpu", "driver": "gpu.nvidia.com", "product": "H100",
+                                              "replicaRps": 1.8333, "replicas": 3}]}}}
     replica = {"metadata": {"name": "chat-0", "creationTimestamp": ts(timedelta(seconds=30))},
+               "spec": {"node": "h100-a", "engine": "sim"},
                "status": {"phase": "Running", "restarts": 1, "endpoint": "http://a",
                           "conditions": [{"type": "Ready", "status": "True"}]}}
     page = printing.describe(kinds.MODEL_DEPLOYMENT, obj, now=NOW, replicas=[replica]).splitlines()
@@ -169,8 +179,17 @@ def test_describe_deployment() -> None:
     assert page[conditions + 1].split() == ["TYPE", "STATUS", "REASON", "MESSAGE", "LAST", "TRANSITION"]
     assert page[conditions + 2].split() == ["Available", "True", "R", "2/2", "ready", "5s"]
     assert page[conditions + 3].split() == ["Degraded", "False", "<none>"]
+    plan = page.index("Capacity Plan:  3 replica(s); 3 replica(s) serve 5 req/s")
+    assert page[plan + 2].split() == ["gpu", "gpu.nvidia.com", "H100", "1.83", "3"]
+    paths = page.index("Execution Paths:")
+    assert page[paths + 2].split() == ["gpu", "gpu.nvidia.com", "H100", "2", "8", "6", "3", "vllm,sim"]
     replicas = page.index("Replicas:")
-    assert page[replicas + 2].split() == ["chat-0", "Running", "True", "1", "http://a", "30s"]
+    assert page[replicas + 1].split() == ["NAME", "PHASE", "READY", "RESTARTS", "NODE", "DEVICES", "ENGINE",
+                                          "ENDPOINT", "AGE"]  # fmt: skip
+    assert page[replicas + 2].split() == ["chat-0", "Running", "True", "1", "h100-a", "gpu-0,gpu-1", "sim",
+                                          "http://a", "30s"]  # fmt: skip
+    # shown as tables, not repeated as YAML
+    assert not any(line.strip().startswith(("placement:", "alternatives:", "endpoints:")) for line in page)
 
 
 def test_describe_replica_and_terminating() -> None:
