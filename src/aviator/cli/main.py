@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from aviator import __version__
-from aviator.cli import gateway, resources, sim, up
+from aviator.cli import gateway, portability, resources, sim, up
 from aviator.cli.context import DEFAULT_DATA_DIR, CliContext
 
 app = typer.Typer(
@@ -62,6 +62,7 @@ app.command("sim", help="Run the built-in vLLM-compatible inference simulator.")
 app.command("gateway", help="Run the OpenAI-compatible gateway (aviator up starts one for you).")(
     gateway.gateway
 )
+app.command("portability", help=portability.portability.__doc__)(portability.portability)
 
 
 def main() -> None:

@@ -66,7 +66,7 @@ def _fail(text: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _usage_error(ctx: typer.Context, message: str) -> NoReturn:
+def usage_error(ctx: typer.Context, message: str) -> NoReturn:
     _err(f"error: {message}\nSee '{ctx.command_path} --help' for usage.")
     raise typer.Exit(2)
 
@@ -87,12 +87,12 @@ def _parse(ctx: typer.Context, fn: Callable[[], T]) -> T:
     try:
         return fn()
     except parsing.UsageError as exc:
-        _usage_error(ctx, str(exc))
+        usage_error(ctx, str(exc))
     except errors.NotFound as exc:
         _fail(f"error: {exc.message}")
 
 
-def _run(
+def run_with_client(
     ctx: typer.Context,
     body: Callable[[Client], Coroutine[Any, Any, int]],
     *,
@@ -121,7 +121,7 @@ def _run(
     raise typer.Exit(code)
 
 
-def _namespace(namespace: str | None) -> str:
+def namespace_or_default(namespace: str | None) -> str:
     return namespace or "default"
 
 
@@ -171,7 +171,7 @@ def apply(
         for problem in exc.problems:
             _err(f"error: {problem}")
         raise typer.Exit(1) from None
-    default_ns = _namespace(namespace)
+    default_ns = namespace_or_default(namespace)
     if validate:
         failures = manifests.validate(documents, default_namespace=default_ns)
         if failures:
@@ -190,7 +190,7 @@ def apply(
                 _err(outcome.line)
         return 1 if failed else 0
 
-    _run(ctx, body)
+    run_with_client(ctx, body)
 
 
 # -- get -----------------------------------------------------------------------------------------
@@ -221,15 +221,15 @@ def get(
     `aviator get rep -l aviator.dev/model-deployment=chat -w`
     """
     if output is not None and output not in OUTPUTS:
-        _usage_error(ctx, f"unknown output format {output!r}; use one of: {', '.join(OUTPUTS)}")
+        usage_error(ctx, f"unknown output format {output!r}; use one of: {', '.join(OUTPUTS)}")
     kinds_, refs = _parse(ctx, lambda: parsing.parse_refs(args or [], names_required=False))
     if refs and all_namespaces:
-        _usage_error(ctx, "a named object cannot be retrieved across all namespaces (-A); use -n")
+        usage_error(ctx, "a named object cannot be retrieved across all namespaces (-A); use -n")
     if refs and selector:
-        _usage_error(ctx, "names and a label selector (-l) cannot be combined")
+        usage_error(ctx, "names and a label selector (-l) cannot be combined")
     if watch and len(kinds_) > 1:
-        _usage_error(ctx, "--watch works on one kind at a time")
-    ns = None if all_namespaces else _namespace(namespace)
+        usage_error(ctx, "--watch works on one kind at a time")
+    ns = None if all_namespaces else namespace_or_default(namespace)
     out = output or ""
 
     async def body(client: Client) -> int:
@@ -237,7 +237,7 @@ def get(
             return await _get_named(client, refs, namespace=ns, output=out, watch=watch)
         return await _get_list(client, kinds_[0], namespace=ns, selector=selector, output=out, watch=watch)
 
-    _run(ctx, body, interrupt_code=0)
+    run_with_client(ctx, body, interrupt_code=0)
 
 
 async def _get_named(
@@ -391,7 +391,7 @@ def describe(
     Examples: `aviator describe md chat`; `aviator describe rep/chat-5d8f1-0`
     """
     kinds_, refs = _parse(ctx, lambda: parsing.parse_refs(args or [], names_required=False))
-    ns = _namespace(namespace)
+    ns = namespace_or_default(namespace)
     cli = _cli(ctx)
 
     async def body(client: Client) -> int:
@@ -414,7 +414,7 @@ def describe(
             typer.echo("\n\n".join(pages))
         return 1 if failed else 0
 
-    _run(ctx, body)
+    run_with_client(ctx, body)
 
 
 async def _describe_page(client: Client, cli: CliContext, *, kind: KindInfo, obj: dict[str, Any]) -> str:
@@ -454,10 +454,10 @@ def delete(
     Examples: `aviator delete md chat`; `aviator delete -f examples/quickstart.yaml --no-wait`
     """
     seconds = _parse(ctx, lambda: parsing.parse_duration(timeout))
-    default_ns = _namespace(namespace)
+    default_ns = namespace_or_default(namespace)
     targets: list[tuple[KindInfo, str | None, str]] = []
     if args and filenames:
-        _usage_error(ctx, "give either names or -f files, not both")
+        usage_error(ctx, "give either names or -f files, not both")
     if filenames:
         try:
             docs = manifests.load(filenames, stdin=sys.stdin)
@@ -498,7 +498,7 @@ def delete(
                     failed = True
         return 1 if failed else 0
 
-    _run(ctx, body)
+    run_with_client(ctx, body)
 
 
 async def _wait_gone(
@@ -538,7 +538,7 @@ def wait(
     what = _parse(ctx, lambda: parsing.parse_wait_for(for_))
     seconds = _parse(ctx, lambda: parsing.parse_duration(timeout))
     _, refs = _parse(ctx, lambda: parsing.parse_refs(args, names_required=True))
-    ns = _namespace(namespace)
+    ns = namespace_or_default(namespace)
 
     async def body(client: Client) -> int:
         deadline = _deadline(seconds)
@@ -568,7 +568,7 @@ def wait(
             typer.echo(f"{shown} condition met")
         return 0
 
-    _run(ctx, body)
+    run_with_client(ctx, body)
 
 
 def _condition_now(obj: dict[str, Any], condition: str) -> str:
@@ -662,11 +662,11 @@ def logs(
     if not sep:
         kind_name, name = "replica", target
     if not name or "/" in name:
-        _usage_error(ctx, f"{target!r}: expected replica/NAME, modeldeployment/NAME or NAME")
+        usage_error(ctx, f"{target!r}: expected replica/NAME, modeldeployment/NAME or NAME")
     kind = _parse(ctx, lambda: kinds.resolve(kind_name))
     if kind not in (kinds.REPLICA, kinds.MODEL_DEPLOYMENT):
         _fail(f"error: logs are kept for replicas and modeldeployments, not {kind.plural}")
-    ns = _namespace(namespace)
+    ns = namespace_or_default(namespace)
     cli = _cli(ctx)
     if kind is kinds.REPLICA and not follow:
         path = cli.datadir.replica_log(ns, name)
@@ -682,7 +682,7 @@ def logs(
             return await _follow_replica(client, cli, namespace=ns, name=name, tail=tail)
         return await _deployment_logs(client, cli, namespace=ns, name=name, tail=tail, follow=follow)
 
-    _run(ctx, body, interrupt_code=0)
+    run_with_client(ctx, body, interrupt_code=0)
 
 
 async def _follow_replica(client: Client, cli: CliContext, *, namespace: str, name: str, tail: int) -> int:

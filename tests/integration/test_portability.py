@@ -1,0 +1,112 @@
+"""``aviator portability`` on a mixed fleet: lock-in is flagged, the HHI follows the allocations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from tests.integration.plane import REPO, PlaneProcess, wait_until
+
+INVENTORY = str(REPO / "examples" / "inventory-mixed.yaml")
+NVIDIA, AMD = "gpu.nvidia.com", "gpu.amd.com"
+
+
+def md(name: str, accelerators: dict[str, Any], *, replicas: int) -> str:
+    body = {
+        "apiVersion": "aviator.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"model": {"name": f"org/{name}-8B"}, "accelerators": accelerators, "replicas": replicas},
+    }  # fmt: skip
+    return orjson.dumps(body).decode()
+
+
+@pytest.fixture
+def fleet(plane_dir: Path) -> Any:
+    plane = PlaneProcess(data_dir=plane_dir)
+    plane.start("--no-gateway", "--inventory", INVENTORY)
+    try:
+        yield plane
+    finally:
+        plane.cleanup()
+
+
+def get_json(plane: PlaneProcess, *args: str) -> Any:
+    result = plane.cli(*args, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return orjson.loads(result.stdout)
+
+
+def placed(plane: PlaneProcess, expected: dict[str, int]) -> bool:
+    """Every expected replica holds its devices and each deployment reported its paths."""
+    replicas = get_json(plane, "get", "rep")["items"]
+    for name, count in expected.items():
+        mine = [
+            r for r in replicas if r["metadata"]["labels"]["aviator.dev/model-deployment"] == name
+        ]
+        if len(mine) != count or not all(r["spec"].get("devices") for r in mine):
+            return False
+        status = get_json(plane, "get", "md", name)["status"]
+        if status.get("observedGeneration") != 1 or not status.get("alternatives"):
+            return False
+    return True
+
+
+def test_single_vendor_deployments_are_flagged_and_the_hhi_follows_the_allocations(
+    fleet: PlaneProcess,
+) -> None:
+    locked = {"deviceClassName": NVIDIA}
+    portable = {"firstAvailable": [{"deviceClassName": AMD}, {"deviceClassName": NVIDIA}]}
+    docs = "\n---\n".join([md("locked", locked, replicas=2), md("portable", portable, replicas=1)])
+    applied = fleet.cli("apply", "-f", "-", input=docs)
+    assert applied.returncode == 0, applied.stderr
+    wait_until(
+        lambda: placed(fleet, {"locked": 2, "portable": 1}),
+        timeout=60,
+        interval=0.2,
+        message="replicas placed and paths reported\n" + fleet.output(),
+    )
+
+    report = get_json(fleet, "portability")
+    rows = {d["name"]: d for d in report["deployments"]}
+    assert rows["locked"]["flags"] == ["single-path"]
+    assert rows["locked"]["vendors"] == ["NVIDIA"]
+    assert rows["locked"]["drivers"] == [NVIDIA]
+    assert rows["locked"]["paths"] == 2  # H100 and L40S: two products, one vendor
+    assert rows["portable"]["paths"] == 3  # MI300X, then H100 and L40S
+    assert rows["portable"]["flags"] == []
+    assert rows["portable"]["vendors"] == ["AMD", "NVIDIA"]
+    assert rows["portable"]["drivers"] == [AMD, NVIDIA]
+    assert "vllm" in rows["portable"]["engines"]
+    assert rows["locked"]["runsOn"] == ["NVIDIA"]
+    assert rows["portable"]["runsOn"] == ["AMD"]
+
+    # The fleet index, from the devices the replicas actually hold (each vendor one driver here).
+    held: dict[tuple[str, str], str] = {}
+    for r in get_json(fleet, "get", "rep")["items"]:
+        for device in r["spec"]["devices"]:
+            held[r["spec"]["node"], device["device"]] = device["driver"]
+    by_driver = {d: list(held.values()).count(d) for d in set(held.values())}
+    assert by_driver == {NVIDIA: 2, AMD: 1}
+    total = sum(by_driver.values())
+    expected = sum((100 * n / total) ** 2 for n in by_driver.values())
+    fleet_doc = report["fleet"]
+    assert fleet_doc["allocatedDevices"] == total
+    assert fleet_doc["hhi"] == pytest.approx(expected)  # 66.7² + 33.3² = 5,556
+    assert fleet_doc["concentration"] == "highly concentrated"
+    assert {v["vendor"]: v["devices"] for v in fleet_doc["byVendor"]} == {"NVIDIA": 2, "AMD": 1}
+
+    table = fleet.cli("portability")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "PATHS", "VENDORS", "ENGINES", "RUNS-ON", "FLAGS"]
+    cells = {line.split()[0]: line.split() for line in lines[1:3]}
+    assert cells["locked"][1:3] == ["2", "NVIDIA"]
+    assert cells["locked"][-2:] == ["NVIDIA", "single-path"]
+    assert cells["portable"][2] == "AMD,NVIDIA" and cells["portable"][-2:] == ["AMD", "<none>"]
+    assert lines[3] == ""
+    assert lines[4] == (
+        "allocated devices by vendor (namespace default): NVIDIA 2 (66.7%), AMD 1 (33.3%); 3 in all"
+    )
+    assert lines[5] == f"vendor concentration (HHI): {round(expected):,} — highly concentrated"
