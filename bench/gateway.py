@@ -27,18 +27,18 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+
+from procs import Synced, child, cpu_seconds, free_port, run_forever, until_signalled
 
 MODEL = "m"
 REQUEST_BODY = b'{"model":"m","messages":[{"role":"user","content":"hi there"}],"max_tokens":8}'
@@ -67,23 +67,6 @@ def _answer() -> bytes:
 # -- child processes ------------------------------------------------------------------------------
 
 
-def _run_forever(main: Any) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
-
-
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
 async def _upstream_main() -> None:
     from aiohttp import web
 
@@ -104,7 +87,7 @@ async def _upstream_main() -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
-    await _until_signalled()
+    await until_signalled()
     await runner.cleanup()
 
 
@@ -137,20 +120,9 @@ async def _naive_main(upstream: str) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
-    await _until_signalled()
+    await until_signalled()
     await runner.cleanup()
     await session.close()
-
-
-class _Synced:
-    """A feed that is synced from the start and never changes (the table is filled by hand)."""
-
-    def __init__(self) -> None:
-        self.synced = asyncio.Event()
-        self.synced.set()
-
-    async def run(self) -> None:
-        await asyncio.Event().wait()
 
 
 async def _gateway_main(upstream: str, *, no_auth: bool) -> None:
@@ -178,70 +150,19 @@ async def _gateway_main(upstream: str, *, no_auth: bool) -> None:
     gateway = Gateway(
         settings=GatewaySettings(host="127.0.0.1", port=0),
         table=table,
-        feed=_Synced(),
+        feed=Synced(),
         authenticator=authenticator,
     )
     server = GatewayServer(gateway, shutdown_grace_s=1.0)
     await server.start()
     print(f"listening on {server.url}", flush=True)
     try:
-        await _until_signalled()
+        await until_signalled()
     finally:
         await server.stop()
 
 
 # -- the parent: processes, load, report ----------------------------------------------------------
-
-_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
-
-
-@contextlib.contextmanager
-def _child(
-    args: list[str], *, url: str | None = None, log: Path | None = None
-) -> Iterator[tuple[int, str]]:
-    """Start a child process and yield (pid, URL); stop it on exit.
-
-    Without ``url`` the child must print ``listening on URL``; with one, its output goes to
-    ``log`` and the caller waits for the URL itself.
-    """
-    out = log.open("w") if log is not None else subprocess.PIPE
-    proc = subprocess.Popen(
-        args,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        if url is None:
-            assert proc.stdout is not None
-            deadline = time.monotonic() + 30
-            seen: list[str] = []
-            while url is None and time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if not line:
-                    break
-                seen.append(line)
-                if match := _LISTENING.search(line):
-                    url = match.group(1)
-            if url is None:
-                raise RuntimeError(f"{args[:3]} did not start:\n{''.join(seen)}")
-        yield proc.pid, url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if log is not None and not isinstance(out, int):
-            out.close()
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -355,7 +276,7 @@ def _measure(
     headers: dict[str, str],
     script_dir: Path,
 ) -> Result:
-    cpu_before = _cpu_seconds(pid) if pid else 0.0
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     if args.driver == "wrk":
         n, errors, rate, p50, p99 = _run_wrk(
             url,
@@ -374,7 +295,7 @@ def _measure(
                 headers=headers,
             )
         )
-    cpu = (_cpu_seconds(pid) - cpu_before) * 1e3 / n if pid and n else None
+    cpu = (cpu_seconds(pid) - cpu_before) * 1e3 / n if pid and n else None
     return Result(
         target,
         concurrency,
@@ -443,13 +364,13 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.role == "upstream":
-        _run_forever(_upstream_main())
+        run_forever(_upstream_main())
         return
     if args.role == "gateway":
-        _run_forever(_gateway_main(args.upstream, no_auth=args.no_auth))
+        run_forever(_gateway_main(args.upstream, no_auth=args.no_auth))
         return
     if args.role == "naive":
-        _run_forever(_naive_main(args.upstream))
+        run_forever(_naive_main(args.upstream))
         return
 
     if args.driver == "auto":
@@ -464,10 +385,11 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     with (
         tempfile.TemporaryDirectory() as tmp,
-        _child([*me, "upstream"]) as (up_pid, up_url),
-        _child(
-            [*me, "gateway", "--upstream", up_url, *(["--no-auth"] if args.no_auth else [])]
-        ) as (gw_pid, gw_url),
+        child([*me, "upstream"]) as (up_pid, up_url),
+        child([*me, "gateway", "--upstream", up_url, *(["--no-auth"] if args.no_auth else [])]) as (
+            gw_pid,
+            gw_url,
+        ),
         contextlib.ExitStack() as extra,
     ):
         targets: list[tuple[str, str, int | None, dict[str, str]]] = [
@@ -475,12 +397,12 @@ def main() -> None:
             ("gateway", gw_url, gw_pid, gateway_headers),
         ]
         if args.with_naive:
-            naive_pid, naive_url = extra.enter_context(_child([*me, "naive", "--upstream", up_url]))
+            naive_pid, naive_url = extra.enter_context(child([*me, "naive", "--upstream", up_url]))
             targets.append(("naive-proxy", naive_url, naive_pid, headers))
         if router:
-            port = _free_port()
+            port = free_port()
             router_pid, router_url = extra.enter_context(
-                _child(
+                child(
                     [
                         router,
                         "--worker-urls",
@@ -519,15 +441,6 @@ def main() -> None:
     print(_report(results))
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_http(url: str, *, timeout: float = 20.0) -> None:

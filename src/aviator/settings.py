@@ -31,6 +31,42 @@ class GatewaySettings:
     connect_timeout_s: float = 2.0
     read_timeout_s: float = 300.0
     """Per-read upstream timeout: long enough for slow first tokens, never unbounded."""
+    metrics_interval_s: float = 0.1
+    """How often every replica's ``/metrics`` is read for the load-aware scorers; 0 disables
+    scraping (the queue-depth and KV-cache scorers then score every replica 0)."""
+    metrics_stale_after_s: float = 1.0
+    """A replica whose last good metrics are older than this counts as saturated."""
+    prefix_blocks_per_replica: int = 31_250
+    """Prompt blocks remembered per replica by the prefix index (llm-d's default)."""
+    session_ttl_s: float = 300.0
+    """How long ``x-session-id`` affinity lasts after a session's last request."""
+    saturation_queue_depth: float = 5.0
+    """Waiting requests at which a replica counts as saturated (llm-d's ``queueDepthThreshold``).
+    Saturation detection is on only while replica metrics are scraped."""
+    saturation_kv_cache_usage: float = 0.8
+    """KV-cache usage (0-1) at which a replica counts as saturated (llm-d's
+    ``kvCacheUtilThreshold``)."""
+    queue_size: int = 256
+    """Requests of one model that may wait for its saturated pool, critical and standard
+    together; beyond it standard gets 429 and critical displaces the youngest standard waiter.
+    Bounded so that a stuck pool costs memory in proportion to this, not to the load."""
+    queue_max_wait_s: float = 10.0
+    """Longest a request waits for a saturated pool before a 503 with ``Retry-After``: long enough
+    to ride out a burst, short enough to answer well within a client's usual 60 s timeout."""
+    queue_recheck_s: float = 0.025
+    """How often waiting requests re-check saturation and their deadline (they are also released
+    whenever a request of their model ends). At most 50 ms, a fraction of a typical TTFT."""
+    shed_retry_after_s: int = 1
+    """``Retry-After`` (whole seconds) on 429/503 from flow control: about one refresh of the
+    replica metrics, after which saturation may have cleared."""
+    breaker_failures: int = 5
+    """Consecutive failures (connect errors, 5xx or read timeouts before the first byte) that open
+    a replica's circuit breaker."""
+    breaker_cooldown_s: float = 1.0
+    """How long an opened breaker keeps requests away before one trial request; doubles with every
+    failed trial."""
+    breaker_cooldown_max_s: float = 30.0
+    """Upper bound of the doubling cool-down."""
 
 
 @dataclass(frozen=True, slots=True)

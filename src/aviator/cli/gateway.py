@@ -122,9 +122,13 @@ async def _run(
     try:
         table = EndpointTable()
         discovery = Discovery(source=client, table=table)
-        log.info("watching replicas at %s", control_url)
+        log.info("watching replicas and model deployments at %s", control_url)
         gateway = Gateway(
-            settings=settings, table=table, feed=discovery, authenticator=authenticator
+            settings=settings,
+            table=table,
+            feed=discovery,
+            authenticator=authenticator,
+            directory=discovery.directory,
         )
         await GatewayServer(gateway, shutdown_grace_s=SHUTDOWN_GRACE_S).serve(stop)
         log.info("gateway stopped")

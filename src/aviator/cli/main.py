@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from aviator import __version__
-from aviator.cli import gateway, portability, resources, sim, up
+from aviator.cli import gateway, portability, resources, sim, top, up
 from aviator.cli.context import DEFAULT_DATA_DIR, CliContext
 
 app = typer.Typer(
@@ -63,6 +63,7 @@ app.command("gateway", help="Run the OpenAI-compatible gateway (aviator up start
     gateway.gateway
 )
 app.command("portability", help=portability.portability.__doc__)(portability.portability)
+app.command("top")(top.top)
 
 
 def main() -> None:

@@ -22,7 +22,11 @@ Modules, pure cores first:
 - ``endpoints``: the endpoint table built from Replica objects (pure).
 - ``picking``: replica pickers and in-flight accounting (pure).
 - ``openai``: request parsing and OpenAI-shaped bodies (pure).
+- ``usage``: token usage read off answers (JSON or server-sent events) as they pass (pure).
 - ``auth``: the ``Authenticator`` seam and API-key authentication (pure).
+- ``flowcontrol``: priorities, pool saturation and the fair bounded queue (pure policy), plus
+  ``FlowControl``, the asyncio shell that holds requests back while a pool is saturated.
+- ``breaker``: circuit breakers per replica (pure).
 - ``metrics``: the gateway's Prometheus registry.
 - ``discovery``: keeps the endpoint table fed by list + watch (``aviator.cache.Reflector``).
 - ``proxy``: forwards one request to a replica, with retries and streaming.

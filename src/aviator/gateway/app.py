@@ -26,11 +26,24 @@ from aiohttp import web
 
 from aviator.gateway import openai
 from aviator.gateway.auth import Authenticator, Unauthenticated
+from aviator.gateway.breaker import CircuitBreakers
 from aviator.gateway.discovery import Feed
 from aviator.gateway.endpoints import EndpointTable
+from aviator.gateway.flowcontrol import PRIORITY_HEADER, FlowControl, ScrapedSignals, client_of
 from aviator.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from aviator.gateway.picking import InFlight, LeastInFlight, Picker
-from aviator.gateway.proxy import CLIENT_CLOSED, REQUEST_ID, Proxy, error_response
+from aviator.gateway.models import ModelDirectory
+from aviator.gateway.picking import InFlight, Picker
+from aviator.gateway.prefix import PrefixIndex
+from aviator.gateway.proxy import CLIENT_CLOSED, REQUEST_ID, STARTED, Proxy, error_response
+from aviator.gateway.routing import (
+    InFlightScorer,
+    KvCacheScorer,
+    PrefixCacheScorer,
+    QueueDepthScorer,
+    Router,
+    SessionScorer,
+)
+from aviator.gateway.scrape import EngineSignals, Scraper
 from aviator.settings import GatewaySettings
 
 __all__ = ["GATEWAY", "Gateway", "GatewayServer", "build_app"]
@@ -40,6 +53,7 @@ log = logging.getLogger("aviator.gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _REQUEST_ID_MAX = 128
+SESSION_ID = "x-session-id"
 
 
 class _RequestIds:
@@ -75,17 +89,42 @@ class Gateway:
         table: EndpointTable,
         feed: Feed,
         authenticator: Authenticator,
+        directory: ModelDirectory | None = None,
         picker: Picker | None = None,
         max_attempts: int = 3,
         upstream_connections: int = 1024,
     ) -> None:
+        """``directory`` (ModelDeployments) gives routing configuration and priorities; without
+        one every model is routed with the defaults. ``picker`` replaces the routing pipeline."""
         self.settings = settings
         self.table = table
         self.feed = feed
         self.authenticator = authenticator
-        self.picker: Picker = picker or LeastInFlight()
+        self.directory = directory if directory is not None else ModelDirectory()
         self.inflight = InFlight()
+        self.signals = EngineSignals(stale_after_s=settings.metrics_stale_after_s)
+        self.prefixes = PrefixIndex(capacity=settings.prefix_blocks_per_replica)
+        self.picker: Picker = picker or Router(
+            scorers=[
+                PrefixCacheScorer(self.prefixes),
+                QueueDepthScorer(self.signals),
+                KvCacheScorer(self.signals),
+                InFlightScorer(self.inflight),
+                SessionScorer(ttl_s=settings.session_ttl_s),
+            ],
+            routes=self.directory.route,
+        )
         self.metrics = GatewayMetrics(table=table)
+        self.breakers = CircuitBreakers.from_settings(settings)
+        self.metrics.flow.watch_breakers(lambda: self.breakers.states(time.monotonic()))
+        self.flow = FlowControl.from_settings(
+            settings,
+            # Saturation detection needs scraped metrics; without a scraper it stays off.
+            signals=ScrapedSignals(self.signals) if settings.metrics_interval_s > 0 else None,
+            pool=lambda model: [e.key for e in self.table.lookup(model) or ()],
+            defaults=self._default_priority,
+            recorder=self.metrics.flow,
+        )
         self.request_ids = _RequestIds()
         self.max_attempts = max_attempts
         self.upstream_connections = upstream_connections
@@ -97,6 +136,11 @@ class Gateway:
         if self._proxy is None:
             raise RuntimeError("the gateway application has not been started")
         return self._proxy
+
+    def _default_priority(self, model: str) -> str | None:
+        """``spec.priority`` of the ModelDeployment serving ``model``, if the gateway knows it."""
+        route = self.directory.route(model)
+        return None if route is None else route.priority
 
     async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
         """Cleanup context: the upstream session and the feed live as long as the app."""
@@ -117,14 +161,25 @@ class Gateway:
             stats=self.inflight,
             metrics=self.metrics,
             max_attempts=self.max_attempts,
+            breakers=self.breakers,
         )
         feed_task = asyncio.create_task(self.feed.run(), name="aviator-gateway-feed")
         feed_task.add_done_callback(_report_feed_exit)
+        tasks = [feed_task]
+        if self.settings.metrics_interval_s > 0:
+            scraper = Scraper(
+                endpoints=self.table.endpoints,
+                signals=self.signals,
+                interval_s=self.settings.metrics_interval_s,
+                on_tick=lambda endpoints: self.prefixes.retain(e.key for e in endpoints),
+            )
+            tasks.append(asyncio.create_task(scraper.run(), name="aviator-gateway-scraper"))
         try:
             yield
         finally:
-            feed_task.cancel()
-            await asyncio.wait([feed_task])  # never raises: how it ended was reported already
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)  # never raises: how the feed ended was reported already
             self._proxy = None
             await session.close()
 
@@ -154,12 +209,13 @@ def _proxy_handler(operation: str) -> Handler:
 async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     started = time.perf_counter()
+    request[STARTED] = started
     request_id = gw.request_ids.take(request)
     model = ""
     code = 500
     try:
         try:
-            gw.authenticator.authenticate(request.headers)
+            principal = gw.authenticator.authenticate(request.headers)
         except Unauthenticated:
             raise openai.unauthorized() from None
         limit = gw.settings.max_body_bytes
@@ -169,13 +225,21 @@ async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise openai.too_large(limit) from None
-        route = openai.parse_request(body, operation=operation)
+        route = openai.parse_request(
+            body, operation=operation, session=request.headers.get(SESSION_ID)
+        )
         candidates = gw.table.lookup(route.model)
-        if candidates is None:
+        if candidates is None and gw.directory.route(route.model) is None:
             raise openai.model_not_found(route.model)
         model = route.model
-        if not candidates:
+        if not candidates:  # deployed, but no replica is ready (or it is scaled to zero)
             raise openai.no_ready_replica(model)
+        priority = gw.flow.priority(model, request.headers.get(PRIORITY_HEADER))
+        client = client_of(principal, request.remote)
+        if await gw.flow.admit(model=model, client=client, priority=priority):
+            candidates = gw.table.lookup(model)  # it waited: the replicas may have changed
+            if not candidates:
+                raise openai.no_ready_replica(model)
         gauge = gw.metrics.inflight(model)
         gauge.inc()
         try:
@@ -184,6 +248,7 @@ async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
             )
         finally:
             gauge.dec()
+            gw.flow.finished(model)
         code = done.code
         return done.response
     except openai.OpenAIError as err:
@@ -206,7 +271,7 @@ async def _models(request: web.Request) -> web.StreamResponse:
     except Unauthenticated:
         return error_response(openai.unauthorized(), request_id=request_id)
     return web.Response(
-        body=openai.model_list(gw.table.models()),
+        body=openai.model_list(sorted({*gw.table.models(), *gw.directory.models()})),
         content_type="application/json",
         headers={REQUEST_ID: request_id},
     )
@@ -239,6 +304,12 @@ async def _unknown(request: web.Request) -> web.StreamResponse:
     return error_response(openai.unknown_url(request.method, request.path), request_id=request_id)
 
 
+async def _stop_queueing(app: web.Application) -> None:
+    """``on_shutdown``, before in-flight requests get their grace: requests still queued for a
+    saturated pool are answered 503 at once instead of waiting out the grace to be cut off."""
+    await app[GATEWAY].flow.close()
+
+
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: responses aiohttp makes itself get an ``x-request-id`` too."""
     if REQUEST_ID not in response.headers:
@@ -257,6 +328,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
     app.cleanup_ctx.append(gateway.lifespan)
+    app.on_shutdown.append(_stop_queueing)
     app.on_response_prepare.append(_stamp_request_id)
     return app
 

@@ -121,6 +121,10 @@ class EndpointTable:
         model = self._by_key.get(key)
         return None if model is None else self._models[model].members[key]
 
+    def endpoints(self) -> list[Endpoint]:
+        """Every routable endpoint, of every model."""
+        return [e for entry in self._models.values() for e in entry.ready]
+
     def models(self) -> list[str]:
         """Every model at least one Replica serves, ready or not, sorted."""
         return sorted(self._models)

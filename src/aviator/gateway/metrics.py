@@ -1,23 +1,48 @@
 """The gateway's Prometheus metrics, in a registry of its own.
 
-Names follow OTel GenAI where one exists (``gen_ai_client_operation_duration_seconds`` with the
-OTel-recommended buckets) and ``aviator_gateway_*`` otherwise. Labelled children are cached:
-``.labels()`` costs a few microseconds, a cached child's ``observe()`` about one.
+Names follow the OTel GenAI semantic conventions where one exists, translated to Prometheus the
+way the OTel collector does (dots become underscores, unit ``s`` becomes ``_seconds``, ``{token}``
+is dropped), with the buckets the conventions advise:
 
-The ``model`` label only ever carries names taken from the endpoint table (or ``""``), never raw
-client input, so a client cannot blow up the series count with made-up model names.
+- ``gen_ai_client_operation_duration_seconds`` (histogram): request start to last byte sent.
+- ``gen_ai_server_time_to_first_token_seconds`` (histogram): request start to the first byte of a
+  successful answer relayed to the client (for a non-streamed answer: to the whole answer).
+- ``gen_ai_client_token_usage`` (histogram, ``gen_ai_token_type`` = input | output): the tokens an
+  answer's ``usage`` reported (answers without usage are not counted, as the conventions ask).
+
+Their labels are the attributes ``gen_ai_operation_name`` (chat, text_completion, embeddings),
+``gen_ai_provider_name`` (always ``aviator``: the replicas behind the gateway are ours, whatever
+engine runs them), ``gen_ai_request_model``, and on the duration ``error_type`` (the HTTP status
+code of a failed request, ``""`` on success — in PromQL the same as no label). Everything else is
+``aviator_gateway_*``, labelled ``model`` (and ``replica`` for routing decisions).
+
+Labelled children are cached: ``.labels()`` costs a few microseconds, a cached child's
+``observe()`` about one. Model labels only ever carry names taken from the endpoint table (or
+``""``), never raw client input, so a client cannot blow up the series count with made-up model
+names; replica labels are bounded by the fleet, and those of replicas that left are dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from aviator.gateway import usage
 from aviator.gateway.endpoints import EndpointTable
 
-__all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "GatewayMetrics"]
+__all__ = [
+    "CONTENT_TYPE",
+    "DURATION_BUCKETS",
+    "PROVIDER",
+    "TOKEN_BUCKETS",
+    "TTFT_BUCKETS",
+    "AnswerMeter",
+    "FlowMetrics",
+    "GatewayMetrics",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -39,7 +64,132 @@ DURATION_BUCKETS = (
 )
 """OTel GenAI's advice for ``gen_ai.client.operation.duration`` (seconds)."""
 
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+"""OTel GenAI's advice for ``gen_ai.server.time_to_first_token`` (seconds)."""
+
+TOKEN_BUCKETS = (
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
+)
+"""OTel GenAI's advice for ``gen_ai.client.token.usage`` (tokens)."""
+
+PROVIDER = "aviator"
+"""``gen_ai.provider.name``: the replicas behind the gateway, whatever engine serves them."""
+
+CACHE_RATIO_DECAY = 1 / 32
+"""Weight of the newest answer in ``aviator_gateway_prompt_cache_hit_ratio``: the gauge is the
+token-weighted hit ratio of roughly the last 32 answers with usage."""
+
 _ENDPOINTS_HELP = "Ready replicas the gateway routes to, per model."
+_ROUTED_HELP = "Replicas picked for requests (retries included), per model and replica."
+_RATIO_HELP = (
+    "Share of prompt tokens served from the prefix cache over roughly the last 32 answers "
+    "(usage.prompt_tokens_details.cached_tokens), per model."
+)
+
+
+class _RoutingCollector:
+    """``aviator_gateway_routing_decisions_total{model, replica}``, counted in a plain dict.
+
+    A replica that is no longer routable and was not picked since the last scrape is dropped, so
+    its final count is exported at least once and the series count follows the fleet; should it
+    come back, its counter restarts at zero (a reset ``rate()`` handles).
+    """
+
+    def __init__(self, table: EndpointTable) -> None:
+        self._table = table
+        self.counts: dict[tuple[str, str], int] = {}
+        self._scraped: dict[tuple[str, str], int] = {}
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "aviator_gateway_routing_decisions", _ROUTED_HELP, labels=["model", "replica"]
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for key, count in sorted(self.counts.items()):
+            if self._scraped.get(key) == count and self._table.endpoint(key[1]) is None:
+                del self.counts[key]  # gone, and its final count was exported last time
+                continue
+            family.add_metric(list(key), count)
+        self._scraped = dict(self.counts)
+        yield family
+
+
+class _CacheRatioCollector:
+    """``aviator_gateway_prompt_cache_hit_ratio{model}``, from decayed sums kept per model.
+
+    A model appears once one of its answers reported cached tokens: before that, 0 would claim
+    an engine that never reports them (vLLM without ``--enable-prompt-tokens-details``) has a
+    cold cache.
+    """
+
+    def __init__(self, table: EndpointTable) -> None:
+        self._table = table
+        self.sums: dict[str, list[float]] = {}
+        """model → [cached prompt tokens, prompt tokens], both decayed per answer."""
+        self.reported: set[str] = set()
+
+    def add(self, model: str, *, cached: int, prompt: int, reported: bool) -> None:
+        if reported:
+            self.reported.add(model)
+        sums = self.sums.get(model)
+        if sums is None:
+            self.sums[model] = [float(cached), float(prompt)]
+            return
+        keep = 1.0 - CACHE_RATIO_DECAY
+        sums[0] = sums[0] * keep + cached
+        sums[1] = sums[1] * keep + prompt
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily("aviator_gateway_prompt_cache_hit_ratio", _RATIO_HELP)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "aviator_gateway_prompt_cache_hit_ratio", _RATIO_HELP, labels=["model"]
+        )
+        for model in sorted(self.sums):
+            if self._table.lookup(model) is None:  # no replica serves it any more
+                del self.sums[model]
+                self.reported.discard(model)
+                continue
+            cached, prompt = self.sums[model]
+            if prompt > 0 and model in self.reported:
+                family.add_metric([model], cached / prompt)
+        yield family
 
 
 class _EndpointsCollector:
@@ -63,13 +213,49 @@ class GatewayMetrics:
 
     def __init__(self, *, table: EndpointTable) -> None:
         self.registry = CollectorRegistry()
+        genai = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
         self._duration = Histogram(
             "gen_ai_client_operation_duration_seconds",
             "Duration of a GenAI operation through the gateway, until the last byte was sent.",
-            ["operation", "model", "status"],
+            [*genai, "error_type"],
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        self._ttft = Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time from the request's arrival at the gateway to the first byte of a successful "
+            "answer relayed to the client (a non-streamed answer: to the whole answer).",
+            genai,
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self._tokens = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens per answer as its usage reported them, by type (input, output).",
+            [*genai, "gen_ai_token_type"],
+            buckets=TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self._prompt_tokens = Counter(
+            "aviator_gateway_prompt_tokens",
+            "Prompt tokens of the answers that reported usage, per model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self._cached_tokens = Counter(
+            "aviator_gateway_prompt_cached_tokens",
+            "Prompt tokens served from a replica's prefix cache "
+            "(usage.prompt_tokens_details.cached_tokens; none reported counts as 0), per model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self._routing = _RoutingCollector(table)
+        self._cache_ratio = _CacheRatioCollector(table)
+        self.registry.register(self._routing)
+        self.registry.register(self._cache_ratio)
+        self._histograms: dict[tuple[object, ...], Histogram] = {}
+        self._counters: dict[tuple[object, ...], Counter] = {}
+        """Labelled children of the GenAI histograms and token counters, by (parent id, *labels)."""
         self._requests = Counter(
             "aviator_gateway_requests",
             "Requests answered by the gateway, per model and HTTP status code.",
@@ -90,6 +276,8 @@ class GatewayMetrics:
         self.registry.register(_EndpointsCollector(table))
         self._done: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
         self._inflight_children: dict[str, Gauge] = {}
+        self.flow = FlowMetrics(self.registry)
+        """Flow control (shedding, queueing) and circuit breakers."""
 
     def observe(self, *, operation: str, model: str, code: int, duration_s: float) -> None:
         """One finished request (``model`` is ``""`` when it was not routed to a known model)."""
@@ -97,8 +285,9 @@ class GatewayMetrics:
         children = self._done.get(key)
         if children is None:
             status = str(code)
+            error_type = status if code >= 400 else ""
             children = (
-                self._duration.labels(operation, model, status),
+                self._duration.labels(operation, PROVIDER, model, error_type),
                 self._requests.labels(model, status),
             )
             self._done[key] = children
@@ -107,6 +296,73 @@ class GatewayMetrics:
 
     def retried(self) -> None:
         self._retries.inc()
+
+    def routed(self, model: str, replica: str) -> None:
+        """The picker chose ``replica`` (a ``namespace/name`` key) for a request for ``model``."""
+        counts = self._routing.counts
+        key = (model, replica)
+        counts[key] = counts.get(key, 0) + 1
+
+    def answer(
+        self,
+        *,
+        operation: str,
+        model: str,
+        status: int,
+        content_type: str,
+        started: float | None,
+    ) -> AnswerMeter:
+        """A meter for one answer of a replica, about to be relayed to the client.
+
+        ``started`` is the ``time.perf_counter()`` of the request's arrival (None: no TTFT). Only
+        successful (2xx) answers are measured.
+        """
+        if not 200 <= status < 300:
+            return AnswerMeter(self, operation=operation, model=model, started=None, scanner=None)
+        return AnswerMeter(
+            self,
+            operation=operation,
+            model=model,
+            started=None if operation == "embeddings" else started,
+            scanner=usage.scanner_for(content_type),
+        )
+
+    def _histogram(self, metric: Histogram, *labels: str) -> Histogram:
+        key = (id(metric), *labels)
+        child = self._histograms.get(key)
+        if child is None:
+            child = self._histograms[key] = metric.labels(*labels)
+        return child
+
+    def _counter(self, metric: Counter, *labels: str) -> Counter:
+        key = (id(metric), *labels)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = metric.labels(*labels)
+        return child
+
+    def first_byte(self, operation: str, model: str, seconds: float) -> None:
+        """Time to the first byte of a successful answer (``gen_ai.server.time_to_first_token``)."""
+        self._histogram(self._ttft, operation, PROVIDER, model).observe(seconds)
+
+    def used(self, operation: str, model: str, counts: usage.Usage) -> None:
+        """The usage one successful answer reported (series appear with their first report)."""
+        tokens = self._tokens
+        self._histogram(tokens, operation, PROVIDER, model, "input").observe(counts.prompt_tokens)
+        if operation != "embeddings":  # embeddings generate nothing: no output tokens to report
+            output = self._histogram(tokens, operation, PROVIDER, model, "output")
+            output.observe(counts.completion_tokens)
+        # vLLM leaves prompt_tokens_details out when nothing was cached (and always without
+        # --enable-prompt-tokens-details): no report counts as 0 cached tokens.
+        cached = counts.cached_tokens or 0
+        self._counter(self._prompt_tokens, model).inc(counts.prompt_tokens)
+        self._counter(self._cached_tokens, model).inc(cached)
+        self._cache_ratio.add(
+            model,
+            cached=cached,
+            prompt=counts.prompt_tokens,
+            reported=counts.cached_tokens is not None,
+        )
 
     def inflight(self, model: str) -> Gauge:
         """The in-flight gauge child of ``model`` (``inc()`` on start, ``dec()`` on end)."""
@@ -118,3 +374,137 @@ class GatewayMetrics:
     def render(self) -> bytes:
         """The text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class AnswerMeter:
+    """Watches one answer on its way to the client: the time to its first byte, and its usage.
+
+    The proxy calls ``whole`` for an answer it read at once, or ``chunk`` for every piece of a
+    streamed one and ``end`` once it was complete. A meter of an unsuccessful answer does nothing.
+    """
+
+    __slots__ = ("_metrics", "_model", "_operation", "_scanner", "_started")
+
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        *,
+        operation: str,
+        model: str,
+        started: float | None,
+        scanner: usage.Scanner | None,
+    ) -> None:
+        self._metrics = metrics
+        self._operation = operation
+        self._model = model
+        self._started = started
+        self._scanner = scanner
+
+    def whole(self, body: bytes) -> None:
+        """The whole answer is about to be sent: its first byte is now, its usage in ``body``."""
+        self._first_byte()
+        if self._scanner is not None:
+            found = usage.from_json(body)
+            if found is not None:
+                self._metrics.used(self._operation, self._model, found)
+
+    def chunk(self, data: bytes) -> None:
+        """A piece of a streamed answer is about to be sent."""
+        if self._started is not None:
+            self._first_byte()
+        if self._scanner is not None:
+            self._scanner.feed(data)
+
+    def end(self) -> None:
+        """The streamed answer was sent completely."""
+        if self._scanner is not None:
+            found = self._scanner.finish()
+            self._scanner = None
+            if found is not None:
+                self._metrics.used(self._operation, self._model, found)
+
+    def _first_byte(self) -> None:
+        if self._started is not None:
+            self._metrics.first_byte(
+                self._operation, self._model, time.perf_counter() - self._started
+            )
+            self._started = None
+
+
+QUEUE_WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0)
+"""Seconds a request waited for a saturated pool: from one re-check tick to past the max wait."""
+
+_BREAKER_HELP = (
+    "Circuit breaker of each replica that failed since its last success: "
+    "0 closed, 1 open, 2 half-open (replicas not listed are closed)."
+)
+
+
+class _BreakerCollector:
+    """``aviator_gateway_breaker_state{replica}``, read from the breakers at scrape time."""
+
+    def __init__(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        self._read = read
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily("aviator_gateway_breaker_state", _BREAKER_HELP)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "aviator_gateway_breaker_state", _BREAKER_HELP, labels=["replica"]
+        )
+        for replica, state in sorted(self._read()):
+            family.add_metric([replica], state)
+        yield family
+
+
+class FlowMetrics:
+    """Flow control and circuit breakers: what was shed, how long requests queued, how deep the
+    queues are, and which replicas' breakers are open (the ``flowcontrol.FlowRecorder``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._shed = Counter(
+            "aviator_gateway_shed_requests",
+            "Requests refused by flow control, per model, priority and reason (saturated: "
+            "sheddable while the pool is saturated; queue_full; evicted: displaced from a full "
+            "queue by a critical request).",
+            ["model", "priority", "reason"],
+            registry=registry,
+        )
+        self._wait = Histogram(
+            "aviator_gateway_queue_wait_seconds",
+            "Time requests waited for a saturated pool, per model, priority and outcome "
+            "(released, timeout, evicted, cancelled, shutdown).",
+            ["model", "priority", "outcome"],
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=registry,
+        )
+        self._depth = Gauge(
+            "aviator_gateway_queue_depth",
+            "Requests waiting for a saturated pool right now, per model and priority.",
+            ["model", "priority"],
+            registry=registry,
+        )
+        self._opened = Counter(
+            "aviator_gateway_breaker_opened",
+            "Times a replica's circuit breaker opened (or re-opened after a failed trial).",
+            ["replica"],
+            registry=registry,
+        )
+
+    def shed(self, *, model: str, priority: str, reason: str) -> None:
+        self._shed.labels(model, priority, reason).inc()
+
+    def queue_wait(self, *, model: str, priority: str, outcome: str, wait_s: float) -> None:
+        self._wait.labels(model, priority, outcome).observe(wait_s)
+
+    def queue_depth(self, *, model: str, priority: str, depth: int) -> None:
+        self._depth.labels(model, priority).set(depth)
+
+    def breaker_opened(self, replica: str) -> None:
+        self._opened.labels(replica).inc()
+
+    def watch_breakers(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """Export the breaker states ``read()`` gives, as (replica, state) pairs, at scrape time."""
+        self._registry.register(_BreakerCollector(read))

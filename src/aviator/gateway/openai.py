@@ -138,7 +138,7 @@ def method_not_allowed(method: str, path: str, *, allowed: str) -> OpenAIError:
     return OpenAIError(405, f"Method {method} is not allowed on {path}; use {allowed}.")
 
 
-def parse_request(body: bytes, *, operation: str) -> RouteRequest:
+def parse_request(body: bytes, *, operation: str, session: str | None = None) -> RouteRequest:
     """Parse the body once; raise ``OpenAIError`` (400) unless it is an object with a model."""
     try:
         doc = orjson.loads(body)
@@ -151,7 +151,7 @@ def parse_request(body: bytes, *, operation: str) -> RouteRequest:
         raise OpenAIError(
             400, "You must provide a model parameter (a non-empty string).", param="model"
         )
-    return RouteRequest(model=model, operation=operation, body=doc)
+    return RouteRequest(model=model, operation=operation, body=doc, session=session or None)
 
 
 def model_list(models: Iterable[str]) -> bytes:

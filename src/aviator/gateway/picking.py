@@ -1,10 +1,10 @@
-"""Choosing a replica for a request. Pure: no I/O, no clock, no awaits.
+"""What routing is given and what it answers: the request, in-flight counts, the picker protocol.
 
-Every picker shares one synchronous signature, ``Picker.pick(candidates, *, request, stats,
-exclude)``, so the proxy never needs to know which picker it holds. Later scorers (prefix-cache
-affinity, queue depth, KV-cache utilization) read more of ``request`` and more of ``stats``; they
-stay synchronous because whatever they need (scraped engine metrics, a prefix index) is kept in
-memory by background tasks, never fetched per request.
+A picker chooses one replica among a model's ready candidates. The proxy holds one ``Picker`` and
+calls ``await picker.pick(candidates, request=..., exclude=...)`` for every attempt; which policy
+is behind it (the weighted pipeline of :mod:`aviator.gateway.routing`, or least-in-flight) is not
+its business. Whatever a picker needs (scraped engine metrics, a prefix index, in-flight counts) is
+kept in memory by others and read here, never fetched per request.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from aviator.gateway.endpoints import Endpoint
 
-__all__ = ["InFlight", "LeastInFlight", "LoadView", "Picker", "RouteRequest", "least_inflight"]
+__all__ = ["InFlight", "LeastInFlight", "Picker", "RouteRequest", "least_inflight"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,23 +28,16 @@ class RouteRequest:
     """OTel GenAI operation name: ``chat``, ``text_completion`` or ``embeddings``."""
     body: Mapping[str, Any]
     """The parsed JSON body (read it, never change it: the original bytes are forwarded)."""
-
-
-class LoadView(Protocol):
-    """Load signals per endpoint key, as pickers see them."""
-
-    def inflight(self, key: str) -> int:
-        """Requests this gateway has sent to ``key`` that have not finished yet."""
-        ...
+    session: str | None = None
+    """The client's ``x-session-id``, for session affinity."""
 
 
 class Picker(Protocol):
-    def pick(
+    async def pick(
         self,
         candidates: Sequence[Endpoint],
         *,
         request: RouteRequest,
-        stats: LoadView,
         exclude: AbstractSet[str] = frozenset(),
     ) -> Endpoint | None:
         """One of ``candidates`` whose key is not in ``exclude``, or None if there is none."""
@@ -52,7 +45,7 @@ class Picker(Protocol):
 
 
 class InFlight:
-    """In-flight request counts per endpoint key (a ``LoadView``)."""
+    """Requests this gateway has sent to each endpoint key that have not finished yet."""
 
     __slots__ = ("_counts",)
 
@@ -79,7 +72,7 @@ class InFlight:
 def least_inflight(
     candidates: Sequence[Endpoint],
     *,
-    stats: LoadView,
+    inflight: InFlight,
     exclude: AbstractSet[str] = frozenset(),
     turn: int = 0,
 ) -> Endpoint | None:
@@ -93,7 +86,7 @@ def least_inflight(
     for endpoint in candidates:
         if endpoint.key in exclude:
             continue
-        load = stats.inflight(endpoint.key)
+        load = inflight.inflight(endpoint.key)
         if best < 0 or load < best:
             best = load
             ties = [endpoint]
@@ -107,19 +100,19 @@ def least_inflight(
 class LeastInFlight:
     """Least-in-flight with a rotating tie-break (a ``Picker``)."""
 
-    __slots__ = ("_turn",)
+    __slots__ = ("_inflight", "_turn")
 
-    def __init__(self) -> None:
+    def __init__(self, inflight: InFlight) -> None:
+        self._inflight = inflight
         self._turn = 0
 
-    def pick(
+    async def pick(
         self,
         candidates: Sequence[Endpoint],
         *,
         request: RouteRequest,
-        stats: LoadView,
         exclude: AbstractSet[str] = frozenset(),
     ) -> Endpoint | None:
         turn = self._turn
         self._turn = turn + 1
-        return least_inflight(candidates, stats=stats, exclude=exclude, turn=turn)
+        return least_inflight(candidates, inflight=self._inflight, exclude=exclude, turn=turn)

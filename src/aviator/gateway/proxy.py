@@ -10,6 +10,10 @@ another ready replica (each at most once, ``max_attempts`` in all). Once a byte 
 there is no going back: a replica that breaks off mid-stream gets the client connection aborted,
 so the client sees a truncated response rather than a falsely complete one.
 
+Each attempt's outcome before the first byte (a connect error, a 5xx or a read timeout is a
+failure; any other answer a success) feeds the replica's circuit breaker (``breaker``), and
+replicas whose breaker is open are left out of the candidates.
+
 A client that goes away cancels the handler (aiohttp's ``handler_cancellation``), which closes the
 upstream connection, which the replica sees as a cancellation.
 """
@@ -17,7 +21,8 @@ upstream connection, which the replica sees as a cancellation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -25,8 +30,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from aviator.gateway import openai
+from aviator.gateway.breaker import CircuitBreakers
 from aviator.gateway.endpoints import Endpoint, EndpointTable
-from aviator.gateway.metrics import GatewayMetrics
+from aviator.gateway.metrics import AnswerMeter, GatewayMetrics
 from aviator.gateway.picking import InFlight, Picker, RouteRequest
 
 __all__ = [
@@ -40,6 +46,10 @@ __all__ = [
 
 REQUEST_ID = "x-request-id"
 REPLICA = "x-aviator-replica"
+
+STARTED = web.RequestKey("aviator_started", float)
+"""``time.perf_counter()`` when the request arrived (set by the app): the zero of the time to the
+first byte, so that time includes everything the gateway did before forwarding."""
 
 CLIENT_CLOSED = 499
 """Status recorded in metrics when the client went away before the answer was complete (nginx's
@@ -144,8 +154,12 @@ class Proxy:
         stats: InFlight,
         metrics: GatewayMetrics,
         max_attempts: int = 3,
+        breakers: CircuitBreakers | None = None,
+        clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
     ) -> None:
+        """``breakers`` keep requests away from failing replicas (see ``breaker``); ``clock``
+        is the monotonic time they are given."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._session = session
@@ -154,6 +168,8 @@ class Proxy:
         self._stats = stats
         self._metrics = metrics
         self._max_attempts = max_attempts
+        self._breakers = breakers if breakers is not None else CircuitBreakers()
+        self._clock = clock
         self._log = logger or logging.getLogger("aviator.gateway.proxy")
 
     async def forward(
@@ -179,16 +195,18 @@ class Proxy:
         for attempt in range(self._max_attempts):
             if attempt:
                 candidates = self._table.lookup(route.model) or ()
-            endpoint = self._picker.pick(
-                candidates, request=route, stats=self._stats, exclude=tried
-            )
+            # Replicas whose breaker is open are left out (if all are, the one due soonest).
+            candidates = self._breakers.usable(candidates, now=self._clock(), exclude=tried)
+            endpoint = await self._picker.pick(candidates, request=route, exclude=tried)
             if endpoint is None:
                 break
             if attempt:
                 self._metrics.retried()
             tried.add(endpoint.key)
+            self._metrics.routed(route.model, endpoint.key)
             replica = endpoint.key
             self._stats.acquire(endpoint.key)
+            trial = self._breakers.attempt(endpoint.key, self._clock())
             try:
                 try:
                     upstream = await self._session.post(
@@ -199,19 +217,28 @@ class Proxy:
                     # double the work of a slow replica, not route around a dead one.
                     outcome = f"{endpoint.key} did not answer in time"
                     self._log.warning("request %s: %s (%s)", request_id, outcome, _describe(exc))
+                    self._failed(endpoint.key)
                     break
                 except aiohttp.ClientConnectionError as exc:
                     outcome = f"{endpoint.key} could not be reached"
                     self._log.info("request %s: %s (%s)", request_id, outcome, _describe(exc))
+                    self._failed(endpoint.key)
                     continue
+                except BaseException:  # no outcome (the client left): free the trial slot
+                    if trial:
+                        self._breakers.abandoned(endpoint.key)
+                    raise
                 if upstream.status >= 500:
                     outcome = f"{endpoint.key} answered {upstream.status}"
                     self._log.info("request %s: %s", request_id, outcome)
                     upstream.close()
+                    self._failed(endpoint.key)
                     continue
+                self._succeeded(endpoint.key)
                 return await self._relay(
                     request,
                     upstream,
+                    operation=route.operation,
                     model=route.model,
                     replica=endpoint.key,
                     request_id=request_id,
@@ -230,15 +257,34 @@ class Proxy:
             error_response(err, request_id=request_id, replica=replica), err.status, replica
         )
 
+    def _failed(self, key: str) -> None:
+        if self._breakers.failed(key, self._clock()):
+            self._metrics.flow.breaker_opened(key)
+            self._log.warning(
+                "replica %s keeps failing: circuit breaker open, requests go elsewhere", key
+            )
+
+    def _succeeded(self, key: str) -> None:
+        if self._breakers.succeeded(key):
+            self._log.info("replica %s answers again: circuit breaker closed", key)
+
     async def _relay(
         self,
         request: web.Request,
         upstream: aiohttp.ClientResponse,
         *,
+        operation: str,
         model: str,
         replica: str,
         request_id: str,
     ) -> Forwarded:
+        meter = self._metrics.answer(
+            operation=operation,
+            model=model,
+            status=upstream.status,
+            content_type=upstream.headers.get("Content-Type", ""),
+            started=request.get(STARTED),
+        )
         try:
             headers = response_headers(upstream.headers, request_id=request_id, replica=replica)
             length = upstream.content_length
@@ -259,6 +305,7 @@ class Proxy:
                     return Forwarded(
                         error_response(err, request_id=request_id, replica=replica), 502, replica
                     )
+                meter.whole(body)
                 return Forwarded(
                     web.Response(
                         status=upstream.status, reason=upstream.reason, body=body, headers=headers
@@ -267,7 +314,12 @@ class Proxy:
                     replica,
                 )
             return await self._stream(
-                request, upstream, headers=headers, replica=replica, request_id=request_id
+                request,
+                upstream,
+                headers=headers,
+                meter=meter,
+                replica=replica,
+                request_id=request_id,
             )
         finally:
             if upstream.content.is_eof():
@@ -281,6 +333,7 @@ class Proxy:
         upstream: aiohttp.ClientResponse,
         *,
         headers: CIMultiDict[str],
+        meter: AnswerMeter,
         replica: str,
         request_id: str,
     ) -> Forwarded:
@@ -307,8 +360,10 @@ class Proxy:
                     return Forwarded(response, 502, replica)
                 if not chunk:
                     break
+                meter.chunk(chunk)
                 await response.write(chunk)
             await response.write_eof()
+            meter.end()
         except ConnectionError:
             return Forwarded(response, CLIENT_CLOSED, replica)
         return Forwarded(response, upstream.status, replica)

@@ -197,7 +197,10 @@ async def upstreams() -> AsyncIterator[Callable[..., Awaitable[FakeUpstream]]]:
 
 @pytest.fixture
 def settings() -> GatewaySettings:
-    return GatewaySettings(max_body_bytes=64 * 1024, connect_timeout_s=1.0, read_timeout_s=5.0)
+    # No metrics scraping: the fake upstreams answer every path, and would count the scrapes.
+    return GatewaySettings(
+        max_body_bytes=64 * 1024, connect_timeout_s=1.0, read_timeout_s=5.0, metrics_interval_s=0
+    )
 
 
 @pytest.fixture

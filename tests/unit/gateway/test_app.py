@@ -505,11 +505,21 @@ async def test_metrics_move(harness: Harness, upstreams: Start) -> None:
         sample(
             text,
             "gen_ai_client_operation_duration_seconds_count",
-            operation="chat",
-            model="m",
-            status="200",
+            gen_ai_operation_name="chat",
+            gen_ai_provider_name="aviator",
+            gen_ai_request_model="m",
+            error_type="",
         )
         == 3
+    )
+    assert (
+        sample(
+            text,
+            "gen_ai_client_operation_duration_seconds_count",
+            gen_ai_request_model="",
+            error_type="404",
+        )
+        == 1
     )
     assert sample(text, "aviator_gateway_endpoints", model="m") == 1
     assert sample(text, "aviator_gateway_endpoints", model="idle") == 0

@@ -68,27 +68,32 @@ async def control_api(upstreams: Callable[..., Awaitable[FakeUpstream]]) -> Asyn
     """A Control API that lists one ready Replica (pointing at a fake upstream) and then idles."""
     up = await upstreams("a")
 
-    async def replicas(request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"Bearer {ADMIN_TOKEN}":
-            return web.json_response(
-                {"kind": "Status", "code": 401, "reason": "Unauthorized", "message": "no"},
-                status=401,
-            )
-        if "watch" not in request.query:
-            return web.json_response(
-                {
-                    "kind": "ReplicaList",
-                    "metadata": {"resourceVersion": "5"},
-                    "items": [replica("a", url=up.url, rv=5)],
-                }
-            )
-        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-        await resp.prepare(request)
-        await asyncio.Event().wait()
-        return resp
+    def listing(kind: str, items: list[dict[str, object]]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if request.headers.get("Authorization") != f"Bearer {ADMIN_TOKEN}":
+                return web.json_response(
+                    {"kind": "Status", "code": 401, "reason": "Unauthorized", "message": "no"},
+                    status=401,
+                )
+            if "watch" not in request.query:
+                return web.json_response(
+                    {"kind": kind, "metadata": {"resourceVersion": "5"}, "items": items}
+                )
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await resp.prepare(request)
+            await asyncio.Event().wait()
+            return resp
+
+        return handler
 
     app = web.Application()
-    app.router.add_get("/apis/aviator.dev/v1alpha1/replicas", replicas)
+    app.router.add_get(
+        "/apis/aviator.dev/v1alpha1/replicas",
+        listing("ReplicaList", [replica("a", url=up.url, rv=5)]),
+    )
+    app.router.add_get(
+        "/apis/aviator.dev/v1alpha1/modeldeployments", listing("ModelDeploymentList", [])
+    )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from aviator.api import errors
-from aviator.api.kinds import KindInfo
+from aviator.api.kinds import REPLICA, KindInfo
 from aviator.api.watch import WatchEvent
 from aviator.gateway.discovery import Discovery, Feed
 from aviator.gateway.endpoints import EndpointTable
@@ -53,6 +53,8 @@ class MemorySource:
     async def list(
         self, kind: KindInfo, *, namespace: str | None = None
     ) -> tuple[list[dict[str, Any]], str]:
+        if kind is not REPLICA:  # only Replicas live here
+            return [], str(self.rv)
         self.lists += 1
         if self.failing_lists > 0:
             self.failing_lists -= 1
@@ -62,6 +64,8 @@ class MemorySource:
     async def watch(
         self, kind: KindInfo, *, namespace: str | None = None, resource_version: str | None = None
     ) -> AsyncIterator[WatchEvent]:
+        if kind is not REPLICA:
+            await asyncio.Event().wait()
         queue: asyncio.Queue[WatchEvent | BaseException] = asyncio.Queue()
         self.watchers.append(queue)
         try:

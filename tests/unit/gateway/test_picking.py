@@ -26,20 +26,20 @@ def loads(pairs: dict[str, int]) -> InFlight:
 def test_the_least_loaded_endpoint_wins() -> None:
     eps = endpoints(3)
     stats = loads({"default/r0": 2, "default/r1": 1, "default/r2": 3})
-    assert least_inflight(eps, stats=stats) == eps[1]
-    assert least_inflight(eps, stats=stats, exclude={"default/r1"}) == eps[0]
+    assert least_inflight(eps, inflight=stats) == eps[1]
+    assert least_inflight(eps, inflight=stats, exclude={"default/r1"}) == eps[0]
 
 
 def test_nothing_to_pick_gives_none() -> None:
-    assert least_inflight([], stats=InFlight()) is None
+    assert least_inflight([], inflight=InFlight()) is None
     eps = endpoints(2)
-    assert least_inflight(eps, stats=InFlight(), exclude={e.key for e in eps}) is None
+    assert least_inflight(eps, inflight=InFlight(), exclude={e.key for e in eps}) is None
 
 
-def test_idle_equal_endpoints_take_turns() -> None:
+async def test_idle_equal_endpoints_take_turns() -> None:
     eps = endpoints(3)
-    picker = LeastInFlight()
-    picks = [picker.pick(eps, request=REQUEST, stats=InFlight()) for _ in range(9)]
+    picker = LeastInFlight(InFlight())
+    picks = [await picker.pick(eps, request=REQUEST) for _ in range(9)]
     assert Counter(p.key for p in picks if p is not None) == {e.key: 3 for e in eps}
     assert [p.key for p in picks[:3] if p is not None] == [e.key for e in eps]
 
@@ -67,7 +67,7 @@ def test_never_an_excluded_endpoint_always_a_least_loaded_one(
     eps = endpoints(len(load))
     stats = loads({e.key: n for e, n in zip(eps, load, strict=True)})
     exclude = {f"default/r{i}" for i in excluded}
-    picked = least_inflight(eps, stats=stats, exclude=exclude, turn=turn)
+    picked = least_inflight(eps, inflight=stats, exclude=exclude, turn=turn)
     allowed = [(e, n) for e, n in zip(eps, load, strict=True) if e.key not in exclude]
     if not allowed:
         assert picked is None
