@@ -8,6 +8,10 @@ the client competes with the server for cores, so the last figure is the fairer 
 
     .venv/bin/python bench/sim.py [--requests 20000] [--seconds 20] [--concurrency 64]
         [--stream] [--max-tokens 16] [--clients 1] [--ttft-ms 0] [--itl-ms 0]
+        [--device-profile h100-sxm-80gb --time-scale 0.01]
+
+With ``--device-profile`` the server runs vLLM's step loop timed by that profile instead of the
+constant latencies (scaled by ``--time-scale``; 0 makes every step instant).
 """
 
 from __future__ import annotations
@@ -113,8 +117,14 @@ def main() -> None:
     p.add_argument("--stream", action="store_true")
     p.add_argument("--ttft-ms", type=float, default=0.0)
     p.add_argument("--itl-ms", type=float, default=0.0)
+    p.add_argument("--device-profile", default=None)
+    p.add_argument("--time-scale", type=float, default=1.0)
     args = p.parse_args()
-    proc, port = _start_server(["--ttft-ms", str(args.ttft_ms), "--itl-ms", str(args.itl_ms)])
+    server = ["--ttft-ms", str(args.ttft_ms), "--itl-ms", str(args.itl_ms)]
+    server += ["--time-scale", str(args.time_scale)]
+    if args.device_profile:
+        server += ["--device-profile", args.device_profile]
+    proc, port = _start_server(server)
     try:
         # Warm-up (connection setup, first-call caches), not measured.
         _client(argparse.Namespace(**{**vars(args), "seconds": 5.0}), port, 500)
@@ -143,6 +153,8 @@ def main() -> None:
                 "max_tokens": args.max_tokens,
                 "ttft_ms": args.ttft_ms,
                 "itl_ms": args.itl_ms,
+                "device_profile": args.device_profile,
+                "time_scale": args.time_scale,
                 "elapsed_s": round(elapsed, 3),
                 "req_per_s": round(done / elapsed, 1),
                 "latency_ms": {"p50": round(q[49] * 1e3, 3), "p99": round(q[98] * 1e3, 3)},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from aviator.api.meta import Model
 from aviator.api.resource import Resource, Status
@@ -37,16 +37,63 @@ class ModelRef(Model):
 
 
 class SimulatorOptions(Model):
-    """Latency and capacity of the built-in simulator (engine ``sim``)."""
+    """The built-in simulator (engine ``sim``): fixed latencies, or vLLM timed like a device."""
 
-    ttft_ms: float = Field(default=40.0, ge=0, le=600_000, description="Time to first token.")
-    itl_ms: float = Field(default=8.0, ge=0, le=60_000, description="Inter-token latency.")
+    ttft_ms: float = Field(
+        default=40.0,
+        ge=0,
+        le=600_000,
+        description="Time to first token; ignored with `deviceProfile`.",
+    )
+    itl_ms: float = Field(
+        default=8.0, ge=0, le=60_000, description="Inter-token latency; ignored with `deviceProfile`."
+    )
     max_num_seqs: int = Field(
         default=64, ge=1, le=65_536, description="Sequences running at once; others wait."
     )
     max_waiting: int = Field(
         default=1000, ge=0, le=1_000_000, description="Waiting-queue bound; beyond it, 503."
     )
+    # The names below are the keys of aviator.placement.profiles (PROFILES, MODEL_CLASSES,
+    # TENSOR_PARALLEL_DEGREES), spelled out because the api imports nothing of ours; a test in
+    # tests/unit/sim holds them equal.
+    device_profile: (
+        Literal[
+            "h100-sxm-80gb",
+            "h200-sxm-141gb",
+            "a100-sxm-80gb",
+            "a100-40gb",
+            "l40s-48gb",
+            "l4-24gb",
+            "mi300x-192gb",
+            "gaudi3-128gb",
+            "tpu-v6e",
+            "tpu-v5e",
+            "cpu-server-socket",
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="Time the simulator like vLLM on this device: continuous batching with "
+        "chunked prefill, the device's KV-cache size and step times from its performance profile. "
+        "Set by the scheduler when it runs the simulator on a declared device.",
+    )
+    model_class: Literal["8b", "70b", "70b-fp8"] | None = Field(
+        default=None,
+        description="Model size class on `deviceProfile`; defaults to `8b`.",
+    )
+    tensor_parallel: Literal[1, 2, 4, 8] | None = Field(
+        default=None,
+        description="Devices one replica spans with `deviceProfile`; defaults to the smallest "
+        "degree whose KV cache is useful.",
+    )
+
+    @field_validator("model_class", "tensor_parallel")
+    @classmethod
+    def _only_with_a_profile(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and info.data.get("device_profile") is None:
+            raise ValueError("only applies with deviceProfile")
+        return value
 
 
 class ExternalEndpoint(Model):
@@ -194,6 +241,40 @@ class Autoscaling(Model):
     )
 
 
+RoutingPreset = Literal["prefix-aware", "load", "session", "round-robin"]
+ScorerName = Literal["prefix-cache", "queue-depth", "kv-cache", "in-flight", "session"]
+
+
+class WeightedScorer(Model):
+    """One scorer of the gateway's routing pipeline and its weight."""
+
+    name: ScorerName
+    """``prefix-cache`` (replicas recently sent the same prompt prefix), ``queue-depth`` (fewest
+    waiting requests), ``kv-cache`` (most free KV cache), ``in-flight`` (fewest requests in flight
+    from this gateway) or ``session`` (the replica that served the request's ``x-session-id``)."""
+    weight: float = Field(default=1.0, gt=0, le=1000)
+
+
+class Routing(Model):
+    """How the gateway picks a replica: filters, then weighted scorers, then the best score.
+
+    Presets: ``prefix-aware`` (default; llm-d's default profile, prefix-cache 3, queue-depth 2,
+    kv-cache 2, plus in-flight 1), ``load`` (queue-depth 2, kv-cache 2, in-flight 1), ``session`` (session 1,
+    in-flight 1) and ``round-robin`` (no scorers, each replica in turn). ``scorers`` replaces the
+    preset's."""
+
+    preset: RoutingPreset = "prefix-aware"
+    scorers: list[WeightedScorer] = Field(default_factory=list, max_length=8)
+
+    @field_validator("scorers")
+    @classmethod
+    def _distinct(cls, value: list[WeightedScorer]) -> list[WeightedScorer]:
+        names = [s.name for s in value]
+        if duplicated := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"each scorer at most once; repeated: {', '.join(duplicated)}")
+        return value
+
+
 class ModelDeploymentSpec(Model):
     """The desired state: a model, an engine, and how many replicas serve it."""
 
@@ -226,6 +307,8 @@ class ModelDeploymentSpec(Model):
     sovereignty: Sovereignty | None = None
     priority: Priority = "standard"
     """Default request priority for this model: ``critical``, ``standard`` or ``sheddable``."""
+    routing: Routing = Field(default_factory=Routing)
+    """How the gateway spreads this model's requests over its replicas."""
 
     @field_validator("replicas", mode="before")
     @classmethod

@@ -23,7 +23,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from aviator.api.modeldeployment import ExecutionPath, ModelDeployment, SimulatorOptions
+from aviator.api.modeldeployment import (
+    ExecutionPath,
+    ModelDeployment,
+    SimulatorOptions,
+    Sovereignty,
+)
 from aviator.api.replica import Replica
 from aviator.cache import BY_OWNER, Reflector
 from aviator.placement import allocator, engines, profiles
@@ -118,9 +123,28 @@ class Scheduler:
         return allocator.Claim(
             key=f"{replica.namespace}/{replica.name}",
             accelerators=replica.spec.accelerators,
-            sovereignty=replica.spec.sovereignty,
+            sovereignty=self._engine_sovereignty(replica.spec.engine, replica.spec.sovereignty),
             spread_avoid=group_nodes,
         )
+
+    def _engine_sovereignty(
+        self, engine: str, sovereignty: Sovereignty | None
+    ) -> Sovereignty | None:
+        """``sovereignty`` plus, for a pinned engine, the fleet's drivers it does not run on (the
+        compatibility matrix, by driver; attribute requirements are checked when binding)."""
+        if engine in ("auto", "sim", "external"):
+            return sovereignty
+        drivers = {
+            d.get("driver", "")
+            for node in self._nodes.cache.values()
+            for d in (node.get("spec") or {}).get("devices") or ()
+        }
+        unsupported = sorted(d for d in drivers if d and engines.support_for(engine, d) is None)
+        if not unsupported:
+            return sovereignty
+        base = sovereignty or Sovereignty()
+        excluded = sorted({*base.excluded_drivers, *unsupported})
+        return base.model_copy(update={"excluded_drivers": excluded})
 
     def _sibling_nodes(self, replica: Replica) -> frozenset[str]:
         """Nodes the same deployment's other replicas hold (for ``strategy: spread``)."""
@@ -178,8 +202,30 @@ class Scheduler:
             # The plane chose the simulator: make it answer like the device it was placed on.
             profile = profiles.profile_for_device(driver, attributes)
             if profile is not None:
-                options = profiles.sim_options(profile, model_class_for(replica.spec.model.name))
-                simulator = SimulatorOptions.model_validate(options)
+                model_class = model_class_for(replica.spec.model.name)
+                # The replica's devices are its tensor-parallel group when vLLM could use them so
+                # and the model fits; otherwise the simulator takes the smallest degree that fits,
+                # as if the replica had those devices.
+                tp: int | None = len(allocation.devices)
+                if (
+                    tp not in profiles.TENSOR_PARALLEL_DEGREES
+                    or tp > profile.max_tensor_parallel
+                    or profiles.kv_capacity_tokens(profile, model_class, tensor_parallel=tp)
+                    < profiles.BLOCK_SIZE
+                ):
+                    tp = None
+                simulator = SimulatorOptions.model_validate(
+                    {
+                        # The flat numbers stay, for readers of the spec; the simulator itself
+                        # runs vLLM's step loop from the profile, with vLLM's batch limit for the
+                        # device (its KV cache, sized from the device, bounds the rest).
+                        **profiles.sim_options(profile, model_class),
+                        "max_num_seqs": profile.max_num_seqs,
+                        "device_profile": profile.name,
+                        "model_class": model_class.name,
+                        "tensor_parallel": tp,
+                    }
+                )
         return Binding(
             node=allocation.node,
             devices=[d.model_dump(by_alias=True) for d in allocation.allocated_devices()],
@@ -193,7 +239,9 @@ class Scheduler:
             return []
         key = f"{md.namespace}/{md.name}"
         claim = allocator.Claim(
-            key=key, accelerators=md.spec.accelerators, sovereignty=md.spec.sovereignty
+            key=key,
+            accelerators=md.spec.accelerators,
+            sovereignty=self._engine_sovereignty(md.spec.engine, md.spec.sovereignty),
         )
         return list(
             allocator.alternatives_report(

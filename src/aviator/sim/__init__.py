@@ -1,17 +1,25 @@
 """The built-in inference simulator: a vLLM-compatible OpenAI server with vLLM's metrics.
 
-It stands alone. It MAY import ``aviator.api`` (errors) and third-party libraries; it MUST NOT
-import ``aviator.store``, ``controllers``, ``runtime``, ``gateway``, ``plane`` or ``cli`` (an
-import-linter contract holds this), so it runs as its own process next to any plane, or on a
-machine without one.
+It stands alone. It MAY import ``aviator.api`` (errors), ``aviator.placement`` (device profiles,
+only when one is asked for) and third-party libraries; it MUST NOT import ``aviator.store``,
+``controllers``, ``runtime``, ``gateway``, ``plane`` or ``cli`` (an import-linter contract holds
+this), so it runs as its own process next to any plane, or on a machine without one. What it
+models, and how far to trust it: ``docs/simulator.md``.
 
 Modules, pure ones first:
 
-- ``options``: ``SimOptions`` and the defaults every front end shares.
-- ``tokenizer``: a deterministic approximate tokenizer (~4 characters per token) and chat template.
+- ``options``: ``SimOptions`` and the defaults every front end shares; ``resolve`` against a
+  device profile.
+- ``tokenizer``: a deterministic approximate tokenizer (~4 characters per token, stable ids) and
+  chat template.
 - ``textgen``: deterministic answers seeded by the prompt.
-- ``engine``: the engine model: admission, ``max_num_seqs`` running sequences, a bounded waiting
-  queue, per-sequence token timelines from a ``LatencyModel``, all on an injected clock.
+- ``kvcache``: the paged KV cache: blocks, reference counts, prefix-cache hashes, LRU eviction.
+- ``engine``: the engine model on an injected clock: admission, a bounded waiting queue, the KV
+  cache, preemption, and two disciplines: per-sequence timelines from a ``LatencyModel``
+  (``Scheduler``) or vLLM's step loop with chunked prefill from a ``StepModel``
+  (``StepScheduler``).
+- ``latency``: ``ProfileLatency``, the step-time model of a device profile.
+- ``faults``: failure injection (errors, latency spikes, crashes), by option or header.
 - ``metrics``: vLLM-named Prometheus metrics in a registry owned by each instance.
 - ``openai_api``: OpenAI request validation, response and SSE chunk shapes, error bodies.
 - ``driver``: the asyncio shell that drives the engine with one timer.
@@ -35,8 +43,12 @@ if TYPE_CHECKING:
         Scheduler,
         Sequence,
         ServiceUnavailable,
+        StepModel,
+        StepScheduler,
     )
-    from aviator.sim.options import SimOptions
+    from aviator.sim.kvcache import BlockPool
+    from aviator.sim.latency import ProfileLatency
+    from aviator.sim.options import EngineConfig, SimOptions
     from aviator.sim.process import run
     from aviator.sim.server import SIM_KEY, SimServer, build_app, serve
     from aviator.sim.tokenizer import Tokenizer
@@ -49,6 +61,11 @@ _EXPORTS = {
     "Scheduler": "engine",
     "Sequence": "engine",
     "ServiceUnavailable": "engine",
+    "StepModel": "engine",
+    "StepScheduler": "engine",
+    "BlockPool": "kvcache",
+    "ProfileLatency": "latency",
+    "EngineConfig": "options",
     "SimOptions": "options",
     "run": "process",
     "SIM_KEY": "server",
@@ -70,15 +87,20 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "SIM_KEY",
+    "BlockPool",
     "ConstantLatency",
+    "EngineConfig",
     "FinishReason",
     "LatencyModel",
+    "ProfileLatency",
     "QueueFull",
     "Scheduler",
     "Sequence",
     "ServiceUnavailable",
     "SimOptions",
     "SimServer",
+    "StepModel",
+    "StepScheduler",
     "Tokenizer",
     "build_app",
     "run",

@@ -39,8 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-num-seqs",
         type=int,
-        default=defaults.DEFAULT_MAX_NUM_SEQS,
-        help="sequences running at once; later requests wait",
+        default=None,
+        help="sequences running at once; later requests wait (default: the device profile's "
+        f"vLLM default, else {defaults.DEFAULT_MAX_NUM_SEQS})",
     )
     p.add_argument(
         "--max-waiting",
@@ -66,8 +67,70 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kv-cache-blocks",
         type=int,
-        default=defaults.DEFAULT_KV_CACHE_BLOCKS,
-        help=f"nominal KV-cache size in {defaults.BLOCK_SIZE}-token blocks",
+        default=None,
+        help=f"KV-cache size in {defaults.BLOCK_SIZE}-token blocks (default: what the device "
+        f"profile leaves for KV, else {defaults.DEFAULT_KV_CACHE_BLOCKS})",
+    )
+    p.add_argument(
+        "--enable-prefix-caching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="automatic prefix caching, as vLLM V1 (default: on)",
+    )
+    g = p.add_argument_group("device profile (vLLM's step loop instead of constant latencies)")
+    g.add_argument(
+        "--device-profile",
+        default=None,
+        help="time vLLM's steps like this device: a key of aviator.placement.profiles.PROFILES, "
+        "e.g. h100-sxm-80gb (--ttft-ms and --itl-ms are then ignored)",
+    )
+    g.add_argument(
+        "--model-class",
+        default=None,
+        help=f"model size class on the profile: 8b, 70b or 70b-fp8 "
+        f"(default {defaults.DEFAULT_MODEL_CLASS})",
+    )
+    g.add_argument(
+        "--tensor-parallel",
+        type=int,
+        default=None,
+        help="devices one replica spans: 1, 2, 4 or 8 (default: the smallest that fits)",
+    )
+    g.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=None,
+        help="token budget of one engine step (default: vLLM's for the device)",
+    )
+    f = p.add_argument_group("failure injection (off by default)")
+    f.add_argument(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        help="share of requests answered 500 before any byte (0-1)",
+    )
+    f.add_argument(
+        "--spike-rate",
+        type=float,
+        default=0.0,
+        help="share of requests delayed by --spike-ms before any byte (0-1)",
+    )
+    f.add_argument(
+        "--spike-ms",
+        type=float,
+        default=defaults.DEFAULT_SPIKE_MS,
+        help="length of a latency spike, ms",
+    )
+    f.add_argument(
+        "--crash-after",
+        type=int,
+        default=None,
+        help="serve this many completion requests, then exit abruptly on the next one",
+    )
+    f.add_argument(
+        "--allow-fault-headers",
+        action="store_true",
+        help="honour the x-sim-fail request header (error[=STATUS], spike[=MS], crash)",
     )
     return p
 
@@ -86,6 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             max_model_len=args.max_model_len,
             kv_cache_blocks=args.kv_cache_blocks,
+            enable_prefix_caching=args.enable_prefix_caching,
+            device_profile=args.device_profile,
+            model_class=args.model_class,
+            tensor_parallel=args.tensor_parallel,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            error_rate=args.error_rate,
+            spike_rate=args.spike_rate,
+            spike_ms=args.spike_ms,
+            crash_after=args.crash_after,
+            allow_fault_headers=args.allow_fault_headers,
         )
     except ValueError as exc:
         p.error(str(exc))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence as Seq
 
 from aviator.sim.engine import (
     Clock,
@@ -23,6 +24,9 @@ from aviator.sim.engine import (
     Scheduler,
     Sequence,
     ServiceUnavailable,
+    StepModel,
+    StepScheduler,
+    new_scheduler,
 )
 
 __all__ = ["AsyncEngine", "Flight"]
@@ -69,7 +73,8 @@ class Flight:
 
 
 class AsyncEngine:
-    """Owns the ``Scheduler`` and drives it from the event loop.
+    """Owns the scheduler (``Scheduler`` for a ``LatencyModel``, ``StepScheduler`` for a
+    ``StepModel``) and drives it from the event loop.
 
     The scheduler's clock is ``clock`` but never behind the deadline of the last timer that fired:
     event loops may fire a timer slightly early (uvloop rounds to milliseconds), and the engine
@@ -81,18 +86,22 @@ class AsyncEngine:
         *,
         max_num_seqs: int,
         max_waiting: int,
-        latency: LatencyModel,
+        latency: LatencyModel | StepModel,
         kv_cache_blocks: int,
+        max_num_batched_tokens: int | None = None,
+        enable_prefix_caching: bool = True,
         observer: EngineObserver | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self._clock = clock
         self._floor = 0.0
-        self.scheduler = Scheduler(
+        self.scheduler: Scheduler | StepScheduler = new_scheduler(
             max_num_seqs=max_num_seqs,
             max_waiting=max_waiting,
             latency=latency,
             kv_cache_blocks=kv_cache_blocks,
+            max_num_batched_tokens=max_num_batched_tokens,
+            enable_prefix_caching=enable_prefix_caching,
             observer=observer,
             clock=self._now,
         )
@@ -112,6 +121,8 @@ class AsyncEngine:
         max_output_tokens: int,
         end_reason: FinishReason,
         stream: bool,
+        prompt_token_ids: Seq[int] | None = None,
+        output_token_ids: Seq[int] | None = None,
     ) -> Flight:
         """Start a request. Raises ``QueueFull`` or ``ServiceUnavailable`` (closed)."""
         if self._closed:
@@ -120,6 +131,8 @@ class AsyncEngine:
             num_prompt_tokens=num_prompt_tokens,
             max_output_tokens=max_output_tokens,
             end_reason=end_reason,
+            prompt_token_ids=prompt_token_ids,
+            output_token_ids=output_token_ids,
         )
         flight = Flight(seq, stream=stream)
         self._flights[seq.seq_id] = flight

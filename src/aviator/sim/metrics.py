@@ -10,12 +10,15 @@ Because the families are built by hand, no ``*_created`` series are emitted (wha
 Series (labels ``model_name`` and ``engine="0"`` on all; calibration.md §7):
 
 - Gauges ``vllm:num_requests_running``, ``vllm:num_requests_waiting``, ``vllm:kv_cache_usage_perc``
-  (blocks of 16 tokens held by running sequences over ``SimOptions.kv_cache_blocks``, a nominal
-  capacity until the paged KV cache lands), and ``vllm:cache_config_info`` (= 1; labels carry
-  ``block_size`` and ``num_gpu_blocks`` as the Gateway API Inference Extension reads them).
+  (the share of the paged KV cache's blocks some sequence holds; cached blocks nobody holds count
+  as free, as in vLLM), and ``vllm:cache_config_info`` (= 1; labels carry ``block_size``,
+  ``enable_prefix_caching`` and ``num_gpu_blocks`` as the Gateway API Inference Extension reads
+  them).
 - Counters ``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total``,
   ``vllm:request_success_total{finished_reason}`` (stop, length, abort), ``vllm:num_preemptions_total``,
-  ``vllm:prefix_cache_queries_total`` (prompt tokens looked up) and ``vllm:prefix_cache_hits_total``.
+  ``vllm:prefix_cache_queries_total`` (prompt tokens looked up) and ``vllm:prefix_cache_hits_total``
+  (prompt tokens found), counted at a request's first admission (not again after a preemption) and
+  only with prefix caching on, as in vLLM.
 - Histograms ``vllm:time_to_first_token_seconds``, ``vllm:inter_token_latency_seconds``,
   ``vllm:e2e_request_latency_seconds``, ``vllm:request_queue_time_seconds``,
   ``vllm:request_prefill_time_seconds``, ``vllm:request_decode_time_seconds``,
@@ -101,9 +104,17 @@ class Histogram:
 class SimMetrics:
     """The simulator's metrics: an ``EngineObserver`` and a collector in its own registry."""
 
-    def __init__(self, *, model_name: str, kv_cache_blocks: int, engine_index: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        kv_cache_blocks: int,
+        enable_prefix_caching: bool = True,
+        engine_index: int = 0,
+    ) -> None:
         self._labels = [model_name, str(engine_index)]
         self._kv_cache_blocks = kv_cache_blocks
+        self._prefix_caching = enable_prefix_caching
         self.num_running = 0
         self.num_waiting = 0
         self.kv_cache_usage = 0.0
@@ -131,8 +142,9 @@ class SimMetrics:
 
     def on_scheduled(self, seq: engine.Sequence) -> None:
         self.prompt_tokens += seq.num_prompt_tokens
-        self.prefix_cache_queries += seq.num_prompt_tokens
-        self.prefix_cache_hits += seq.num_cached_tokens
+        if self._prefix_caching:
+            self.prefix_cache_queries += seq.num_prompt_tokens
+            self.prefix_cache_hits += seq.num_cached_tokens
 
     def on_first_token(self, seq: engine.Sequence) -> None:
         if seq.first_token_time is not None:
@@ -142,6 +154,9 @@ class SimMetrics:
     def on_decode(self, seq: engine.Sequence, *, count: int, interval: float) -> None:
         self.itl.observe(interval, count)
         self.generation_tokens += count
+
+    def on_preempted(self, seq: engine.Sequence) -> None:
+        self.preemptions += 1
 
     def on_finished(self, seq: engine.Sequence) -> None:
         reason = seq.finish_reason or engine.FinishReason.ABORT
@@ -189,7 +204,8 @@ class SimMetrics:
             "Information of the LLMEngine CacheConfig",
             labels=["block_size", "enable_prefix_caching", "engine", "num_gpu_blocks"],
         )
-        info.add_metric([str(BLOCK_SIZE), "False", labels[1], str(self._kv_cache_blocks)], 1.0)
+        caching = str(self._prefix_caching)
+        info.add_metric([str(BLOCK_SIZE), caching, labels[1], str(self._kv_cache_blocks)], 1.0)
         yield info
         for name, doc, total in (
             ("vllm:prompt_tokens", "Number of prefill tokens processed.", self.prompt_tokens),

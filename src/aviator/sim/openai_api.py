@@ -10,6 +10,9 @@ Accepted and honoured: ``model``, ``messages`` / ``prompt``, ``max_tokens``,
 ``stream_options.include_usage``, ``ignore_eos`` (vLLM extension: always produce ``max_tokens``),
 ``seed`` (mixed into the text seed). Type-checked and otherwise ignored: ``temperature``,
 ``top_p``, ``stop``, ``user``, ``n`` (only 1). Unknown fields are ignored, as vLLM does.
+
+A validated request carries its prompt's token ids (for the prefix cache); ``usage`` carries
+``prompt_tokens_details.cached_tokens`` the way vLLM reports prefix-cache hits.
 """
 
 from __future__ import annotations
@@ -51,14 +54,22 @@ def _bad(param: str, message: str, code: str | None = None) -> BadRequest:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """The ``usage`` object. ``prompt_tokens_details`` is ``{"cached_tokens": N}`` when N prompt
+    tokens came from the prefix cache and null otherwise, as vLLM reports it with
+    ``--enable-prompt-tokens-details`` (calibration.md §5)."""
+
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
 
-    def to_json(self) -> dict[str, int]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": (
+                {"cached_tokens": self.cached_tokens} if self.cached_tokens else None
+            ),
         }
 
 
@@ -69,6 +80,9 @@ class CompletionRequest:
     kind: Kind
     model: str
     prompt_tokens: int
+    prompt_token_ids: list[int]
+    """The prompt's token ids (``Tokenizer`` ids of the rendered prompt, or the ids sent): what
+    the prefix cache hashes."""
     prompt_bytes: bytes
     """The rendered prompt (or packed token ids): the seed of the generated answer."""
     max_tokens: int
@@ -221,13 +235,14 @@ def parse_chat(
     if not isinstance(messages, list) or not messages:
         raise _bad("messages", "messages must be a non-empty array")
     prompt = render_chat(_message_text(m, i) for i, m in enumerate(messages))
-    prompt_tokens = tokenizer.count(prompt)
+    ids = tokenizer.encode(prompt)
     max_tokens = _max_tokens(body, names=("max_completion_tokens", "max_tokens"))
-    _check_length(prompt_tokens, max_tokens, max_model_len=max_model_len, param="messages")
+    _check_length(len(ids), max_tokens, max_model_len=max_model_len, param="messages")
     return CompletionRequest(
         kind="chat",
         model=common.model,
-        prompt_tokens=prompt_tokens,
+        prompt_tokens=len(ids),
+        prompt_token_ids=ids,
         prompt_bytes=prompt.encode(),
         max_tokens=max_tokens,
         stream=common.stream,
@@ -237,16 +252,16 @@ def parse_chat(
     )
 
 
-def _prompt(prompt: Any, tokenizer: Tokenizer) -> tuple[int, bytes]:
-    """(token count, seed bytes) of a completions ``prompt``: text or token ids, one of them."""
+def _prompt(prompt: Any, tokenizer: Tokenizer) -> tuple[list[int], bytes]:
+    """(token ids, seed bytes) of a completions ``prompt``: text or token ids, one of them."""
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
         prompt = prompt[0]
     if isinstance(prompt, str):
         text = "<|begin_of_text|>" + prompt
-        return tokenizer.count(text), text.encode()
+        return tokenizer.encode(text), text.encode()
     if isinstance(prompt, list) and prompt:
         if all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < _MAX_ID for t in prompt):
-            return len(prompt), array("q", prompt).tobytes()
+            return list(prompt), array("q", prompt).tobytes()
         if all(isinstance(p, str | list) for p in prompt):
             raise _bad("prompt", "the simulator serves one prompt per request (no batches)")
     raise _bad("prompt", "prompt must be a string, a list of token ids, or a list of one of those")
@@ -259,13 +274,14 @@ def parse_completion(
     common = _common(body, served_model=served_model)
     if "prompt" not in body or body["prompt"] is None:
         raise _bad("prompt", "you must provide a prompt", "missing_required_parameter")
-    prompt_tokens, prompt_bytes = _prompt(body["prompt"], tokenizer)
+    ids, prompt_bytes = _prompt(body["prompt"], tokenizer)
     max_tokens = _max_tokens(body, names=("max_tokens",))
-    _check_length(prompt_tokens, max_tokens, max_model_len=max_model_len, param="prompt")
+    _check_length(len(ids), max_tokens, max_model_len=max_model_len, param="prompt")
     return CompletionRequest(
         kind="completion",
         model=common.model,
-        prompt_tokens=prompt_tokens,
+        prompt_tokens=len(ids),
+        prompt_token_ids=ids,
         prompt_bytes=prompt_bytes,
         max_tokens=max_tokens,
         stream=common.stream,

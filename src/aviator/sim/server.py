@@ -4,6 +4,11 @@ Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (JSON or SSE whe
 ``GET /v1/models``, ``GET /health`` (200 while serving, 503 once shutting down) and
 ``GET /metrics`` (Prometheus text, vLLM names).
 
+``SimServer`` resolves the options (``SimOptions.resolve``): constant latencies drive the
+per-sequence ``Scheduler``; a device profile drives vLLM's step loop (``StepScheduler`` timed by
+``latency.ProfileLatency``). Completion requests pass the fault injector (``faults``) first, then
+are tokenized (ids for the prefix cache), queued in the engine and answered as their tokens come.
+
 ``build_app`` composes one ``SimServer`` (tokenizer, engine, metrics; nothing shared between
 instances) into an ``aiohttp.web.Application``. Serve it with ``handler_cancellation=True`` (as
 ``serve`` and aiohttp's ``TestServer`` do) so that a client that disconnects cancels its handler,
@@ -20,17 +25,24 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
 from aviator.api.errors import ApiError, BadRequest, RequestEntityTooLarge
-from aviator.sim import openai_api, textgen
+from aviator.sim import faults, openai_api, textgen
 from aviator.sim.driver import AsyncEngine, Flight
-from aviator.sim.engine import ConstantLatency, FinishReason, ServiceUnavailable
+from aviator.sim.engine import (
+    ConstantLatency,
+    FinishReason,
+    LatencyModel,
+    ServiceUnavailable,
+    StepModel,
+)
 from aviator.sim.metrics import CONTENT_TYPE, SimMetrics
-from aviator.sim.options import SimOptions
+from aviator.sim.options import BLOCK_SIZE, SimOptions
 from aviator.sim.tokenizer import Tokenizer
 
 __all__ = ["SHUTDOWN_GRACE_S", "SIM_KEY", "SimServer", "build_app", "serve"]
@@ -60,15 +72,37 @@ class SimServer:
 
     def __init__(self, options: SimOptions) -> None:
         self.options = options
+        self.config = config = options.resolve()
         self.tokenizer = Tokenizer()
-        self.metrics = SimMetrics(model_name=options.model, kv_cache_blocks=options.kv_cache_blocks)
+        self.metrics = SimMetrics(
+            model_name=options.model,
+            kv_cache_blocks=config.num_gpu_blocks,
+            enable_prefix_caching=options.enable_prefix_caching,
+        )
+        latency: LatencyModel | StepModel
+        if config.profile is None or config.model_class is None or config.tensor_parallel is None:
+            latency = ConstantLatency(ttft_s=options.ttft_s, itl_s=options.itl_s)
+        else:
+            from aviator.sim.latency import ProfileLatency  # imports the profiles: only now
+
+            latency = ProfileLatency(
+                config.profile,
+                config.model_class,
+                tensor_parallel=config.tensor_parallel,
+                time_scale=options.time_scale,
+            )
         self.engine = AsyncEngine(
-            max_num_seqs=options.max_num_seqs,
+            max_num_seqs=config.max_num_seqs,
             max_waiting=options.max_waiting,
-            latency=ConstantLatency(ttft_s=options.ttft_s, itl_s=options.itl_s),
-            kv_cache_blocks=options.kv_cache_blocks,
+            latency=latency,
+            kv_cache_blocks=config.num_gpu_blocks,
+            max_num_batched_tokens=config.max_num_batched_tokens,
+            enable_prefix_caching=options.enable_prefix_caching,
             observer=self.metrics,
         )
+        self.faults = faults.Faults(options)
+        self.crash: Callable[[], None] = faults.crash
+        """What an injected crash calls (``os._exit``; tests replace it)."""
         self.draining = False
         self._id_prefix = os.urandom(6).hex()
         self._ids = itertools.count(1)
@@ -84,11 +118,29 @@ class SimServer:
                         "owned_by": "aviator-sim",
                         "root": options.model,
                         "parent": None,
-                        "max_model_len": options.max_model_len,
+                        "max_model_len": config.max_model_len,
                         "permission": [],
                     }
                 ],
             }
+        )
+
+    def describe(self) -> str:
+        """One line on what this engine simulates (logged at start)."""
+        config, options = self.config, self.options
+        if config.profile is None or config.model_class is None:
+            timing = f"fixed latencies (TTFT {options.ttft_ms:g} ms, ITL {options.itl_ms:g} ms)"
+        else:
+            timing = (
+                f"vLLM steps timed like {config.tensor_parallel}x {config.profile.name} serving "
+                f"model class {config.model_class.name} "
+                f"(step budget {config.max_num_batched_tokens} tokens)"
+            )
+        caching = "on" if options.enable_prefix_caching else "off"
+        return (
+            f"{timing}; KV cache {config.num_gpu_blocks} blocks of {BLOCK_SIZE} tokens, prefix "
+            f"caching {caching}; max_num_seqs {config.max_num_seqs}; max_model_len "
+            f"{config.max_model_len}; time scale {options.time_scale:g}"
         )
 
     # -- routes
@@ -119,12 +171,16 @@ class SimServer:
     ) -> web.StreamResponse:
         options = self.options
         try:
+            if self.faults.enabled:
+                injected = await self._inject(request)
+                if injected is not None:
+                    return injected
             body = await self._read_json(request)
             parse = openai_api.parse_chat if kind == "chat" else openai_api.parse_completion
             req = parse(
                 body,
                 served_model=options.model,
-                max_model_len=options.max_model_len,
+                max_model_len=self.config.max_model_len,
                 tokenizer=self.tokenizer,
             )
             key = textgen.prompt_key(req.prompt_bytes, seed=options.seed, request_seed=req.seed)
@@ -134,11 +190,14 @@ class SimServer:
             else:
                 count, end = natural, FinishReason.STOP
             pieces = textgen.generate(key, count)
+            caching = options.enable_prefix_caching
             flight = self.engine.submit(
                 num_prompt_tokens=req.prompt_tokens,
                 max_output_tokens=count,
                 end_reason=end,
                 stream=req.stream,
+                prompt_token_ids=req.prompt_token_ids if caching else None,
+                output_token_ids=self.tokenizer.ids(pieces) if caching else None,
             )
         except ApiError as exc:
             return _error(exc)
@@ -153,7 +212,9 @@ class SimServer:
             seq = flight.seq
             if seq.finish_reason is FinishReason.ABORT:
                 return _error(ServiceUnavailable("the simulator is shutting down"))
-            usage = openai_api.Usage(req.prompt_tokens, seq.num_output_tokens)
+            usage = openai_api.Usage(
+                req.prompt_tokens, seq.num_output_tokens, seq.num_cached_tokens
+            )
             payload = openai_api.response_body(
                 req,
                 response_id=response_id,
@@ -194,7 +255,8 @@ class SimServer:
                 if finished:
                     out.append(writer.finish(str(seq.finish_reason)))
                     if req.include_usage:
-                        out.append(writer.usage(openai_api.Usage(req.prompt_tokens, produced)))
+                        usage = openai_api.Usage(req.prompt_tokens, produced, seq.num_cached_tokens)
+                        out.append(writer.usage(usage))
                     out.append(writer.done())
                 if out:
                     await response.write(b"".join(out))
@@ -205,6 +267,21 @@ class SimServer:
         except ConnectionError:  # the client went away mid-stream; the caller aborts the flight
             pass
         return response
+
+    async def _inject(self, request: web.Request) -> web.Response | None:
+        """Apply the fault (if any) chosen for this request: an error response to send, a delay,
+        or the end of the process. Raises ``BadRequest`` for a malformed fault header."""
+        fault = self.faults.decide(request.headers.get(faults.FAULT_HEADER))
+        if fault is None:
+            return None
+        if fault.kind == "crash":
+            self.crash()
+            raise ServiceUnavailable("the simulator crashed")  # only when crash() came back
+        if fault.kind == "error":
+            body = orjson.dumps(faults.error_body(fault.status))
+            return web.Response(status=fault.status, body=body, content_type=_JSON)
+        await asyncio.sleep(fault.delay_s)
+        return None
 
     async def _read_json(self, request: web.Request) -> Any:
         limit = self.options.max_body_bytes
@@ -252,8 +329,9 @@ async def serve(
     with the bound URL (``port=0`` picks a free port). Stops within ``SHUTDOWN_GRACE_S`` plus a
     few milliseconds, aborting in-flight requests."""
     loop = asyncio.get_running_loop()
+    app = build_app(options)
     runner = web.AppRunner(
-        build_app(options),
+        app,
         access_log=None,
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_GRACE_S,
@@ -266,6 +344,7 @@ async def serve(
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         log.info("aviator sim serving %r on http://%s:%d", options.model, shown, bound_port)
+        log.info("engine: %s", app[SIM_KEY].describe())
         for sig in signals:
             loop.add_signal_handler(sig, _resolve, stop)
         if ready is not None:

@@ -125,6 +125,20 @@ async def test_auto_on_a_declared_device_runs_the_simulator_with_that_device_pro
     assert patch["node"] == "a" and patch["devices"][0]["device"] == "gpu-0"
 
 
+async def test_the_simulator_on_a_declared_device_runs_that_device_profile() -> None:
+    for model, tp in (("org/Llama-3.1-8B", 1), ("org/Llama-3.1-70B", None)):
+        [replica] = replicas_for(1, model=model)
+        scheduler = await scheduler_for([h100_node("a", 1)], [replica], local=frozenset({"sim"}))
+        binding = await scheduler.schedule(replica)
+        assert not isinstance(binding, Unschedulable) and binding.simulator is not None
+        options = binding.simulator
+        assert (options.device_profile, options.tensor_parallel) == ("h100-sxm-80gb", tp)
+        assert options.model_class == model_class_for(model).name
+        assert options.max_num_seqs == profiles.PROFILES["h100-sxm-80gb"].max_num_seqs
+        # 70B BF16 does not fit one H100: the simulator picks the degree that does.
+        assert binding_patch(binding)["simulator"]["deviceProfile"] == "h100-sxm-80gb"
+
+
 async def test_a_discovered_device_runs_a_real_engine_when_one_is_installed() -> None:
     [replica] = replicas_for(1)
     scheduler = await scheduler_for(
@@ -173,3 +187,43 @@ async def test_spread_avoids_only_the_nodes_of_its_own_deployment() -> None:
     assert second.node == "a", (
         "no sibling holds a node, so spread takes the node with most free devices"
     )
+
+
+def gaudi_node(name: str, devices: int) -> dict[str, Any]:
+    spec = [{"name": f"hl-{i}", "driver": "gaudi.intel.com",
+             "attributes": {"productName": "Intel Gaudi 3"}, "capacity": {"memory": "128Gi"}}
+            for i in range(devices)]  # fmt: skip
+    return admission.admit(
+        {"metadata": {"name": name}, "spec": {"devices": spec}}, kind=kinds.NODE, namespace=None
+    )
+
+
+async def test_a_pinned_engine_is_only_placed_where_the_matrix_lets_it_run() -> None:
+    from aviator.api.modeldeployment import ModelDeployment
+
+    def deployment(engine: str) -> ModelDeployment:
+        raw = admission.admit(
+            {"metadata": {"name": f"chat-{engine}"},
+             "spec": {"model": {"name": "org/Llama-3.1-8B"}, "engine": engine,
+                      "accelerators": {"firstAvailable": [{"deviceClassName": "gaudi.intel.com"},
+                                                          {"deviceClassName": "gpu.nvidia.com"}]}}},
+            kind=kinds.MODEL_DEPLOYMENT, namespace="default",
+        )  # fmt: skip
+        raw["metadata"].update(uid=f"uid-{engine}", generation=1)
+        return ModelDeployment.from_raw(raw)
+
+    nodes = [gaudi_node("g", 2), h100_node("n", 2)]
+    # SGLang has no Gaudi backend: the preferred Gaudi alternative is skipped.
+    sglang = deployment("sglang")
+    [replica] = plans.plan_replicas(sglang, []).create
+    scheduler = await scheduler_for(nodes, [replica], local=frozenset({"sim", "sglang"}))
+    binding = await scheduler.schedule(replica)
+    assert not isinstance(binding, Unschedulable)
+    assert (binding.node, binding.engine) == ("n", "sglang")
+    assert [p.driver for p in scheduler.alternatives(sglang)] == ["gpu.nvidia.com"]
+    # vLLM runs on both: the preferred alternative wins.
+    vllm = deployment("vllm")
+    [replica] = plans.plan_replicas(vllm, []).create
+    scheduler = await scheduler_for(nodes, [replica], local=frozenset({"sim", "vllm"}))
+    binding = await scheduler.schedule(replica)
+    assert not isinstance(binding, Unschedulable) and binding.node == "g"

@@ -23,22 +23,58 @@ from .runtime_helpers import make_replica
 
 def test_sim_argv_with_simulator_options():
     replica = make_replica(args=["--seed", "7"])
-    replica.spec.simulator = SimulatorOptions(ttft_ms=12.5, itl_ms=3.0, max_num_seqs=8,
-                                              max_waiting=20)
+    replica.spec.simulator = SimulatorOptions(
+        ttft_ms=12.5, itl_ms=3.0, max_num_seqs=8, max_waiting=20
+    )
     assert SimEngine().argv(replica, host="127.0.0.1", port=40123) == [
-        sys.executable, "-m", "aviator.sim",
-        "--host", "127.0.0.1", "--port", "40123",
-        "--model", "test-model",
-        "--ttft-ms", "12.5", "--itl-ms", "3.0",
-        "--max-num-seqs", "8", "--max-waiting", "20",
-        "--seed", "7",
+        sys.executable,
+        "-m",
+        "aviator.sim",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "40123",
+        "--model",
+        "test-model",
+        "--ttft-ms",
+        "12.5",
+        "--itl-ms",
+        "3.0",
+        "--max-num-seqs",
+        "8",
+        "--max-waiting",
+        "20",
+        "--seed",
+        "7",
     ]
 
 
 def test_sim_argv_defaults_when_simulator_unset():
     argv = SimEngine().argv(make_replica(), host="127.0.0.1", port=1)
-    assert argv[-8:] == ["--ttft-ms", "40.0", "--itl-ms", "8.0", "--max-num-seqs", "64",
-                         "--max-waiting", "1000"]
+    assert argv[-8:] == [
+        "--ttft-ms",
+        "40.0",
+        "--itl-ms",
+        "8.0",
+        "--max-num-seqs",
+        "64",
+        "--max-waiting",
+        "1000",
+    ]
+
+
+def test_sim_argv_passes_the_device_profile():
+    replica = make_replica(args=["--time-scale", "0.1"])
+    replica.spec.simulator = SimulatorOptions(
+        max_num_seqs=1024, device_profile="h100-sxm-80gb", model_class="70b", tensor_parallel=4
+    )
+    argv = SimEngine().argv(replica, host="127.0.0.1", port=1)
+    assert argv[-12:] == ["--max-num-seqs", "1024", "--max-waiting", "1000",
+                          "--device-profile", "h100-sxm-80gb", "--model-class", "70b",
+                          "--tensor-parallel", "4", "--time-scale", "0.1"]  # fmt: skip
+    replica.spec.simulator = SimulatorOptions(device_profile="l4-24gb")
+    argv = SimEngine().argv(replica, host="127.0.0.1", port=1)
+    assert argv[-4:] == ["--device-profile", "l4-24gb", "--time-scale", "0.1"]
 
 
 def test_sim_endpoint_health_env():
@@ -53,10 +89,17 @@ def test_vllm_argv_strips_hf_scheme_from_source():
     replica.spec.model.name = "llama"
     replica.spec.model.source = "hf://meta-llama/Llama-3.1-8B-Instruct"
     assert VllmEngine().argv(replica, host="127.0.0.1", port=8001) == [
-        "vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct",
-        "--served-model-name", "llama",
-        "--host", "127.0.0.1", "--port", "8001",
-        "--max-model-len", "4096",
+        "vllm",
+        "serve",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "--served-model-name",
+        "llama",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8001",
+        "--max-model-len",
+        "4096",
     ]
 
 
@@ -68,8 +111,15 @@ def test_vllm_argv_weights_fall_back_to_the_model_name(source, weights):
     replica = make_replica(engine="vllm")
     replica.spec.model.source = source
     assert VllmEngine().argv(replica, host="127.0.0.1", port=1) == [
-        "vllm", "serve", weights, "--served-model-name", "test-model",
-        "--host", "127.0.0.1", "--port", "1",
+        "vllm",
+        "serve",
+        weights,
+        "--served-model-name",
+        "test-model",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "1",
     ]
 
 
@@ -102,7 +152,10 @@ def test_for_engine():
     assert isinstance(for_engine("sglang"), SglangEngine)
     assert isinstance(for_engine("llamacpp"), LlamaCppEngine)
     assert {name: adapter.name for name, adapter in engines.builtin_engines().items()} == {
-        "sim": "sim", "vllm": "vllm", "sglang": "sglang", "llamacpp": "llamacpp",
+        "sim": "sim",
+        "vllm": "vllm",
+        "sglang": "sglang",
+        "llamacpp": "llamacpp",
         "external": "external",
     }
     with pytest.raises(Invalid, match="unknown engine 'llama-server'"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import pytest
@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from aviator.sim import SIM_KEY, SimServer
+from aviator.sim.engine import Sequence
 
 MODEL = "sim/test-model"
 Client = TestClient[web.Request, web.Application]
@@ -27,6 +28,22 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class Engine(Protocol):
+    def next_deadline(self) -> float | None: ...
+
+    def advance(self) -> list[Sequence]: ...
+
+
+def drain(engine: Engine, clock: FakeClock, *, until: float = float("inf")) -> None:
+    """Move ``clock`` from deadline to deadline until ``engine`` is idle (or ``until``)."""
+    while (deadline := engine.next_deadline()) is not None and deadline <= until:
+        clock.now = max(clock.now, deadline)
+        engine.advance()
+    if until != float("inf"):
+        clock.now = max(clock.now, until)
+        engine.advance()
 
 
 def chat_body(content: str = "Tell me about control planes.", **extra: Any) -> dict[str, Any]:

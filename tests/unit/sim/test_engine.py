@@ -37,6 +37,9 @@ class Recorder:
     def on_decode(self, seq: Sequence, *, count: int, interval: float) -> None:
         self.calls.append(("decode", seq.seq_id, (count, interval)))
 
+    def on_preempted(self, seq: Sequence) -> None:
+        self.calls.append(("preempted", seq.seq_id, seq.num_output_tokens))
+
     def on_finished(self, seq: Sequence) -> None:
         self.calls.append(("finished", seq.seq_id, seq.finish_reason))
 
@@ -250,9 +253,11 @@ def test_kv_cache_usage_counts_blocks_of_sixteen_tokens_of_running_sequences() -
     assert sched.kv_cache_usage == 0.0
 
 
-def test_kv_cache_usage_is_capped_at_one() -> None:
-    sched, _ = scheduler(kv_cache_blocks=1)
-    add(sched, prompt=100)
+def test_a_request_that_can_never_fit_the_kv_cache_is_refused() -> None:
+    sched, _ = scheduler(kv_cache_blocks=2)
+    with pytest.raises(ValueError, match="never fit"):
+        add(sched, prompt=30, out=4)  # 33 tokens of KV: 3 blocks
+    add(sched, prompt=30, out=3)  # 32 tokens: exactly 2 blocks
     assert sched.kv_cache_usage == 1.0
 
 

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 
 import aviator.sim
 
 MODULES = [
-    "driver", "engine", "metrics", "openai_api", "options", "process", "server", "textgen",
-    "tokenizer",
+    "driver", "engine", "faults", "kvcache", "latency", "metrics", "openai_api", "options",
+    "process", "server", "textgen", "tokenizer",
 ]  # fmt: skip
 
 
@@ -32,3 +34,14 @@ def test_every_module_declares_what_it_exports(name: str) -> None:
     assert len(set(exported)) == len(exported)
     assert all(hasattr(module, item) for item in exported)
     assert module.__doc__
+
+
+def test_the_constant_latency_simulator_does_not_import_the_profiles() -> None:
+    # Profiles pull in pydantic (~0.3 s of start-up): only a --device-profile run pays for it.
+    code = (
+        "import sys; from aviator.sim import SimOptions; from aviator.sim.server import SimServer; "
+        "SimServer(SimOptions(model='m')); assert 'aviator.placement' not in sys.modules; "
+        "SimServer(SimOptions(model='m', device_profile='h100-sxm-80gb')); "
+        "assert 'aviator.placement.profiles' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from aviator.cli import sim as cli_sim
 from aviator.sim import SimOptions, run
 from aviator.sim.__main__ import parser
+from aviator.sim.faults import CRASH_EXIT_CODE
 
 from .helpers import MODEL, chat_body
 
@@ -76,6 +77,29 @@ async def test_process_serves_then_exits_promptly_on_sigterm() -> None:
             await proc.wait()
 
 
+async def test_process_crashes_on_purpose_after_n_requests() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aviator.sim", "--model", MODEL, "--port", "0",
+        "--ttft-ms", "0", "--itl-ms", "0", "--crash-after", "1",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        port = await _listening_port(proc.stderr, timeout=15)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, json=chat_body(max_tokens=2)) as resp:
+                assert resp.status == 200
+            with pytest.raises(aiohttp.ClientError):
+                async with session.post(url, json=chat_body(max_tokens=2)) as resp:
+                    await resp.read()
+        assert await asyncio.wait_for(proc.wait(), 5) == CRASH_EXIT_CODE
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 def test_run_exits_1_when_the_address_is_taken() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -113,6 +137,19 @@ def test_cli_builds_options_and_returns_the_exit_code(monkeypatch: pytest.Monkey
         model="m", ttft_ms=5, itl_ms=1, max_num_seqs=8, max_waiting=3, time_scale=0.1, seed=7
     )
     assert (seen["host"], seen["port"]) == ("127.0.0.1", 9001)
+    result = CliRunner().invoke(
+        _cli_app(),
+        ["sim", "--model", "m", "--device-profile", "mi300x-192gb", "--model-class", "70b-fp8",
+         "--tensor-parallel", "8", "--max-num-batched-tokens", "4096", "--no-enable-prefix-caching",
+         "--error-rate", "0.1", "--spike-rate", "0.2", "--spike-ms", "50", "--crash-after", "9",
+         "--allow-fault-headers"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert seen["options"] == SimOptions(
+        model="m", device_profile="mi300x-192gb", model_class="70b-fp8", tensor_parallel=8,
+        max_num_batched_tokens=4096, enable_prefix_caching=False, error_rate=0.1, spike_rate=0.2,
+        spike_ms=50, crash_after=9, allow_fault_headers=True,
+    )  # fmt: skip
 
 
 def test_cli_requires_a_model_and_rejects_bad_values() -> None:
@@ -120,13 +157,17 @@ def test_cli_requires_a_model_and_rejects_bad_values() -> None:
     assert runner.invoke(_cli_app(), ["sim"]).exit_code == 2
     assert runner.invoke(_cli_app(), ["sim", "--model", "m", "--max-num-seqs", "0"]).exit_code == 2
     assert runner.invoke(_cli_app(), ["sim", "--model", "", "--port", "1"]).exit_code == 2
+    bad = runner.invoke(_cli_app(), ["sim", "--model", "m", "--device-profile", "h900"])
+    assert bad.exit_code == 2 and "unknown profile" in bad.output
 
 
 def test_cli_help_documents_every_option() -> None:
     result = CliRunner().invoke(_cli_app(), ["sim", "--help"], terminal_width=200)
     assert result.exit_code == 0
     for flag in ("--host", "--port", "--model", "--ttft-ms", "--itl-ms", "--max-num-seqs",
-                 "--max-waiting", "--time-scale", "--seed"):  # fmt: skip
+                 "--max-waiting", "--time-scale", "--seed", "--device-profile", "--model-class",
+                 "--tensor-parallel", "--error-rate", "--crash-after",
+                 "--allow-fault-headers"):  # fmt: skip
         assert flag in result.output
 
 

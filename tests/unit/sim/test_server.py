@@ -417,3 +417,90 @@ async def test_serve_stops_quickly_and_cancels_in_flight_requests() -> None:
         assert time.monotonic() - started < 1.0
         rest = await resp.read()  # the stream ended, without [DONE]
         assert b"[DONE]" not in rest
+
+
+# -- prefix caching and device profiles
+
+
+SYSTEM = "You are the support assistant of ExampleCorp; answer in two sentences. " * 20
+
+
+async def test_cached_tokens_are_reported_for_a_shared_prefix(client: Client) -> None:
+    def body(question: str, **extra: Any) -> dict[str, Any]:
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+        return {"model": MODEL, "messages": messages, "max_tokens": 4, **extra}
+
+    _, cold = await post(client, "/v1/chat/completions", body("How do I reset my password?"))
+    assert cold["usage"]["prompt_tokens_details"] is None  # nothing cached yet: null, like vLLM
+    _, warm = await post(client, "/v1/chat/completions", body("What are your opening hours?"))
+    cached = warm["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached % 16 == 0 and cached >= tok.count(SYSTEM) - 16
+    assert cached < warm["usage"]["prompt_tokens"]
+    resp = await client.post(
+        "/v1/chat/completions",
+        json=body("Where is my order?", stream=True, stream_options={"include_usage": True}),
+    )
+    chunks, _ = sse_json(await resp.read())
+    assert chunks[-1]["usage"]["prompt_tokens_details"] == {"cached_tokens": cached}
+    values = await metric_values(client)
+    assert values["vllm:prefix_cache_hits_total"] == 2 * cached
+    assert values["vllm:prefix_cache_queries_total"] == values["vllm:prompt_tokens_total"]
+
+
+async def test_prefix_caching_can_be_turned_off(make_client: MakeClient) -> None:
+    client = await make_client(enable_prefix_caching=False)
+    for _ in range(2):
+        _, out = await post(client, "/v1/chat/completions", chat_body(SYSTEM, max_tokens=2))
+        assert out["usage"]["prompt_tokens_details"] is None
+    resp = await client.get("/metrics")
+    text = await resp.text()
+    assert 'enable_prefix_caching="False"' in text
+    values = await metric_values(client)
+    assert values["vllm:prefix_cache_queries_total"] == 0
+
+
+async def test_kv_cache_usage_is_the_share_of_blocks_held(make_client: MakeClient) -> None:
+    client = await make_client(ttft_ms=10_000, kv_cache_blocks=100)
+    task = asyncio.create_task(client.post("/v1/chat/completions", json=chat_body(SYSTEM)))
+    sim = sim_of(client)
+    await eventually(lambda: sim.engine.scheduler.num_running == 1)
+    prompt_tokens = tok.count(render_chat([("user", SYSTEM)]))
+    values = await metric_values(client)
+    assert values["vllm:kv_cache_usage_perc"] == pytest.approx(-(-prompt_tokens // 16) / 100)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await eventually(lambda: sim.engine.scheduler.kv_cache_usage == 0)
+
+
+async def test_a_device_profile_sizes_and_times_the_engine(make_client: MakeClient) -> None:
+    client = await make_client(device_profile="l4-24gb", time_scale=0.0)
+    sim = sim_of(client)
+    config = sim.config
+    assert config.profile is not None and config.profile.name == "l4-24gb"
+    resp = await client.get("/v1/models")
+    [model] = (await resp.json())["data"]
+    assert model["max_model_len"] == config.max_model_len == config.num_gpu_blocks * 16 < 131_072
+    status, out = await post(client, "/v1/chat/completions", chat_body(max_tokens=5))
+    assert (status, out["usage"]["completion_tokens"]) == (200, 5)
+    text = await (await client.get("/metrics")).text()
+    assert f'num_gpu_blocks="{config.num_gpu_blocks}"' in text
+    status, out = await post(
+        client, "/v1/chat/completions", chat_body(max_tokens=config.max_model_len)
+    )
+    assert (status, out["error"]["code"]) == (400, "context_length_exceeded")
+
+
+async def test_the_next_turn_of_a_conversation_hits_the_previous_answer(client: Client) -> None:
+    turn = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Explain caching."}]
+    _, first = await post(
+        client, "/v1/chat/completions", {"model": MODEL, "messages": turn, "max_tokens": 100}
+    )
+    answer = first["choices"][0]["message"]["content"]
+    seen = first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]
+    follow = [*turn, {"role": "assistant", "content": answer}, {"role": "user", "content": "More?"}]
+    _, second = await post(
+        client, "/v1/chat/completions", {"model": MODEL, "messages": follow, "max_tokens": 4}
+    )
+    # Every full block of the first turn's prompt and answer is reused (the last token's KV never
+    # was computed, hence seen - 1).
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] == (seen - 1) // 16 * 16

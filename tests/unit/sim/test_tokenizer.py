@@ -64,6 +64,11 @@ def test_chat_template_renders_roles_and_ends_with_the_assistant_header() -> Non
         "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n"
     )
-    # BOS, then per message: header (3) + content + eot, then the assistant header, whose role is
-    # two pieces ("assist", "ant"), and the trailing blank line.
-    assert tok.count(text) == 1 + (3 + 3 + 1) + (3 + 1 + 1) + (1 + 2 + 1) + 1
+    # BOS, then per message: header (3) + blank line + content + eot, then the assistant header,
+    # whose role is two pieces ("assist", "ant"), and the trailing blank line.
+    assert tok.count(text) == 1 + (3 + 1 + 3 + 1) + (3 + 1 + 1 + 1) + (1 + 2 + 1) + 1
+
+
+def test_line_breaks_are_tokens_of_their_own() -> None:
+    assert tok.pieces("a\n\nHello  world\n  x") == ["a", "\n\n", "Hello", "  world", "\n", "  x"]
+    assert tok.pieces("end. \r\n") == ["end", ".", " \r\n"]

@@ -1,4 +1,9 @@
-"""Engine ``sim``: aviator's own vLLM-compatible simulator, run as ``python -m aviator.sim``."""
+"""Engine ``sim``: aviator's own vLLM-compatible simulator, run as ``python -m aviator.sim``.
+
+``spec.simulator`` becomes flags: the latencies and queue bounds always, the device profile
+(``--device-profile``, ``--model-class``, ``--tensor-parallel``) when one is set; ``engineArgs``
+come last, so they can add or override any flag (argparse keeps the last value).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,13 @@ class SimEngine:
     def argv(self, replica: Replica, *, host: str, port: int) -> list[str]:
         spec = replica.spec
         options = spec.simulator or SimulatorOptions()
+        profile: list[str] = []
+        if options.device_profile is not None:
+            profile += ["--device-profile", options.device_profile]
+            if options.model_class is not None:
+                profile += ["--model-class", options.model_class]
+            if options.tensor_parallel is not None:
+                profile += ["--tensor-parallel", str(options.tensor_parallel)]
         return [
             sys.executable,
             "-m",
@@ -37,6 +49,7 @@ class SimEngine:
             str(options.max_num_seqs),
             "--max-waiting",
             str(options.max_waiting),
+            *profile,
             *spec.engine_args,
         ]
 
