@@ -46,7 +46,10 @@ class SimulatorOptions(Model):
         description="Time to first token; ignored with `deviceProfile`.",
     )
     itl_ms: float = Field(
-        default=8.0, ge=0, le=60_000, description="Inter-token latency; ignored with `deviceProfile`."
+        default=8.0,
+        ge=0,
+        le=60_000,
+        description="Inter-token latency; ignored with `deviceProfile`.",
     )
     max_num_seqs: int = Field(
         default=64, ge=1, le=65_536, description="Sequences running at once; others wait."
