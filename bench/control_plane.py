@@ -40,7 +40,9 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_plane(data_dir: Path, *, profile: Path | None) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+def start_plane(
+    data_dir: Path, *, profile: Path | None
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     argv = [sys.executable, "-m", "aviator", "--data-dir", str(data_dir), "up"]
     argv += ["--api-port", "0", "--gateway-port", "0"]
     if profile is not None:  # pyinstrument must be installed; it writes its report at exit
@@ -195,7 +197,9 @@ def main() -> None:
     )
     parser.add_argument("--deployments", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--profile", type=Path, help="profile the plane with pyinstrument into this HTML file")
+    parser.add_argument(
+        "--profile", type=Path, help="profile the plane with pyinstrument into this HTML file"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -9,13 +9,22 @@ client (N requests or T seconds, whichever ends first) — at each concurrency, 
 latency and req/s for both, the gateway's added latency and its share of direct throughput, and
 the gateway's own CPU time per request. ``--with-naive`` adds peers.md's 25-line aiohttp proxy
 as a same-run reference. With ``--vllm-router PATH`` (or ``vllm-router`` on PATH
-and ``--with-vllm-router``) the Rust router is measured in the same run, as DESIGN.md §10 asks.
+and ``--with-vllm-router``) the Rust router is measured in the same run, as DESIGN.md §10 asks;
+with ``--litellm PATH`` (or ``litellm`` on PATH and ``--with-litellm``) LiteLLM's proxy too (one
+worker, no database, the upstream configured as an OpenAI-compatible provider).
+
+``--workers N [M ...]`` runs a gateway of N processes sharing the port (SO_REUSEPORT), as
+``aviator gateway --workers N`` does, and one of M, ...; the CPU per request of one is that of
+all its processes. ``--rounds R`` measures every target R times, interleaved, and reports the
+medians (a busy machine makes single runs noisy). ``--baseline SRC`` adds the gateway of another
+source tree, for a before/after comparison in one run.
 
 Everything shares the machine's cores, so figures are relative; run it on an idle machine.
 
     .venv/bin/python bench/gateway.py [--seconds 10] [--requests 50000] [--concurrency 1 16]
         [--driver auto|wrk|aiohttp] [--no-auth] [--with-naive] [--with-vllm-router]
-        [--vllm-router PATH] [--json]
+        [--vllm-router PATH] [--with-litellm] [--litellm PATH] [--workers N [M ...]]
+        [--rounds R] [--baseline SRC] [--json]
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,7 +135,7 @@ async def _naive_main(upstream: str) -> None:
     await session.close()
 
 
-async def _gateway_main(upstream: str, *, no_auth: bool) -> None:
+async def _gateway_main(upstream: str, *, no_auth: bool, port: int = 0) -> None:
     import logging
 
     from prometheus_client import disable_created_metrics
@@ -148,12 +158,15 @@ async def _gateway_main(upstream: str, *, no_auth: bool) -> None:
     )
     authenticator: Authenticator = NoAuth() if no_auth else ApiKeyAuthenticator([API_KEY])
     gateway = Gateway(
-        settings=GatewaySettings(host="127.0.0.1", port=0),
+        settings=GatewaySettings(host="127.0.0.1", port=port),
         table=table,
         feed=Synced(),
         authenticator=authenticator,
     )
-    server = GatewayServer(gateway, shutdown_grace_s=1.0)
+    # A given port is shared with the other workers (SO_REUSEPORT), as `aviator gateway
+    # --workers N` does.
+    shared = {"reuse_port": True} if port else {}  # (an older tree's server lacks the option)
+    server = GatewayServer(gateway, shutdown_grace_s=1.0, **shared)
     await server.start()
     print(f"listening on {server.url}", flush=True)
     try:
@@ -203,6 +216,8 @@ def _run_wrk(
             f"-c{concurrency}",
             f"-d{max(1, round(seconds))}s",
             "--latency",
+            "--timeout",
+            "10s",  # wrk's 2 s default would drop LiteLLM's slowest answers as errors
             "-s",
             str(script),
             f"{url}/v1/chat/completions",
@@ -211,7 +226,9 @@ def _run_wrk(
         text=True,
         check=True,
     ).stdout
-    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", out, re.MULTILINE))
+    if "99" not in percentiles:
+        raise RuntimeError(f"unexpected wrk output for {url}:\n{out}")
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -270,13 +287,13 @@ def _measure(
     target: str,
     url: str,
     *,
-    pid: int | None,
+    pids: list[int],
     concurrency: int,
     args: argparse.Namespace,
     headers: dict[str, str],
     script_dir: Path,
 ) -> Result:
-    cpu_before = cpu_seconds(pid) if pid else 0.0
+    cpu_before = sum(cpu_seconds(pid) for pid in pids)
     if args.driver == "wrk":
         n, errors, rate, p50, p99 = _run_wrk(
             url,
@@ -295,7 +312,8 @@ def _measure(
                 headers=headers,
             )
         )
-    cpu = (cpu_seconds(pid) - cpu_before) * 1e3 / n if pid and n else None
+    cpu_after = sum(cpu_seconds(pid) for pid in pids)
+    cpu = (cpu_after - cpu_before) * 1e3 / n if pids and n else None
     return Result(
         target,
         concurrency,
@@ -309,15 +327,33 @@ def _measure(
     )
 
 
+def _median(runs: list[Result]) -> Result:
+    """One result per target and concurrency: the median of each figure over the rounds."""
+    if len(runs) == 1:
+        return runs[0]
+    cpus = [r.cpu_ms_per_req for r in runs if r.cpu_ms_per_req is not None]
+    return Result(
+        runs[0].target,
+        runs[0].concurrency,
+        runs[0].driver,
+        sum(r.requests for r in runs),
+        sum(r.errors for r in runs),
+        statistics.median(r.req_s for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        round(statistics.median(cpus), 4) if cpus else None,
+    )
+
+
 def _report(results: list[Result]) -> str:
     lines = [
-        f"{'target':<14} {'c':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'errors':>6} "
+        f"{'target':<17} {'c':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'errors':>6} "
         f"{'cpu ms/req':>10}"
     ]
     for r in results:
         cpu = f"{r.cpu_ms_per_req:.3f}" if r.cpu_ms_per_req is not None else "-"
         lines.append(
-            f"{r.target:<14} {r.concurrency:>3} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} "
+            f"{r.target:<17} {r.concurrency:>3} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} "
             f"{r.req_s:>9.0f} {r.errors:>6} {cpu:>10}"
         )
     direct = {r.concurrency: r for r in results if r.target == "direct"}
@@ -328,6 +364,14 @@ def _report(results: list[Result]) -> str:
         lines.append(
             f"{r.target} c={r.concurrency}: adds p50 {r.p50_ms - d.p50_ms:+.3f} ms, "
             f"p99 {r.p99_ms - d.p99_ms:+.3f} ms; keeps {r.req_s / d.req_s:.0%} of direct req/s"
+        )
+    routers = {r.concurrency: r for r in results if r.target == "vllm-router"}
+    for r in results:
+        if r.target in ("direct", "vllm-router") or r.concurrency not in routers:
+            continue
+        lines.append(
+            f"{r.target} c={r.concurrency}: {r.req_s / routers[r.concurrency].req_s:.2f}x "
+            "vllm-router's req/s"
         )
     return "\n".join(lines)
 
@@ -342,6 +386,7 @@ def main() -> None:
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=10.0, help="Duration of each run.")
     parser.add_argument(
         "--requests", type=int, default=50_000, help="Request cap per run (aiohttp driver)."
@@ -360,6 +405,32 @@ def main() -> None:
         action="store_true",
         help="Also measure a 25-line aiohttp reverse proxy (peers.md's floor) in the same run.",
     )
+    parser.add_argument(
+        "--with-litellm",
+        action="store_true",
+        help="Also measure LiteLLM proxy (1 worker, no database) if `litellm` is on PATH.",
+    )
+    parser.add_argument("--litellm", help="Path of the litellm executable.")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="Gateway processes sharing the port (SO_REUSEPORT), as `aviator gateway --workers`; "
+        "several counts (`--workers 1 2`) measure one gateway of each.",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="SRC",
+        help="Also measure the gateway of another source tree (its `src` directory, e.g. from "
+        "`git archive HEAD src | tar -x -C /tmp/base`) in the same run, as `gateway-baseline`.",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="Measure every target this many times, interleaved, and report medians.",
+    )
     parser.add_argument("--json", action="store_true", help="Print the results as JSON too.")
     args = parser.parse_args()
 
@@ -367,7 +438,7 @@ def main() -> None:
         run_forever(_upstream_main())
         return
     if args.role == "gateway":
-        run_forever(_gateway_main(args.upstream, no_auth=args.no_auth))
+        run_forever(_gateway_main(args.upstream, no_auth=args.no_auth, port=args.port))
         return
     if args.role == "naive":
         run_forever(_naive_main(args.upstream))
@@ -376,29 +447,57 @@ def main() -> None:
     if args.driver == "auto":
         args.driver = "wrk" if shutil.which("wrk") else "aiohttp"
     router = args.vllm_router or (shutil.which("vllm-router") if args.with_vllm_router else None)
+    litellm = args.litellm or (shutil.which("litellm") if args.with_litellm else None)
+    if args.with_litellm and litellm is None:
+        print("note: --with-litellm given but no litellm executable found; skipping it")
     me = [sys.executable, str(Path(__file__).resolve())]
     headers = {"Content-Type": "application/json"}
     gateway_headers = dict(headers)
     if not args.no_auth:
         gateway_headers["Authorization"] = f"Bearer {API_KEY}"
-    results: list[Result] = []
+    runs: dict[tuple[str, int], list[Result]] = {}
     load_before = os.getloadavg()[0]
     with (
         tempfile.TemporaryDirectory() as tmp,
         child([*me, "upstream"]) as (up_pid, up_url),
-        child([*me, "gateway", "--upstream", up_url, *(["--no-auth"] if args.no_auth else [])]) as (
-            gw_pid,
-            gw_url,
-        ),
         contextlib.ExitStack() as extra,
     ):
-        targets: list[tuple[str, str, int | None, dict[str, str]]] = [
-            ("direct", up_url, up_pid, headers),
-            ("gateway", gw_url, gw_pid, gateway_headers),
+        targets: list[tuple[str, str, list[int], dict[str, str]]] = [
+            ("direct", up_url, [up_pid], headers)
         ]
+        for workers in args.workers:
+            gateway = [
+                *me,
+                "gateway",
+                "--upstream",
+                up_url,
+                *(["--no-auth"] if args.no_auth else []),
+            ]
+            if workers > 1:
+                gateway += ["--port", str(free_port())]
+            gw_pids: list[int] = []
+            for _ in range(workers):
+                gw_pid, gw_url = extra.enter_context(child(gateway))
+                gw_pids.append(gw_pid)
+            name = "gateway" if workers == 1 else f"gateway x{workers}"
+            targets.append((name, gw_url, gw_pids, gateway_headers))
+        if args.baseline:
+            base_pid, base_url = extra.enter_context(
+                child(
+                    [
+                        *me,
+                        "gateway",
+                        "--upstream",
+                        up_url,
+                        *(["--no-auth"] if args.no_auth else []),
+                    ],
+                    env={"PYTHONPATH": str(Path(args.baseline).resolve())},
+                )
+            )
+            targets.append(("gateway-baseline", base_url, [base_pid], gateway_headers))
         if args.with_naive:
             naive_pid, naive_url = extra.enter_context(child([*me, "naive", "--upstream", up_url]))
-            targets.append(("naive-proxy", naive_url, naive_pid, headers))
+            targets.append(("naive-proxy", naive_url, [naive_pid], headers))
         if router:
             port = free_port()
             router_pid, router_url = extra.enter_context(
@@ -419,31 +518,108 @@ def main() -> None:
                 )
             )
             _wait_http(f"{router_url}/v1/chat/completions")
-            targets.append(("vllm-router", router_url, router_pid, headers))
-        for concurrency in args.concurrency:
-            for name, url, pid, hdrs in targets:
-                results.append(
-                    _measure(
-                        name,
-                        url,
-                        pid=pid,
-                        concurrency=concurrency,
-                        args=args,
-                        headers=hdrs,
-                        script_dir=Path(tmp),
+            targets.append(("vllm-router", router_url, [router_pid], headers))
+        if litellm:
+            litellm_url, litellm_pids = _start_litellm(litellm, up_url, Path(tmp), extra)
+            litellm_headers = {**headers, "Authorization": f"Bearer {LITELLM_KEY}"}
+            targets.append(("litellm", litellm_url, litellm_pids, litellm_headers))
+        for _ in range(args.rounds):
+            for concurrency in args.concurrency:
+                for name, url, pids, hdrs in targets:
+                    runs.setdefault((name, concurrency), []).append(
+                        _measure(
+                            name,
+                            url,
+                            pids=pids,
+                            concurrency=concurrency,
+                            args=args,
+                            headers=hdrs,
+                            script_dir=Path(tmp),
+                        )
                     )
-                )
+    results = [_median(found) for found in runs.values()]
+    results.sort(key=lambda r: (r.concurrency, [t[0] for t in targets].index(r.target)))
     auth = "off" if args.no_auth else "API key"
+    rounds = f"; median of {args.rounds} rounds" if args.rounds > 1 else ""
     print(
-        f"driver: {args.driver}; {args.seconds:.0f} s per run; gateway auth: {auth}; "
-        f"cores: {os.cpu_count()}; load average before: {load_before:.2f}"
+        f"driver: {args.driver}; {args.seconds:.0f} s per run{rounds}; gateway auth: {auth}; "
+        f"gateway workers: {' and '.join(map(str, args.workers))}; cores: {os.cpu_count()}; "
+        f"load average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}"
     )
     print(_report(results))
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
 
 
+LITELLM_KEY = "sk-litellm-bench-0123456789abcdef"
+"""LiteLLM's master key (it wants one of at least 20 characters)."""
+
+
+def _start_litellm(
+    executable: str, upstream: str, tmp: Path, stack: contextlib.ExitStack
+) -> tuple[str, list[int]]:
+    """LiteLLM proxy, one worker, no database, forwarding model ``m`` to the upstream as an
+    OpenAI-compatible provider."""
+    config = tmp / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        f"  - model_name: {MODEL}\n"
+        "    litellm_params:\n"
+        f"      model: openai/{MODEL}\n"
+        f"      api_base: {upstream}/v1\n"
+        "      api_key: sk-upstream-unused\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_KEY}\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    pid, _ = stack.enter_context(
+        child(
+            [
+                executable,
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+            ],
+            url=url,
+            log=tmp / "litellm.log",
+            # No network here: use the bundled model cost map instead of fetching it.
+            env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+        )
+    )
+    try:
+        _wait_http(f"{url}/v1/chat/completions", timeout=180.0)
+    except RuntimeError:
+        print((tmp / "litellm.log").read_text()[-3000:])
+        raise
+    return url, [pid, *_children(pid)]
+
+
+def _children(pid: int) -> list[int]:
+    """Descendants of ``pid`` (LiteLLM may run its server in a child process)."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            child_pid = int(entry.name)
+            found += [child_pid, *_children(child_pid)]
+    return found
+
+
 def _wait_http(url: str, *, timeout: float = 20.0) -> None:
+    """Until ``url`` answers a POST at all (any status: it is up)."""
     import urllib.error
     import urllib.request
 

@@ -12,22 +12,27 @@ and pack/spread; one template asks for what the fleet lacks, so its replicas sta
 Times ``allocate`` cold (it indexes the fleet, compiles and evaluates the selectors inside the
 measured call) over wire dicts and over typed ``Node`` models, and ``alternatives_report`` for the
 100 deployments. Uses the real CEL module (``aviator.placement.cel``) when it exists, otherwise
-Python stand-ins for the same expressions; the output says which.
+Python stand-ins for the same expressions; the output says which. The CEL selectors have a
+``verdict_key``, so the allocator evaluates each once per device shape (``selector_evaluations_cold``
+counts the evaluations of one cold call); ``--per-device`` hides it to measure evaluating every
+device (the stand-ins have none).
 
-    .venv/bin/python bench/placement.py [--nodes 1250] [--replicas 10] [--runs 5] [--fake-cel]
+    .venv/bin/python bench/placement.py [--nodes 1250] [--deployments 100] [--replicas 10]
+        [--runs 5] [--fake-cel] [--per-device]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import platform
 import random
 import re
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -319,7 +324,7 @@ def selector_compiler(force_fake: bool) -> tuple[CompileSelector, PrepareDevice 
 
 
 class Counting:
-    """Counts selector evaluations (wraps the compiler)."""
+    """Counts selector evaluations (wraps the compiler; keeps the selectors' ``verdict_key``)."""
 
     def __init__(self, compile_selector: CompileSelector) -> None:
         self.compile_selector = compile_selector
@@ -328,13 +333,34 @@ class Counting:
     def __call__(self, expression: str) -> Selector:
         inner = self.compile_selector(expression)
         outer = self
+        key = getattr(inner, "verdict_key", None)
 
         class _Counted:
             def evaluate(self, device: Mapping[str, Any], /) -> Any:
                 outer.evaluations += 1
                 return inner.evaluate(device)
 
+            def verdict_key(self, device: Mapping[str, Any], /) -> Hashable | None:
+                return None if key is None else key(device)
+
         return _Counted()
+
+
+def per_device(compile_selector: CompileSelector) -> CompileSelector:
+    """The same selectors without ``verdict_key``: every device evaluated itself (the allocator
+    before verdicts were shared by device shape)."""
+
+    @functools.cache
+    def compile_(expression: str) -> Selector:
+        inner = compile_selector(expression)
+
+        class _PerDevice:
+            def evaluate(self, device: Mapping[str, Any], /) -> Any:
+                return inner.evaluate(device)
+
+        return _PerDevice()
+
+    return compile_
 
 
 def main() -> None:
@@ -344,6 +370,11 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=10, help="per deployment")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--fake-cel", action="store_true", help="use the stand-ins even with CEL")
+    parser.add_argument(
+        "--per-device",
+        action="store_true",
+        help="hide the selectors' verdict_key: evaluate every device, not once per device shape",
+    )
     args = parser.parse_args()
 
     rng = random.Random(42)
@@ -354,6 +385,9 @@ def main() -> None:
     claims, deployments = build_claims(args.deployments, args.replicas)
     classes = class_selectors(builtin_device_classes())
     compile_selector, prepare, source = selector_compiler(args.fake_cel)
+    if args.per_device:
+        compile_selector = per_device(compile_selector)
+        source += ", every device evaluated itself (--per-device)"
 
     def run(nodes: Any, cache: SelectorCache | None = None) -> tuple[float, Result]:
         started = time.perf_counter()

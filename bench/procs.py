@@ -53,12 +53,16 @@ class Synced:
 
 @contextlib.contextmanager
 def child(
-    args: list[str], *, url: str | None = None, log: Path | None = None
+    args: list[str],
+    *,
+    url: str | None = None,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[int, str]]:
     """Start a child process and yield (pid, URL); stop it on exit.
 
     Without ``url`` the child must print ``listening on URL``; with one, its output goes to
-    ``log`` and the caller waits for the URL itself.
+    ``log`` and the caller waits for the URL itself. ``env`` is added to the environment.
     """
     out = log.open("w") if log is not None else subprocess.PIPE
     proc = subprocess.Popen(
@@ -66,7 +70,7 @@ def child(
         stdout=out,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     try:
         if url is None:

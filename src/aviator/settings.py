@@ -102,6 +102,75 @@ class RuntimeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TrustedIssuerSettings:
+    """Another issuer whose tokens count as an aviator agent's (a company IdP, Kubernetes
+    service-account tokens), and how its subjects map onto agents."""
+
+    issuer: str
+    """The exact ``iss`` of its tokens, e.g. ``https://kubernetes.default.svc.cluster.local``."""
+    jwks: str
+    """Its public keys: a JWKS file (re-read when it changes) or an ``https://`` URL (fetched at
+    start and every ``refresh_s``; plain ``http://`` only to a loopback address)."""
+    audience: str
+    """The ``aud`` its tokens must carry to be accepted (the audience they were requested for)."""
+    subject_claim: str = "sub"
+    """The claim that names the agent (a top-level string claim, e.g. ``sub``, ``azp``)."""
+    subject_template: str = "{name}"
+    """How the claim spells the agent: ``{namespace}`` and ``{name}`` stand for the Agent's
+    namespace and name, e.g. ``system:serviceaccount:{namespace}:{name}``."""
+    namespace: str | None = None
+    """The agents' namespace when the template has no ``{namespace}``."""
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    """Signature algorithms accepted from this issuer (``none`` and HS* never are)."""
+    refresh_s: float = 300.0
+    """How often a JWKS URL is fetched again (and the fastest a changed file is noticed is 1 s).
+    An unknown ``kid`` triggers an earlier fetch, at most every 30 s."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    trust_domain: str = "aviator.local"
+    """SPIFFE trust domain of agent IDs: ``spiffe://<trust-domain>/ns/<ns>/agent/<name>``."""
+    issuer: str = ""
+    """``iss`` of the tokens the plane mints; empty means ``spiffe://<trust-domain>``. A fixed
+    string rather than the Control API's URL, whose port may change between runs."""
+    default_ttl_s: int = 900
+    """Lifetime of a token when the request names none: 15 minutes, short enough that a leaked
+    token is soon useless, long enough not to re-issue per request."""
+    max_ttl_s: int = 3600
+    """Longest lifetime a token may be issued with (at most 1 h, the hard cap)."""
+    leeway_s: int = 30
+    """Clock skew tolerated on ``exp``, ``nbf`` and ``iat`` (seconds)."""
+    cache_size: int = 10_000
+    """Verified tokens remembered (LRU) so that a token is checked cryptographically once, not
+    per request; about 1 KiB each."""
+    trusted_issuers: tuple[TrustedIssuerSettings, ...] = ()
+
+    @property
+    def effective_issuer(self) -> str:
+        return self.issuer or f"spiffe://{self.trust_domain}"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    path: Path | None = None
+    """The audit log's SQLite file; None means ``<data-dir>/audit.db``. A file of its own, so
+    audit writes never wait on the object store's write lock, nor the store on them."""
+    batch_interval_s: float = 0.05
+    """Longest an appended record waits before its batch is written (50 ms): short enough that
+    ``aviator audit tail`` feels live, long enough that a busy gateway commits once per batch."""
+    max_batch: int = 1000
+    """Records per transaction; a full batch is written at once without waiting for the
+    interval. 1000 keeps one commit in the low milliseconds."""
+    queue_bound: int = 10_000
+    """Records appended but not yet written. When full, ``append`` blocks (backpressure) rather
+    than drop: about 3 MiB, and 0.2 s of writing, at the default sizes."""
+    full_timeout_s: float = 5.0
+    """Longest ``append`` blocks on a full queue before raising ``AuditUnavailable``, so the
+    caller can refuse the request (fail closed) instead of hanging."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path = Path(".aviator")
     api: ApiSettings = field(default_factory=ApiSettings)
@@ -109,3 +178,5 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     controllers: ControllerSettings = field(default_factory=ControllerSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)

@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from aviator.api.agent import Agent
 from aviator.api.devices import DeviceClass, Node
 from aviator.api.errors import NotFound
+from aviator.api.grant import Grant
 from aviator.api.meta import API_GROUP, GROUP_VERSION
 from aviator.api.modeldeployment import ModelDeployment
+from aviator.api.policy import Policy
 from aviator.api.replica import Replica
 from aviator.api.resource import Resource
 
@@ -128,8 +131,58 @@ DEVICE_CLASS = KindInfo(
     ),
 )
 
+AGENT = KindInfo(
+    kind="Agent",
+    plural="agents",
+    singular="agent",
+    short_names=("ag",),
+    namespaced=True,
+    model=Agent,
+    columns=(
+        PrinterColumn("Owner", ".spec.owner"),
+        PrinterColumn("Purpose", ".spec.purpose"),
+        PrinterColumn("Audiences", ".spec.audiences[*]", priority=1),
+        PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+    ),
+)
+
+POLICY = KindInfo(
+    kind="Policy",
+    plural="policies",
+    singular="policy",
+    short_names=("pol",),
+    namespaced=False,
+    model=Policy,
+    columns=(
+        PrinterColumn("Description", ".spec.description"),
+        PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+    ),
+)
+
+GRANT = KindInfo(
+    kind="Grant",
+    plural="grants",
+    singular="grant",
+    short_names=("gr",),
+    namespaced=True,
+    model=Grant,
+    columns=(
+        PrinterColumn("Agent", ".spec.agent"),
+        PrinterColumn("Phase", ".status.phase"),
+        PrinterColumn("Expires", ".status.expiresAt"),
+        PrinterColumn("Purpose", ".spec.purpose"),
+        PrinterColumn("Actions", ".spec.actions[*]", priority=1),
+        PrinterColumn("Resources", ".spec.resources[*]", priority=1),
+        PrinterColumn("Decided-By", ".status.decidedBy", priority=1),
+        PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+    ),
+)
+
 KINDS: MappingProxyType[str, KindInfo] = MappingProxyType(
-    {info.kind: info for info in (MODEL_DEPLOYMENT, REPLICA, NODE, DEVICE_CLASS)}
+    {
+        info.kind: info
+        for info in (MODEL_DEPLOYMENT, REPLICA, NODE, DEVICE_CLASS, AGENT, POLICY, GRANT)
+    }
 )
 """Every kind by its ``kind`` name."""
 

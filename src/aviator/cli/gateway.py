@@ -3,15 +3,26 @@
 This is the gateway's composition root: it reads the credentials, builds the Control API client,
 the discovery that watches Replicas through it, the endpoint table and the server, and runs them
 until SIGTERM or SIGINT. ``aviator up`` starts it the same way, as a child process.
+
+``--workers N`` (N > 1) forks N worker processes that share the port (``SO_REUSEPORT``: the
+kernel spreads incoming connections over them) and supervises them: SIGTERM or SIGINT is passed
+on to every worker, and when one worker dies the others are stopped and the command exits 1, so
+whoever restarts the gateway (the plane) restarts all of it. Each worker is a whole gateway with
+its own watch of the Control API and its own state; see docs/gateway.md ("Performance") for what
+that approximates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,6 +117,7 @@ async def _run(
     token: str,
     authenticator: Authenticator,
     exit_with_parent: bool,
+    reuse_port: bool = False,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -130,7 +142,8 @@ async def _run(
             authenticator=authenticator,
             directory=discovery.directory,
         )
-        await GatewayServer(gateway, shutdown_grace_s=SHUTDOWN_GRACE_S).serve(stop)
+        server = GatewayServer(gateway, shutdown_grace_s=SHUTDOWN_GRACE_S, reuse_port=reuse_port)
+        await server.serve(stop)
         log.info("gateway stopped")
     finally:
         if orphan_watch is not None:
@@ -138,6 +151,91 @@ async def _run(
         await client.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """A bound (not listening) ``SO_REUSEPORT`` socket on ``host:port`` (0: a free port), held by
+    the supervisor so that the port stays its workers' while they start and restart."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _supervise_workers(count: int, *, serve: Callable[[], int], exit_with_parent: bool) -> int:
+    """Fork ``count`` workers that each run ``serve()`` (its return is their exit code); wait.
+
+    Returns 0 when every worker stopped after SIGTERM/SIGINT, 1 when one died on its own (the
+    rest are then stopped too).
+    """
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    pids: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the supervisor's code
+            code = 1
+            try:
+                code = serve()
+            finally:
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        pids.append(pid)
+    log.info("gateway: %d workers started (pids %s)", count, " ".join(map(str, pids)))
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    parent = os.getppid()
+    code = 0
+    try:
+        alive = set(pids)
+        signalled = False
+        while alive:
+            if exit_with_parent and os.getppid() != parent:
+                log.warning("the process that started the gateway is gone; stopping")
+                stopping = True
+            if stopping and not signalled:
+                signalled = True
+                for pid in alive:
+                    _signal(pid, signal.SIGTERM)
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                time.sleep(0.1)
+                continue
+            alive.discard(pid)
+            if not stopping:
+                log.error(
+                    "gateway worker %d exited (%s); stopping the others",
+                    pid,
+                    _exit_status(status),
+                )
+                code = 1
+                stopping = True
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _exit_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"code {os.waitstatus_to_exitcode(status)}"
 
 
 def gateway(
@@ -176,6 +274,13 @@ def gateway(
         help="Stop when the process that started the gateway exits (aviator up uses this).",
         hidden=True,
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Gateway processes sharing the port (SO_REUSEPORT), each with its own watch and "
+        "state (in-flight counts, prefix index, queues, breakers and metrics are per worker).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run the OpenAI-compatible gateway: it watches Replicas and routes requests to them.
@@ -204,17 +309,41 @@ def gateway(
         runner = asyncio.run
     else:
         runner = uvloop.run
-    try:
-        runner(
-            _run(
-                settings,
-                control_url=url,
-                token=token,
-                authenticator=authenticator,
-                exit_with_parent=exit_with_parent,
+
+    def serve(settings: GatewaySettings, *, reuse_port: bool, exit_with_parent: bool) -> int:
+        try:
+            runner(
+                _run(
+                    settings,
+                    control_url=url,
+                    token=token,
+                    authenticator=authenticator,
+                    exit_with_parent=exit_with_parent,
+                    reuse_port=reuse_port,
+                )
             )
-        )
+        except OSError as exc:
+            typer.echo(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}", err=True)
+            return 1
+        return 0
+
+    if workers == 1:
+        code = serve(settings, reuse_port=False, exit_with_parent=exit_with_parent)
+        raise typer.Exit(code)
+    try:
+        reserved = _reserve_port(host, port)
     except OSError as exc:
         typer.echo(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None
-    raise typer.Exit(0)
+    shared = replace(settings, port=reserved.getsockname()[1])
+
+    def worker() -> int:
+        reserved.close()
+        # A worker stops with its supervisor, even one killed with -9.
+        return serve(shared, reuse_port=True, exit_with_parent=True)
+
+    try:
+        code = _supervise_workers(workers, serve=worker, exit_with_parent=exit_with_parent)
+    finally:
+        reserved.close()
+    raise typer.Exit(code)

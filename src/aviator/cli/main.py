@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from aviator import __version__
-from aviator.cli import gateway, portability, resources, sim, top, up
+from aviator.cli import audit, gateway, identity, portability, resources, sim, top, up
 from aviator.cli.context import DEFAULT_DATA_DIR, CliContext
 
 app = typer.Typer(
@@ -64,6 +64,8 @@ app.command("gateway", help="Run the OpenAI-compatible gateway (aviator up start
 )
 app.command("portability", help=portability.portability.__doc__)(portability.portability)
 app.command("top")(top.top)
+app.add_typer(audit.app, name="audit")
+identity.register(app)
 
 
 def main() -> None:

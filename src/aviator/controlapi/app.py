@@ -18,6 +18,7 @@ from aviator.api.errors import FieldError
 from aviator.api.kinds import KindInfo
 from aviator.api.meta import dns1123_label_problem
 from aviator.api.patch import merge_patch
+from aviator.controlapi import identity as identity_api
 from aviator.controlapi.openapi import build_document
 from aviator.settings import ApiSettings
 from aviator.store.protocol import Store, WatchEvent
@@ -104,6 +105,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == identity_api.JWKS_PATH and request.method in ("GET", "HEAD"):
+        return await handler(request)  # public keys: verifiers fetch them without a token
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented:
@@ -375,8 +378,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def build_app(
-    *, store: Store, settings: ApiSettings, token: str, checks: Sequence[AdmissionCheck] = ()
+    *,
+    store: Store,
+    settings: ApiSettings,
+    token: str,
+    checks: Sequence[AdmissionCheck] = (),
+    identity: identity_api.IdentityApi | None = None,
 ) -> web.Application:
+    """``identity``: the plane's keys; adds the JWKS, token-request and key-rotation endpoints."""
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
@@ -391,6 +400,8 @@ def build_app(
     r.add_get("/healthz", healthz)
     r.add_get("/openapi/v3", openapi)
     r.add_get(group, discovery)
+    if identity is not None:  # before the generic routes, so that `{group}/keys` is not a kind
+        identity_api.install(app, identity, store=store)
     for prefix in (f"{group}/namespaces/{{namespace}}/{{plural}}", f"{group}/{{plural}}"):
         r.add_get(prefix, list_or_watch)
         r.add_post(prefix, create)

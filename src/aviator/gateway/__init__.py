@@ -29,6 +29,7 @@ Modules, pure cores first:
 - ``breaker``: circuit breakers per replica (pure).
 - ``metrics``: the gateway's Prometheus registry.
 - ``discovery``: keeps the endpoint table fed by list + watch (``aviator.cache.Reflector``).
+- ``upstream``: the request path's keep-alive HTTP/1.1 client to replicas.
 - ``proxy``: forwards one request to a replica, with retries and streaming.
 - ``app``: the aiohttp application and ``GatewayServer``, which composes everything.
 """

@@ -8,7 +8,7 @@ Routes::
     GET  /metrics                                               Prometheus text format
 
 Every dependency lives in one typed ``Gateway`` object under the ``GATEWAY`` app key; the
-upstream ``ClientSession`` and the feed task are opened and closed by its cleanup context, so an
+upstream client and the feed task are opened and closed by its cleanup context, so an
 application (or a test server) owns all it starts. Every response carries ``x-request-id``.
 """
 
@@ -21,7 +21,6 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 from aiohttp import web
 
 from aviator.gateway import openai
@@ -44,6 +43,7 @@ from aviator.gateway.routing import (
     SessionScorer,
 )
 from aviator.gateway.scrape import EngineSignals, Scraper
+from aviator.gateway.upstream import UpstreamClient
 from aviator.settings import GatewaySettings
 
 __all__ = ["GATEWAY", "Gateway", "GatewayServer", "build_app"]
@@ -143,19 +143,14 @@ class Gateway:
         return None if route is None else route.priority
 
     async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
-        """Cleanup context: the upstream session and the feed live as long as the app."""
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.upstream_connections, limit_per_host=0),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=self.settings.connect_timeout_s,
-                sock_read=self.settings.read_timeout_s,
-            ),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
+        """Cleanup context: the upstream client and the feed live as long as the app."""
+        client = UpstreamClient(
+            connect_timeout_s=self.settings.connect_timeout_s,
+            read_timeout_s=self.settings.read_timeout_s,
+            limit=self.upstream_connections,
         )
         self._proxy = Proxy(
-            session=session,
+            client=client,
             table=self.table,
             picker=self.picker,
             stats=self.inflight,
@@ -181,7 +176,7 @@ class Gateway:
                 task.cancel()
             await asyncio.wait(tasks)  # never raises: how the feed ended was reported already
             self._proxy = None
-            await session.close()
+            await client.close()
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -336,9 +331,14 @@ def build_app(gateway: Gateway) -> web.Application:
 class GatewayServer:
     """The gateway listening on a socket: ``start()``, then ``stop()`` (or ``serve(until)``)."""
 
-    def __init__(self, gateway: Gateway, *, shutdown_grace_s: float = 5.0) -> None:
+    def __init__(
+        self, gateway: Gateway, *, shutdown_grace_s: float = 5.0, reuse_port: bool = False
+    ) -> None:
+        """``reuse_port``: bind with ``SO_REUSEPORT``, so that several gateway processes (workers)
+        share the port and the kernel spreads connections over them."""
         self.gateway = gateway
         self._grace = shutdown_grace_s
+        self._reuse_port = reuse_port
         self._runner: web.AppRunner | None = None
 
     @property
@@ -362,7 +362,12 @@ class GatewayServer:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.gateway.settings.host, self.gateway.settings.port)
+            site = web.TCPSite(
+                runner,
+                self.gateway.settings.host,
+                self.gateway.settings.port,
+                reuse_port=self._reuse_port or None,
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()

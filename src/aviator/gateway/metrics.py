@@ -16,19 +16,34 @@ engine runs them), ``gen_ai_request_model``, and on the duration ``error_type`` 
 code of a failed request, ``""`` on success — in PromQL the same as no label). Everything else is
 ``aviator_gateway_*``, labelled ``model`` (and ``replica`` for routing decisions).
 
-Labelled children are cached: ``.labels()`` costs a few microseconds, a cached child's
-``observe()`` about one. Model labels only ever carry names taken from the endpoint table (or
-``""``), never raw client input, so a client cannot blow up the series count with made-up model
-names; replica labels are bounded by the fleet, and those of replicas that left are dropped.
+The series the request path moves on every request (the GenAI histograms, the request and token
+counters, the in-flight gauge) are not ``prometheus_client`` metrics but plain Python numbers
+kept per label set (``_Histogram``, ``_Counter``, ``_Gauge`` below) and exported by collectors
+in the same registry, with the same names, help, labels and buckets: the exposition is identical
+(less ``_created`` series, which the gateway process turns off anyway). ``prometheus_client``
+takes a lock on every ``inc()``/``observe()`` to be thread-safe; the gateway updates and renders
+its metrics on the event loop's thread only, so that lock was pure cost (about a tenth of the
+gateway's CPU per request, with its per-call checks).
+
+Model labels only ever carry names taken from the endpoint table (or ``""``), never raw client
+input, so a client cannot blow up the series count with made-up model names; replica labels are
+bounded by the fleet, and those of replicas that left are dropped.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
 from aviator.gateway import usage
 from aviator.gateway.endpoints import EndpointTable
@@ -115,6 +130,140 @@ _RATIO_HELP = (
     "Share of prompt tokens served from the prefix cache over roughly the last 32 answers "
     "(usage.prompt_tokens_details.cached_tokens), per model."
 )
+
+
+class _HistogramSeries:
+    """One label set of a ``_Histogram``: counts per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        """Observations per bucket, the last one ``+Inf``."""
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # The first bucket whose bound is >= value (Prometheus buckets are "less or equal").
+        self.counts[bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+
+class _Histogram:
+    """A labelled histogram kept in plain Python and rendered like ``prometheus_client``'s.
+
+    Not thread-safe, on purpose: observed and collected on the event loop's thread only.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = list(labelnames)
+        self._bounds = tuple(float(b) for b in buckets)
+        # The ``le`` label as prometheus_client writes it (1 → "1.0", 16777216 → "1.6777216e+07").
+        self._les = [*(floatToGoString(b) for b in self._bounds), "+Inf"]  # type: ignore[no-untyped-call]
+        self._series: dict[tuple[str, ...], _HistogramSeries] = {}
+
+    def labels(self, *values: str) -> _HistogramSeries:
+        series = self._series.get(values)
+        if series is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name}: expected {len(self._labelnames)} label values")
+            series = self._series[values] = _HistogramSeries(self._bounds)
+        return series
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, series in list(self._series.items()):
+            total = 0.0
+            buckets: list[tuple[str, float]] = []
+            for le, count in zip(self._les, series.counts, strict=True):
+                total += count
+                buckets.append((le, total))
+            family.add_metric(list(values), buckets, series.sum)
+        yield family
+
+
+class _CounterSeries:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class _Counter:
+    """A labelled counter kept in plain Python (``name_total`` in the exposition)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = list(labelnames)
+        self._series: dict[tuple[str, ...], _CounterSeries] = {}
+
+    def labels(self, *values: str) -> _CounterSeries:
+        series = self._series.get(values)
+        if series is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name}: expected {len(self._labelnames)} label values")
+            series = self._series[values] = _CounterSeries()
+        return series
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, series in list(self._series.items()):
+            family.add_metric(list(values), series.value)
+        yield family
+
+
+class _GaugeSeries:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+
+class _Gauge:
+    """A labelled gauge kept in plain Python."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = list(labelnames)
+        self._series: dict[tuple[str, ...], _GaugeSeries] = {}
+
+    def labels(self, *values: str) -> _GaugeSeries:
+        series = self._series.get(values)
+        if series is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name}: expected {len(self._labelnames)} label values")
+            series = self._series[values] = _GaugeSeries()
+        return series
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, series in list(self._series.items()):
+            family.add_metric(list(values), series.value)
+        yield family
 
 
 class _RoutingCollector:
@@ -214,68 +363,76 @@ class GatewayMetrics:
     def __init__(self, *, table: EndpointTable) -> None:
         self.registry = CollectorRegistry()
         genai = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
-        self._duration = Histogram(
+        self._duration = _Histogram(
             "gen_ai_client_operation_duration_seconds",
             "Duration of a GenAI operation through the gateway, until the last byte was sent.",
             [*genai, "error_type"],
             buckets=DURATION_BUCKETS,
-            registry=self.registry,
         )
-        self._ttft = Histogram(
+        self._ttft = _Histogram(
             "gen_ai_server_time_to_first_token_seconds",
             "Time from the request's arrival at the gateway to the first byte of a successful "
             "answer relayed to the client (a non-streamed answer: to the whole answer).",
             genai,
             buckets=TTFT_BUCKETS,
-            registry=self.registry,
         )
-        self._tokens = Histogram(
+        self._tokens = _Histogram(
             "gen_ai_client_token_usage",
             "Tokens per answer as its usage reported them, by type (input, output).",
             [*genai, "gen_ai_token_type"],
             buckets=TOKEN_BUCKETS,
-            registry=self.registry,
         )
-        self._prompt_tokens = Counter(
+        self._prompt_tokens = _Counter(
             "aviator_gateway_prompt_tokens",
             "Prompt tokens of the answers that reported usage, per model.",
             ["model"],
-            registry=self.registry,
         )
-        self._cached_tokens = Counter(
+        self._cached_tokens = _Counter(
             "aviator_gateway_prompt_cached_tokens",
             "Prompt tokens served from a replica's prefix cache "
             "(usage.prompt_tokens_details.cached_tokens; none reported counts as 0), per model.",
             ["model"],
-            registry=self.registry,
         )
+        for collector in (
+            self._duration,
+            self._ttft,
+            self._tokens,
+            self._prompt_tokens,
+            self._cached_tokens,
+        ):
+            self.registry.register(collector)
         self._routing = _RoutingCollector(table)
         self._cache_ratio = _CacheRatioCollector(table)
         self.registry.register(self._routing)
         self.registry.register(self._cache_ratio)
-        self._histograms: dict[tuple[object, ...], Histogram] = {}
-        self._counters: dict[tuple[object, ...], Counter] = {}
-        """Labelled children of the GenAI histograms and token counters, by (parent id, *labels)."""
-        self._requests = Counter(
+        self._ttft_series: dict[tuple[str, str], _HistogramSeries] = {}
+        self._usage_series: dict[
+            tuple[str, str],
+            tuple[_HistogramSeries, _HistogramSeries | None, _CounterSeries, _CounterSeries],
+        ] = {}
+        """The series an answer's TTFT and usage move, by (operation, model)."""
+        self._media: dict[str, str] = {}
+        """Content-Type → "sse", "json" or "" (no usage to look for)."""
+        self._requests = _Counter(
             "aviator_gateway_requests",
             "Requests answered by the gateway, per model and HTTP status code.",
             ["model", "code"],
-            registry=self.registry,
         )
+        self.registry.register(self._requests)
         self._retries = Counter(
             "aviator_gateway_upstream_retries",
             "Requests sent again to another replica after a connect error or a 5xx.",
             registry=self.registry,
         )
-        self._inflight = Gauge(
+        self._inflight = _Gauge(
             "aviator_gateway_inflight_requests",
             "Requests being proxied right now, per model.",
             ["model"],
-            registry=self.registry,
         )
+        self.registry.register(self._inflight)
         self.registry.register(_EndpointsCollector(table))
-        self._done: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
-        self._inflight_children: dict[str, Gauge] = {}
+        self._done: dict[tuple[str, str, int], tuple[_HistogramSeries, _CounterSeries]] = {}
+        self._inflight_children: dict[str, _GaugeSeries] = {}
         self.flow = FlowMetrics(self.registry)
         """Flow control (shedding, queueing) and circuit breakers."""
 
@@ -318,45 +475,54 @@ class GatewayMetrics:
         successful (2xx) answers are measured.
         """
         if not 200 <= status < 300:
-            return AnswerMeter(self, operation=operation, model=model, started=None, scanner=None)
+            return AnswerMeter(self, operation=operation, model=model, started=None, media=None)
+        media = self._media.get(content_type)
+        if media is None:
+            # What usage.scanner_for recognises: server-sent events, JSON, or nothing to scan.
+            kind = content_type.partition(";")[0].strip().lower()
+            media = {"text/event-stream": "sse", "application/json": "json"}.get(kind, "")
+            if len(self._media) < 64:  # bounded: the content types replicas send are few
+                self._media[content_type] = media
         return AnswerMeter(
             self,
             operation=operation,
             model=model,
             started=None if operation == "embeddings" else started,
-            scanner=usage.scanner_for(content_type),
+            media=media or None,
         )
-
-    def _histogram(self, metric: Histogram, *labels: str) -> Histogram:
-        key = (id(metric), *labels)
-        child = self._histograms.get(key)
-        if child is None:
-            child = self._histograms[key] = metric.labels(*labels)
-        return child
-
-    def _counter(self, metric: Counter, *labels: str) -> Counter:
-        key = (id(metric), *labels)
-        child = self._counters.get(key)
-        if child is None:
-            child = self._counters[key] = metric.labels(*labels)
-        return child
 
     def first_byte(self, operation: str, model: str, seconds: float) -> None:
         """Time to the first byte of a successful answer (``gen_ai.server.time_to_first_token``)."""
-        self._histogram(self._ttft, operation, PROVIDER, model).observe(seconds)
+        key = (operation, model)
+        series = self._ttft_series.get(key)
+        if series is None:
+            series = self._ttft_series[key] = self._ttft.labels(operation, PROVIDER, model)
+        series.observe(seconds)
 
     def used(self, operation: str, model: str, counts: usage.Usage) -> None:
         """The usage one successful answer reported (series appear with their first report)."""
-        tokens = self._tokens
-        self._histogram(tokens, operation, PROVIDER, model, "input").observe(counts.prompt_tokens)
-        if operation != "embeddings":  # embeddings generate nothing: no output tokens to report
-            output = self._histogram(tokens, operation, PROVIDER, model, "output")
-            output.observe(counts.completion_tokens)
+        key = (operation, model)
+        series = self._usage_series.get(key)
+        if series is None:
+            tokens = self._tokens
+            series = self._usage_series[key] = (
+                tokens.labels(operation, PROVIDER, model, "input"),
+                # Embeddings generate nothing: no output tokens to report.
+                None
+                if operation == "embeddings"
+                else tokens.labels(operation, PROVIDER, model, "output"),
+                self._prompt_tokens.labels(model),
+                self._cached_tokens.labels(model),
+            )
+        prompt_tokens, output_tokens, prompt_counter, cached_counter = series
+        prompt_tokens.observe(counts.prompt_tokens)
+        if output_tokens is not None:
+            output_tokens.observe(counts.completion_tokens)
         # vLLM leaves prompt_tokens_details out when nothing was cached (and always without
         # --enable-prompt-tokens-details): no report counts as 0 cached tokens.
         cached = counts.cached_tokens or 0
-        self._counter(self._prompt_tokens, model).inc(counts.prompt_tokens)
-        self._counter(self._cached_tokens, model).inc(cached)
+        prompt_counter.inc(counts.prompt_tokens)
+        cached_counter.inc(cached)
         self._cache_ratio.add(
             model,
             cached=cached,
@@ -364,7 +530,7 @@ class GatewayMetrics:
             reported=counts.cached_tokens is not None,
         )
 
-    def inflight(self, model: str) -> Gauge:
+    def inflight(self, model: str) -> _GaugeSeries:
         """The in-flight gauge child of ``model`` (``inc()`` on start, ``dec()`` on end)."""
         child = self._inflight_children.get(model)
         if child is None:
@@ -383,7 +549,7 @@ class AnswerMeter:
     streamed one and ``end`` once it was complete. A meter of an unsuccessful answer does nothing.
     """
 
-    __slots__ = ("_metrics", "_model", "_operation", "_scanner", "_started")
+    __slots__ = ("_media", "_metrics", "_model", "_operation", "_scanner", "_started")
 
     def __init__(
         self,
@@ -392,18 +558,20 @@ class AnswerMeter:
         operation: str,
         model: str,
         started: float | None,
-        scanner: usage.Scanner | None,
+        media: str | None,
     ) -> None:
+        """``media``: "sse" or "json" for answers whose usage is looked for, else None."""
         self._metrics = metrics
         self._operation = operation
         self._model = model
         self._started = started
-        self._scanner = scanner
+        self._media = media
+        self._scanner: usage.Scanner | None = None
 
     def whole(self, body: bytes) -> None:
         """The whole answer is about to be sent: its first byte is now, its usage in ``body``."""
         self._first_byte()
-        if self._scanner is not None:
+        if self._media is not None:
             found = usage.from_json(body)
             if found is not None:
                 self._metrics.used(self._operation, self._model, found)
@@ -412,7 +580,9 @@ class AnswerMeter:
         """A piece of a streamed answer is about to be sent."""
         if self._started is not None:
             self._first_byte()
-        if self._scanner is not None:
+        if self._media is not None:
+            if self._scanner is None:
+                self._scanner = usage.Scanner(sse=self._media == "sse")
             self._scanner.feed(data)
 
     def end(self) -> None:
@@ -420,6 +590,7 @@ class AnswerMeter:
         if self._scanner is not None:
             found = self._scanner.finish()
             self._scanner = None
+            self._media = None
             if found is not None:
                 self._metrics.used(self._operation, self._model, found)
 

@@ -16,6 +16,11 @@ replicas whose breaker is open are left out of the candidates.
 
 A client that goes away cancels the handler (aiohttp's ``handler_cancellation``), which closes the
 upstream connection, which the replica sees as a cancellation.
+
+Requests go out through ``upstream.UpstreamClient`` (a lean keep-alive HTTP/1.1 client; see
+there why not aiohttp's), whose three errors map onto the rules above: ``ConnectFailed`` and a
+malformed head (``AnswerBroken`` before the answer started) try another replica, ``ReadTimeout``
+ends the attempts, and a failure while relaying the body is a 502 or an aborted client connection.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -34,6 +38,7 @@ from aviator.gateway.breaker import CircuitBreakers
 from aviator.gateway.endpoints import Endpoint, EndpointTable
 from aviator.gateway.metrics import AnswerMeter, GatewayMetrics
 from aviator.gateway.picking import InFlight, Picker, RouteRequest
+from aviator.gateway.upstream import Answer, ReadTimeout, UpstreamClient, UpstreamError
 
 __all__ = [
     "CLIENT_CLOSED",
@@ -75,10 +80,14 @@ HOP_BY_HOP = frozenset(
 """Headers that describe one connection and MUST NOT be forwarded (RFC 9110 §7.6.1)."""
 
 _DROP_UPSTREAM = HOP_BY_HOP | {"host", "authorization", "content-length", "expect", REQUEST_ID}
-"""Never forwarded to a replica: the client's credentials stay at the gateway."""
+"""Never forwarded to a replica: the client's credentials stay at the gateway (the upstream client
+sets ``Host`` and ``Content-Length`` itself)."""
 
-_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-encoding", "content-length", REQUEST_ID, REPLICA}
-"""The body arrives decoded (aiohttp decompresses), so its encoding and length are re-derived."""
+_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-length", REQUEST_ID, REPLICA}
+"""The body's length is re-derived when it is sent; ``Content-Encoding`` goes too when the upstream
+client decoded the body (``gzip``, ``deflate``)."""
+
+_DROP_DOWNSTREAM_DECODED = _DROP_DOWNSTREAM | {"content-encoding"}
 
 
 def _dropped(headers: Mapping[str, str], always: frozenset[str]) -> frozenset[str]:
@@ -89,20 +98,22 @@ def _dropped(headers: Mapping[str, str], always: frozenset[str]) -> frozenset[st
     return always | {token.strip().lower() for token in value.split(",")}
 
 
-def request_headers(headers: Mapping[str, str], *, request_id: str) -> CIMultiDict[str]:
+def request_headers(headers: Mapping[str, str], *, request_id: str) -> list[tuple[str, str]]:
     """The client's headers as a replica should see them."""
     drop = _dropped(headers, _DROP_UPSTREAM)
-    out = CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in drop])
-    out.setdefault("Content-Type", "application/json")
-    out[REQUEST_ID] = request_id
+    out = [(k, v) for k, v in headers.items() if k.lower() not in drop]
+    if "Content-Type" not in headers:
+        out.append(("Content-Type", "application/json"))
+    out.append((REQUEST_ID, request_id))
     return out
 
 
 def response_headers(
-    headers: Mapping[str, str], *, request_id: str, replica: str
+    headers: Mapping[str, str], *, request_id: str, replica: str, decoded: bool = True
 ) -> CIMultiDict[str]:
-    """A replica's response headers as the client should see them."""
-    drop = _dropped(headers, _DROP_DOWNSTREAM)
+    """A replica's response headers as the client should see them (``decoded``: the body is
+    relayed decoded, so its ``Content-Encoding`` does not apply any more)."""
+    drop = _dropped(headers, _DROP_DOWNSTREAM_DECODED if decoded else _DROP_DOWNSTREAM)
     out = CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in drop])
     out[REQUEST_ID] = request_id
     out[REPLICA] = replica
@@ -143,12 +154,12 @@ class Forwarded:
 
 
 class Proxy:
-    """Sends requests to replicas through one pooled ``ClientSession``."""
+    """Sends requests to replicas through one pooled ``UpstreamClient``."""
 
     def __init__(
         self,
         *,
-        session: aiohttp.ClientSession,
+        client: UpstreamClient,
         table: EndpointTable,
         picker: Picker,
         stats: InFlight,
@@ -162,7 +173,7 @@ class Proxy:
         is the monotonic time they are given."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        self._session = session
+        self._client = client
         self._table = table
         self._picker = picker
         self._stats = stats
@@ -209,17 +220,17 @@ class Proxy:
             trial = self._breakers.attempt(endpoint.key, self._clock())
             try:
                 try:
-                    upstream = await self._session.post(
-                        endpoint.url + target, data=body, headers=headers
+                    upstream = await self._client.request(
+                        request.method, endpoint.url, target, headers=headers, body=body
                     )
-                except aiohttp.SocketTimeoutError as exc:
+                except ReadTimeout as exc:
                     # The replica took the request and went quiet: sending it elsewhere would
                     # double the work of a slow replica, not route around a dead one.
                     outcome = f"{endpoint.key} did not answer in time"
                     self._log.warning("request %s: %s (%s)", request_id, outcome, _describe(exc))
                     self._failed(endpoint.key)
                     break
-                except aiohttp.ClientConnectionError as exc:
+                except UpstreamError as exc:  # no answer, or a malformed head: try another
                     outcome = f"{endpoint.key} could not be reached"
                     self._log.info("request %s: %s (%s)", request_id, outcome, _describe(exc))
                     self._failed(endpoint.key)
@@ -271,7 +282,7 @@ class Proxy:
     async def _relay(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: Answer,
         *,
         operation: str,
         model: str,
@@ -286,15 +297,16 @@ class Proxy:
             started=request.get(STARTED),
         )
         try:
-            headers = response_headers(upstream.headers, request_id=request_id, replica=replica)
+            headers = response_headers(
+                upstream.headers, request_id=request_id, replica=replica, decoded=upstream.decoded
+            )
             length = upstream.content_length
-            encoded = "Content-Encoding" in upstream.headers
-            if length is not None and length <= BUFFER_MAX_BYTES and not encoded:
+            if length is not None and length <= BUFFER_MAX_BYTES and not upstream.decoded:
                 # A small, complete answer (the non-streaming case): read it whole and send it in
                 # one write. Nothing has reached the client yet, so a failure is still a clean 502.
                 try:
                     body = await upstream.read()
-                except (TimeoutError, aiohttp.ClientError) as exc:
+                except UpstreamError as exc:
                     self._log.warning(
                         "request %s: %s broke off its answer (%s)",
                         request_id,
@@ -322,15 +334,14 @@ class Proxy:
                 request_id=request_id,
             )
         finally:
-            if upstream.content.is_eof():
-                upstream.release()  # read to the end: the connection goes back to the pool
-            else:
-                upstream.close()  # the replica sees the request cancelled
+            # Arrived whole: its connection is back in the pool already. Otherwise it is closed,
+            # and the replica sees the request cancelled.
+            upstream.release()
 
     async def _stream(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: Answer,
         *,
         headers: CIMultiDict[str],
         meter: AnswerMeter,
@@ -340,15 +351,14 @@ class Proxy:
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=headers
         )
-        if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
+        if upstream.content_length is not None and not upstream.decoded:
             response.content_length = upstream.content_length
-        content = upstream.content
         try:
             await response.prepare(request)
             while True:
                 try:
-                    chunk = await content.readany()
-                except (TimeoutError, aiohttp.ClientError) as exc:
+                    chunk = await upstream.readany()
+                except UpstreamError as exc:
                     self._log.warning(
                         "request %s: %s broke off its answer (%s); aborting the client connection",
                         request_id,

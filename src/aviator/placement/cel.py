@@ -19,16 +19,22 @@ guards work as upstream.
 Use::
 
     selector = compile_selector(expression)        # once (~250 µs, then cached)
-    ctx = selector_context(device)                 # once per device (~70-110 µs)
-    verdict = selector.evaluate(ctx)               # per pair (3-20 µs; ~50 µs with matches())
+    ctx = selector_context(device)                 # once per device (~10 µs)
+    verdict = selector.evaluate(ctx)               # per pair (3-20 µs; ~50 µs with matches()),
+                                                   # plus ~60-80 µs on the context's first one
+    key = selector.verdict_key(ctx)                # per pair (~1.5 µs); equal keys, equal verdicts
 
 Cost (``bench/cel_selectors.py``, 2 cores). The binding (``common-expression-language``, a Rust
 CEL) converts Python values into CEL values at about 2 µs per string and 4 µs per small map, so
-turning a GPU into CEL costs 70-110 µs, far more than evaluating a selector against it (3 µs for
+turning a GPU into CEL costs 60-110 µs, far more than evaluating a selector against it (3 µs for
 comparisons of attributes; 12-20 µs when ``quantity()``/``semver()`` and their methods, which run
-as Python callbacks, are involved). :func:`selector_context` therefore does that conversion once
-and keeps a ready ``cel.Context`` (the device plus the functions below); reuse it for every
-selector and every allocation attempt while the device is unchanged.
+as Python callbacks, are involved). :func:`selector_context` therefore converts the device once
+— into CEL-shaped Python values at once, into a ``cel.Context`` (the device plus the functions
+below) on its first evaluation — and keeps both; reuse it for every selector and every
+allocation attempt while the device is unchanged. Better still, most devices of a fleet share a
+shape (product, memory, driver version) and differ only in names, uuids and bus ids, which
+selectors rarely read: :meth:`CompiledSelector.verdict_key` says which values a verdict depends
+on, so a caller evaluates once per distinct key and most contexts never reach the binding.
 :meth:`CompiledSelector.evaluate` also accepts a plain device mapping and then converts it for
 that one call (about 25x slower for a simple selector).
 
@@ -85,7 +91,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -535,19 +541,21 @@ class SelectorContext(Mapping[str, Any]):
     from (``ctx["name"]``, ``ctx["attributes"]``), so code that takes device mappings can be handed
     contexts instead and every selector evaluation on them is cheap.
 
-    It holds a ``cel.Context`` with the device and the functions; a selector that names a domain
-    the device lacks gets a second context with that domain present and empty (DRA reads an
-    unknown domain as an empty map), built on first use and kept. Pass such domains to
-    :func:`selector_context` to build one context up front.
+    It holds the device converted to CEL values in Python, and builds the ``cel.Context`` (the
+    device plus the functions: the costly conversion into the binding) on the first evaluation
+    and keeps it, so a context whose verdicts all come from elsewhere
+    (:meth:`CompiledSelector.verdict_key`) never pays for it. A selector that names a domain the
+    device lacks gets a second context with that domain present and empty (DRA reads an unknown
+    domain as an empty map), built on first use and kept. Pass such domains to
+    :func:`selector_context` to have one context serve them all.
     """
 
     __slots__ = (
-        "_activation",
         "_attributes",
         "_base",
         "_capacity",
-        "_complete",
         "_device",
+        "_multiple",
         "_padded",
         "driver",
         "name",
@@ -568,15 +576,10 @@ class SelectorContext(Mapping[str, Any]):
         self.driver = driver
         self._attributes = attributes
         self._capacity = capacity
-        self._activation = {
-            "driver": driver,
-            "attributes": attributes,
-            "capacity": capacity,
-            "allowMultipleAllocations": allow_multiple_allocations,
-        }
-        self._complete = frozenset(attributes) & frozenset(capacity)
-        self._base = cel.Context(variables={"device": self._activation}, functions=_FUNCTIONS)
-        self._padded: dict[frozenset[str], cel.Context] = {}
+        self._multiple = allow_multiple_allocations
+        # Built on first use: many contexts never reach the binding (see verdict_key).
+        self._base: cel.Context | None = None
+        self._padded: dict[frozenset[str], cel.Context] | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self._device[key]
@@ -587,16 +590,34 @@ class SelectorContext(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._device)
 
+    def _context(
+        self, attributes: dict[str, dict[str, Any]], capacity: dict[str, dict[str, Any]]
+    ) -> cel.Context:
+        activation = {
+            "driver": self.driver,
+            "attributes": attributes,
+            "capacity": capacity,
+            "allowMultipleAllocations": self._multiple,
+        }
+        return cel.Context(variables={"device": activation}, functions=_FUNCTIONS)
+
     def _context_for(self, domains: frozenset[str]) -> cel.Context:
-        if domains <= self._complete:
+        attributes, capacity = self._attributes, self._capacity
+        for domain in domains:
+            if domain not in attributes or domain not in capacity:
+                break
+        else:
+            if self._base is None:
+                self._base = self._context(attributes, capacity)
             return self._base
-        missing = domains - self._complete
+        missing = frozenset(d for d in domains if d not in attributes or d not in capacity)
+        if self._padded is None:
+            self._padded = {}
         context = self._padded.get(missing)
         if context is None:
-            activation = dict(self._activation)
-            activation["attributes"] = {**{d: {} for d in missing}, **self._attributes}
-            activation["capacity"] = {**{d: {} for d in missing}, **self._capacity}
-            context = cel.Context(variables={"device": activation}, functions=_FUNCTIONS)
+            context = self._context(
+                {**{d: {} for d in missing}, **attributes}, {**{d: {} for d in missing}, **capacity}
+            )
             self._padded[missing] = context
         return context
 
@@ -640,7 +661,7 @@ def _mapping(device: Mapping[str, Any], field: str, name: str) -> Mapping[str, A
     value = device.get(field)
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise ValueError(f"device {name!r}: {field} must be a mapping")
     return value
 
@@ -654,6 +675,10 @@ _SCALAR_ATTRIBUTES: Final[dict[str, type]] = {"string": str, "bool": bool, "int"
 
 
 def _attribute_value(raw: Any, device: str, qualified: str) -> Any:
+    if type(raw) is dict and len(raw) == 1:  # the admitted spelling, first: the common case
+        ((kind, value),) = raw.items()
+        if type(value) is _SCALAR_ATTRIBUTES.get(kind):
+            return value
     if type(raw) in (str, bool, int):  # the friendly spelling, before admission
         return raw
     if isinstance(raw, Mapping) and len(raw) == 1:
@@ -676,7 +701,7 @@ def _attribute_value(raw: Any, device: str, qualified: str) -> Any:
 
 
 def _capacity_value(raw: Any, device: str, qualified: str) -> dict[str, str]:
-    value: Any = raw.get("value") if isinstance(raw, Mapping) else raw
+    value: Any = raw.get("value") if type(raw) is dict or isinstance(raw, Mapping) else raw
     try:
         if isinstance(value, str):
             return _encoded_quantity(value)
@@ -791,6 +816,89 @@ def _scan(tokens: list[_Token], expression: str) -> tuple[list[_Reference], set[
     return references, bound
 
 
+_Read = tuple[str, str, str]
+"""``(kind, domain, name)``: one attribute or capacity an expression reads, by a literal path."""
+
+
+def _key_literal(token: _Token) -> str | None:
+    """The text of a string literal usable as a map key (not bytes, no escapes), else None."""
+    if token.kind != "string":
+        return None
+    prefix = token.text[: len(token.text) - len(token.text.lstrip("rRbB"))]
+    return None if "b" in prefix.lower() else token.literal()
+
+
+def _device_reads(tokens: list[_Token]) -> tuple[_Read, ...] | None:
+    """Everything the expression reads from ``device`` besides ``driver`` and
+    ``allowMultipleAllocations``, when every use of the variable is one of::
+
+        device.driver    device.allowMultipleAllocations
+        device.attributes['<domain>'].<name>      (or ['<name>'], or .<domain>, or [device.driver])
+        device.capacity['<domain>'].<name>
+
+    None for any other use — a whole domain (``size(device.attributes['d'])``, ``'x' in …``,
+    ``….exists(…)``), a computed key, ``device`` bound by a macro, a method called on it: then
+    the verdict may depend on more than named values. Stricter than :func:`_scan`, which only
+    collects what it recognizes."""
+    reads: set[_Read] = set()
+    for i, tok in enumerate(tokens):
+        if tok.kind != "ident" or tok.text != "device":
+            continue
+        if i >= 2 and _is(tokens, i - 1, "."):
+            before = tokens[i - 2]
+            if (
+                before.kind in ("ident", "string", "number")
+                or _is(tokens, i - 2, ")")
+                or _is(tokens, i - 2, "]")
+            ):
+                continue  # a field named device (x.device), not the variable
+            return None  # `.device`, the variable by its absolute name (compiling refuses it)
+        elif i == 1 and _is(tokens, 0, "."):
+            return None
+        if not _is(tokens, i + 1, ".") or i + 2 >= len(tokens) or tokens[i + 2].kind != "ident":
+            return None
+        field = tokens[i + 2].text
+        if _is(tokens, i + 3, "("):
+            return None
+        if field in ("driver", "allowMultipleAllocations"):
+            continue
+        if field not in ("attributes", "capacity"):
+            return None
+        j = i + 3
+        domain: str | None
+        if _is(tokens, j, "[") and j + 2 < len(tokens) and _is(tokens, j + 2, "]"):
+            domain, j = _key_literal(tokens[j + 1]), j + 3
+        elif _is(tokens, j, "[") and all(
+            _is(tokens, j + 1 + k, text) for k, text in enumerate(_DRIVER_INDEX)
+        ):
+            domain, j = _DRIVER_DOMAIN, j + 5
+        elif (
+            _is(tokens, j, ".")
+            and j + 1 < len(tokens)
+            and tokens[j + 1].kind == "ident"
+            and not _is(tokens, j + 2, "(")
+        ):
+            domain, j = tokens[j + 1].text, j + 2
+        else:
+            return None
+        name: str | None
+        if (
+            _is(tokens, j, ".")
+            and j + 1 < len(tokens)
+            and tokens[j + 1].kind == "ident"
+            and not _is(tokens, j + 2, "(")
+        ):
+            name = tokens[j + 1].text
+        elif _is(tokens, j, "[") and j + 2 < len(tokens) and _is(tokens, j + 2, "]"):
+            name = _key_literal(tokens[j + 1])
+        else:
+            return None
+        if domain is None or name is None:
+            return None
+        reads.add((field, domain, name))
+    return tuple(sorted(reads))
+
+
 def _positioned(expression: str, offset: int, message: str) -> str:
     """``ERROR: <input>:line:col: message`` with the line and a caret, as CEL prints them."""
     line_start = expression.rfind("\n", 0, offset) + 1
@@ -814,14 +922,19 @@ def _first_use(tokens: list[_Token], name: str, *, call: bool) -> int:
 class CompiledSelector:
     """A selector compiled once (:func:`compile_selector`), evaluated against many devices."""
 
-    __slots__ = ("_program", "_references", "domains", "expression")
+    __slots__ = ("_program", "_reads", "_references", "domains", "expression")
 
     def __init__(
-        self, expression: str, program: cel.Program, references: tuple[_Reference, ...]
+        self,
+        expression: str,
+        program: cel.Program,
+        references: tuple[_Reference, ...],
+        reads: tuple[_Read, ...] | None = None,
     ) -> None:
         self.expression = expression
         self._program = program
         self._references = references
+        self._reads = reads
         self.domains: frozenset[str] = frozenset(
             r.domain for r in references if r.domain != _DRIVER_DOMAIN
         )
@@ -850,6 +963,37 @@ class CompiledSelector:
         if result is False:
             return _NOT_MATCHED
         return Verdict(matched=False, error=_not_bool(result))
+
+    def verdict_key(self, device: SelectorContext | Mapping[str, Any]) -> Hashable | None:
+        """What the verdict on ``device`` depends on: two devices with equal keys get equal
+        verdicts, errors included, so a caller may evaluate one and reuse its verdict for the
+        other. The key holds the device's driver, ``allowMultipleAllocations`` and the value (or
+        absence) of each attribute and capacity the expression names — never its name, uuid or
+        any other attribute — so devices of one shape (same product, memory, …) share a key.
+
+        None — evaluate this device itself — for a plain mapping (not a
+        :class:`SelectorContext`) and for an expression that reads the device in a way the key
+        cannot follow (a whole domain, a computed key; see ``_device_reads``)."""
+        reads = self._reads
+        if reads is None or not isinstance(device, SelectorContext):
+            return None
+        driver = device.driver
+        key: list[Hashable] = [driver, device._multiple]
+        for kind, domain, name in reads:
+            values = (device._attributes if kind == "attributes" else device._capacity).get(
+                driver if domain == _DRIVER_DOMAIN else domain
+            )
+            if values is None or name not in values:
+                key.append(None)
+                continue
+            value = values[name]
+            if type(value) is dict:  # an encoded quantity or version: one entry, str → str
+                key.append(("map", *sorted(value.items())))
+            elif type(value) in (str, int, bool):
+                key.append((type(value), value))  # the type: True and 1 must not share a key
+            else:
+                return None
+        return tuple(key)
 
     def _missing(self, exc: KeyError, ctx: SelectorContext) -> str:
         key = exc.args[0] if exc.args else None
@@ -915,7 +1059,7 @@ def _compile(expression: str) -> CompiledSelector:
                 expression=expression,
             )
     _check_literals(tokens, expression)
-    selector = CompiledSelector(expression, program, tuple(references))
+    selector = CompiledSelector(expression, program, tuple(references), _device_reads(tokens))
     _dry_run(selector)
     return selector
 
@@ -967,7 +1111,7 @@ def _dry_run(selector: CompiledSelector) -> None:
         allow_multiple_allocations=False,
     )
     try:
-        result = selector._program.execute(empty._base)
+        result = selector._program.execute(empty._context_for(selector.domains))
     except KeyError:
         return
     except Exception as exc:

@@ -36,7 +36,10 @@ class GatewayProcess:
         stop_grace_s: float = 5.0,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        workers: int = 1,
     ) -> None:
+        """``workers`` > 1 runs the gateway as that many processes sharing the port
+        (``aviator gateway --workers``)."""
         self.host = host
         self.port = port
         self._argv = [
@@ -57,6 +60,8 @@ class GatewayProcess:
             # A plane killed with -9 cannot stop its gateway; the gateway then stops by itself.
             "--exit-with-parent",
         ]
+        if workers > 1:
+            self._argv += ["--workers", str(workers)]
         self._log_file = log_file
         self._record = record
         self._stop_grace_s = stop_grace_s

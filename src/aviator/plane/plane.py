@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import IO, Any
 
 from aiohttp import web
@@ -22,7 +23,9 @@ from aviator.api import admission, errors, kinds
 from aviator.api.meta import format_time, now_utc
 from aviator.api.replica import Replica
 from aviator.controlapi.app import build_app
+from aviator.controlapi.identity import IdentityApi
 from aviator.controllers.manager import Manager
+from aviator.identity.keys import KeyRing
 from aviator.placement.deviceclasses import builtin_device_classes
 from aviator.placement.validation import selector_errors
 from aviator.plane.datadir import DataDir, read_secret
@@ -78,6 +81,12 @@ class Plane:
         self.data_dir.prepare()
         self._lock = self.data_dir.acquire()
         settings = self.settings
+        identity = settings.identity
+        # Retired keys stay published for the longest token lifetime plus the verifiers' leeway.
+        self.keyring = KeyRing.load_or_create(
+            self.data_dir.root / "keys",
+            retain_for=timedelta(seconds=identity.max_ttl_s + identity.leeway_s),
+        )
         self._store = await SqliteStore.open(self.data_dir.database, settings=settings.store)
         await self._install_fleet()
 
@@ -105,6 +114,7 @@ class Plane:
             settings=api,
             token=read_secret(self.data_dir.admin_token),
             checks=(selector_errors,),
+            identity=IdentityApi(keyring=self.keyring, settings=identity),
         )
         # Cancel a handler when its client goes away: an abandoned watch stops at once.
         self._runner = web.AppRunner(

@@ -87,7 +87,8 @@ def test_missing_fields_and_unknown_kinds_name_the_document() -> None:
     assert problems(excinfo) == [
         "f.yaml:1 (document 1): missing apiVersion",
         "f.yaml:4 (document 2): missing metadata.name",
-        "f.yaml:8 (document 3): unknown kind 'Deployment'; known kinds: DeviceClass, ModelDeployment, Node, Replica",
+        "f.yaml:8 (document 3): unknown kind 'Deployment'; known kinds: "
+        "Agent, DeviceClass, Grant, ModelDeployment, Node, Policy, Replica",
         "f.yaml:12 (document 4): ModelDeployment is served as apiVersion aviator.dev/v1alpha1, not 'v1'",
         "f.yaml:16 (document 5): expected a mapping with apiVersion, kind and metadata, got list",
     ]

@@ -68,7 +68,9 @@ async def control_api(upstreams: Callable[..., Awaitable[FakeUpstream]]) -> Asyn
     """A Control API that lists one ready Replica (pointing at a fake upstream) and then idles."""
     up = await upstreams("a")
 
-    def listing(kind: str, items: list[dict[str, object]]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def listing(
+        kind: str, items: list[dict[str, object]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
             if request.headers.get("Authorization") != f"Bearer {ADMIN_TOKEN}":
                 return web.json_response(
@@ -164,3 +166,114 @@ async def test_the_process_serves_what_it_watches_and_exits_0_on_sigterm(
     assert "gateway stopped" in text
     assert ADMIN_TOKEN not in text
     assert API_KEY not in text
+
+
+async def _start(
+    tmp_path: Path, control_api: str, *extra: str
+) -> tuple[asyncio.subprocess.Process, str, list[str]]:
+    """``aviator gateway`` with ``extra`` options; the process, its URL, and its output so far."""
+    (tmp_path / "admin.token").write_text(ADMIN_TOKEN + "\n")
+    (tmp_path / "keys").write_text(f"{API_KEY}\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aviator",
+        "gateway",
+        "--port",
+        "0",
+        "--control-url",
+        control_api,
+        "--token-file",
+        str(tmp_path / "admin.token"),
+        "--api-key-file",
+        str(tmp_path / "keys"),
+        *extra,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    urls: list[str] = []
+    async with asyncio.timeout(30):
+        while len(urls) < (2 if "--workers" in extra else 1):
+            line = (await process.stdout.readline()).decode()
+            assert line, "the gateway exited early:\n" + "".join(output)
+            output.append(line)
+            if "gateway listening on " in line:
+                urls.append(line.rsplit(" ", 1)[1].strip())
+    assert len(set(urls)) == 1  # every worker listens on the one port
+    return process, urls[0], output
+
+
+def _worker_pids(supervisor: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == supervisor:
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+async def _served(url: str) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with asyncio.timeout(10):
+            while True:
+                async with session.get(f"{url}/health") as resp:
+                    if resp.status == 200:
+                        break
+                await asyncio.sleep(0.02)
+        async with session.post(
+            f"{url}/v1/chat/completions",
+            data=orjson.dumps(CHAT_BODY),
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        ) as resp:
+            return resp.status
+
+
+async def test_workers_share_the_port_and_stop_together(tmp_path: Path, control_api: str) -> None:
+    process, url, output = await _start(tmp_path, control_api, "--workers", "2")
+    try:
+        workers = _worker_pids(process.pid)
+        assert len(workers) == 2
+        for _ in range(4):  # new connections each time: the kernel spreads them
+            assert await _served(url) == 200
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            assert process.stdout is not None
+            output.append((await process.stdout.read()).decode())
+            assert await process.wait() == 0
+        assert "".join(output).count("gateway stopped") == 2
+        assert not any(_running(pid) for pid in workers)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_a_worker_that_dies_takes_the_gateway_down(tmp_path: Path, control_api: str) -> None:
+    process, url, _ = await _start(tmp_path, control_api, "--workers", "2")
+    try:
+        assert await _served(url) == 200
+        first, second = _worker_pids(process.pid)
+        os.kill(first, signal.SIGKILL)
+        async with asyncio.timeout(15):
+            assert process.stdout is not None
+            rest = (await process.stdout.read()).decode()
+            assert await process.wait() == 1  # whoever supervises it restarts all of it
+        assert f"gateway worker {first} exited (signal 9)" in rest
+        assert not _running(second)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -268,3 +268,58 @@ def test_embeddings_report_input_tokens_and_no_ttft() -> None:
         )
         is None
     )
+
+
+# -- the lock-free series render exactly as prometheus_client's ---------------------------------
+
+
+def _without_created(text: bytes) -> list[str]:
+    return [line for line in text.decode().splitlines() if "_created" not in line]
+
+
+def test_lock_free_series_render_like_prometheus_client() -> None:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    labels = ["op", "model"]
+    buckets = gm.DURATION_BUCKETS
+    h1 = Histogram("h_seconds", "A histogram.", labels, buckets=buckets, registry=theirs)
+    h2 = gm._Histogram("h_seconds", "A histogram.", labels, buckets=gm.DURATION_BUCKETS)
+    t1 = Histogram("t", "Tokens.", labels, buckets=gm.TOKEN_BUCKETS, registry=theirs)
+    t2 = gm._Histogram("t", "Tokens.", labels, buckets=gm.TOKEN_BUCKETS)
+    c1 = Counter("c", "A counter.", labels, registry=theirs)
+    c2 = gm._Counter("c", "A counter.", labels)
+    g1 = Gauge("g", "A gauge.", labels, registry=theirs)
+    g2 = gm._Gauge("g", "A gauge.", labels)
+    for collector in (h2, t2, c2, g2):
+        ours.register(collector)
+    # Values on, just below and just above bucket bounds, and beyond the last one.
+    for value in (0.0, 0.01, 0.0100001, 0.3, 0.32, 81.92, 100.0, 1e-9):
+        h1.labels("chat", "m").observe(value)
+        h2.labels("chat", "m").observe(value)
+    h1.labels("embeddings", "").observe(1.0)
+    h2.labels("embeddings", "").observe(1.0)
+    for tokens in (0, 1, 3, 4, 5, 67108864, 67108865, 300):
+        t1.labels("chat", "m").observe(tokens)
+        t2.labels("chat", "m").observe(tokens)
+    c1.labels("chat", "m").inc()
+    c2.labels("chat", "m").inc()
+    c1.labels("chat", "m").inc(41.5)
+    c2.labels("chat", "m").inc(41.5)
+    g1.labels("chat", "m").inc()
+    g2.labels("chat", "m").inc()
+    g1.labels("chat", "m").inc()
+    g2.labels("chat", "m").inc()
+    g1.labels("chat", "m").dec()
+    g2.labels("chat", "m").dec()
+    g1.labels("chat", "x")
+    g2.labels("chat", "x")
+    assert _without_created(generate_latest(ours)) == _without_created(generate_latest(theirs))
+
+
+def test_lock_free_series_check_their_label_count() -> None:
+    h = gm._Histogram("h", "A histogram.", ["a", "b"], buckets=gm.TTFT_BUCKETS)
+    with pytest.raises(ValueError, match="expected 2 label values"):
+        h.labels("only-one")
+    with pytest.raises(ValueError, match="expected 1 label values"):
+        gm._Counter("c", "A counter.", ["a"]).labels("x", "y")

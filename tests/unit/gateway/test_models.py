@@ -16,7 +16,10 @@ def md(name: str, model: str, namespace: str = "default", **spec: Any) -> dict[s
 
 def test_presets_and_explicit_scorers() -> None:
     default = ModelRoute(
-        deployment="default/a", preset="prefix-aware", scorers=PRESETS["prefix-aware"], priority="standard"
+        deployment="default/a",
+        preset="prefix-aware",
+        scorers=PRESETS["prefix-aware"],
+        priority="standard",
     )
     assert route_of(md("a", "m")) == ("m", default)
     _, load = route_of(md("a", "m", routing={"preset": "load"}, priority="sheddable"))  # type: ignore[misc]

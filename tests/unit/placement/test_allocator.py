@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -585,6 +585,69 @@ def test_unschedulable_counts_every_device_once_under_its_first_reason(scenario:
             assert seen == sorted(seen)
             constraints = [c.match_attribute for c in claim.accelerators.constraints]
             assert counts.describe(constraints) in result.message
+
+
+# What each fake selector's verdict depends on (``verdict_key``): a device with no memory or no
+# productName gets None for those that read it, so it is evaluated itself.
+KEYS: dict[str, Callable[[Mapping[str, Any]], Hashable | None]] = {
+    "true": lambda d: (),
+    "device.driver == 'a.example.com'": lambda d: d["driver"],
+    "device.driver == 'b.example.com'": lambda d: d["driver"],
+    "device.driver == 'c.example.com' && memory >= 16Gi": lambda d: (d["driver"], memory(d)),
+    "device.driver != 'c.example.com'": lambda d: d["driver"],
+    MEM_80: memory,
+    MEM_40: memory,
+    "productName.startsWith('X')": product,
+    "productName.startsWith('X1')": product,
+}
+
+
+@dataclass(frozen=True)
+class KeyedSelector(FakeSelector):
+    key: Callable[[Mapping[str, Any]], Hashable | None]
+
+    def verdict_key(self, device: Mapping[str, Any], /) -> Hashable | None:
+        return self.key(device)
+
+
+@PROPERTY
+@given(scenarios)
+def test_verdicts_shared_by_key_change_nothing_and_each_key_is_evaluated_once(
+    scenario: Scenario,
+) -> None:
+    evaluated: list[tuple[str, Hashable]] = []
+
+    def compile_(expression: str) -> KeyedSelector:
+        predicate, key = fake_compile(expression).predicate, KEYS[expression]
+
+        def counted(device: Mapping[str, Any]) -> FakeVerdict:
+            found = key(device)
+            evaluated.append((expression, ("device", id(device)) if found is None else found))
+            return predicate(device)
+
+        return KeyedSelector(counted, key)
+
+    def run(compile_selector: Callable[[str], FakeSelector]) -> Any:
+        placed = allocate(
+            scenario.claims,
+            fleet=scenario.fleet,
+            classes=CLASSES,
+            compile_selector=compile_selector,
+            taken=scenario.taken,
+        )
+        assert len(evaluated) == len(set(evaluated))  # once per key (or device without one)
+        evaluated.clear()
+        report = alternatives_report(
+            scenario.claims,
+            fleet=scenario.fleet,
+            classes=CLASSES,
+            compile_selector=compile_selector,
+            taken=scenario.taken,
+        )
+        assert len(evaluated) == len(set(evaluated))
+        return placed, report
+
+    assert run(compile_) == run(fake_compile)
 
 
 # --- readable examples -----------------------------------------------------------------------

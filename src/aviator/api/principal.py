@@ -1,0 +1,48 @@
+"""Who is asking: the principal of a Control API write or a gateway request. Pure.
+
+Every decision (policy, audit, budgets) is about a principal. Authentication (admin token, agent
+token, gateway API key) produces one; nothing downstream looks at credentials again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["ADMIN", "ANONYMOUS", "Principal", "PrincipalKind", "spiffe_id"]
+
+PrincipalKind = Literal["admin", "agent", "apikey", "anonymous"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: PrincipalKind
+    id: str
+    """Stable identifier: ``admin``; an agent's SPIFFE ID
+    (``spiffe://<trust-domain>/ns/<namespace>/agent/<name>``); ``apikey:<fingerprint>`` for a
+    gateway API key (never the key itself); ``anonymous``."""
+    namespace: str | None = None
+    """An agent's namespace."""
+    name: str | None = None
+    """An agent's name."""
+    token_id: str | None = None
+    """The ``jti`` of the token that authenticated an agent (for revocation and audit)."""
+
+    @property
+    def agent_key(self) -> str | None:
+        """``namespace/name`` of an agent principal, else None."""
+        if self.kind != "agent" or self.namespace is None or self.name is None:
+            return None
+        return f"{self.namespace}/{self.name}"
+
+    def __str__(self) -> str:
+        return self.id
+
+
+ADMIN = Principal(kind="admin", id="admin")
+ANONYMOUS = Principal(kind="anonymous", id="anonymous")
+
+
+def spiffe_id(trust_domain: str, namespace: str, name: str) -> str:
+    """The SPIFFE ID of an agent (the JWT-SVID ``sub``)."""
+    return f"spiffe://{trust_domain}/ns/{namespace}/agent/{name}"

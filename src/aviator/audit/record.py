@@ -1,0 +1,323 @@
+"""One audit record: who asked to do what to which resource, and what was decided. Pure.
+
+A record is immutable and always serialisable: everything is checked when it is built, so the
+log's writer thread never meets a record it cannot encode. Structural mistakes (an unknown
+source, a non-scalar ``extra`` value, too many ``extra`` keys) raise ``ValueError`` at the call
+site; over-long text is cut to a bound and marked with ``…`` rather than refused, because a long
+policy message must not make a decision unrecordable.
+
+The canonical JSON (``to_json``) has sorted keys, no whitespace, snake_case names, and every
+field present (``null`` for no tokens): it is what the chain hashes, byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Final, Literal, TypeAlias, get_args
+
+import orjson
+
+from aviator.api.principal import Principal, PrincipalKind
+
+__all__ = [
+    "DECISIONS",
+    "MAX_EXTRA_KEYS",
+    "SOURCES",
+    "AuditRecord",
+    "Decision",
+    "ExtraValue",
+    "Source",
+    "Tokens",
+    "audit_time",
+]
+
+Source = Literal["controlapi", "gateway", "plane"]
+Decision = Literal["allow", "deny"]
+ExtraValue: TypeAlias = str | int | float | bool | None
+
+SOURCES: Final = frozenset(get_args(Source))
+DECISIONS: Final = frozenset(get_args(Decision))
+_PRINCIPAL_KINDS: Final = frozenset(get_args(PrincipalKind))
+
+MAX_EXTRA_KEYS: Final = 16
+"""``extra`` is for a handful of facts (status code, grant, intent), not for payloads."""
+_MAX_EXTRA_KEY = 64
+_MAX_EXTRA_TEXT = 256
+_MAX_ID = 256
+"""Principal ids are SPIFFE IDs (up to 2048 bytes by the standard, ~100 in practice); names,
+actions, request ids and policy names are short. Longer text is cut."""
+_MAX_RESOURCE = 512
+_MAX_REASON = 1024
+_MAX_POLICIES = 32
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+"""What orjson can encode; a wider int would only fail later, on the writer thread."""
+
+_TEXT_FIELDS: Final = (
+    ("principal", _MAX_ID, False),
+    ("principal_kind", _MAX_ID, False),
+    ("action", _MAX_ID, False),
+    ("resource", _MAX_RESOURCE, False),
+    ("reason", _MAX_REASON, True),
+    ("request_id", _MAX_ID, True),
+)
+"""Text fields: name, longest kept, whether empty is allowed."""
+_NO_EXTRA: Final[Mapping[str, ExtraValue]] = MappingProxyType({})
+
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+
+
+def audit_time(when: datetime | None = None) -> str:
+    """RFC 3339 in UTC with microseconds: ``2026-11-27T10:15:30.123456Z`` (now by default)."""
+    value = datetime.now(UTC) if when is None else when.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _text(name: str, value: object, limit: int, *, empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"audit record: {name} must be a string, not {type(value).__name__}")
+    if not empty and not value:
+        raise ValueError(f"audit record: {name} must not be empty")
+    return _cut(value, limit)
+
+
+def _int_ok(value: int) -> bool:
+    return _INT_MIN <= value <= _INT_MAX
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Token counts of a gateway request (usage of a finished request, or the estimate)."""
+
+    prompt: int
+    completion: int
+
+    def __post_init__(self) -> None:
+        for name in ("prompt", "completion"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _INT_MAX:
+                raise ValueError(f"audit record: tokens.{name} must be a count, not {value!r}")
+
+    def to_dict(self) -> dict[str, int]:
+        return {"completion": self.completion, "prompt": self.prompt}
+
+
+def _extra(values: Mapping[str, ExtraValue]) -> Mapping[str, ExtraValue]:
+    if not isinstance(values, Mapping):
+        raise ValueError(f"audit record: extra must be a mapping, not {type(values).__name__}")
+    if len(values) > MAX_EXTRA_KEYS:
+        raise ValueError(f"audit record: extra has {len(values)} keys, at most {MAX_EXTRA_KEYS}")
+    clean: dict[str, ExtraValue] = {}
+    for key in sorted(values):
+        if not isinstance(key, str) or not key or len(key) > _MAX_EXTRA_KEY:
+            raise ValueError(
+                f"audit record: extra key {key!r} must be a string of 1-{_MAX_EXTRA_KEY} characters"
+            )
+        value = values[key]
+        if isinstance(value, str):
+            value = _cut(value, _MAX_EXTRA_TEXT)
+        elif isinstance(value, bool) or value is None:
+            pass
+        elif isinstance(value, int):
+            if not _int_ok(value):
+                raise ValueError(f"audit record: extra[{key!r}] = {value} is out of range")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(f"audit record: extra[{key!r}] must be finite, not {value}")
+        else:
+            raise ValueError(
+                f"audit record: extra[{key!r}] must be a string, number, boolean or null, "
+                f"not {type(value).__name__}"
+            )
+        clean[key] = value
+    return MappingProxyType(clean)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """One admit/refuse decision. Build with keywords; ``time`` defaults to now."""
+
+    source: Source
+    """Which process decided: ``controlapi`` (writes), ``gateway`` (requests), ``plane``."""
+    principal: str
+    """``Principal.id``: ``admin``, an agent's SPIFFE ID, ``apikey:<fingerprint>``, ``anonymous``.
+    Never a credential."""
+    principal_kind: str
+    """``Principal.kind``."""
+    action: str
+    """The Cedar action: ``infer``, ``embed``, ``create``, ``update``, ``delete``, ``approve``…"""
+    resource: str
+    """What was acted on: a Cedar entity (``ModelDeployment::"default/chat"``) or ``default/chat``."""
+    decision: Decision
+    policies: tuple[str, ...] = ()
+    """Names of the policies that decided (empty: the default deny, or no policy involved)."""
+    reason: str = ""
+    """Why, for a human: the policy's message, ``no policy permits``, ``token expired``…"""
+    request_id: str = ""
+    tokens: Tokens | None = None
+    extra: Mapping[str, ExtraValue] = field(default_factory=dict, hash=False)
+    """At most 16 scalar facts, e.g. ``{"status": 403, "grant": "g-12", "intent": "summarise"}``."""
+    time: str = field(default_factory=audit_time)
+    """When the decision was made: RFC 3339, UTC, microseconds (``audit_time``)."""
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"audit record: source must be one of {sorted(SOURCES)}")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"audit record: decision must be one of {sorted(DECISIONS)}")
+        if not isinstance(self.time, str) or not _TIME.match(self.time):
+            raise ValueError(
+                f"audit record: time {self.time!r} must be RFC 3339 UTC with microseconds "
+                "(use audit_time())"
+            )
+        # Fast path first: the checks below touch a field only when it needs fixing or refusing.
+        for name, limit, empty in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if type(value) is not str or len(value) > limit or not (value or empty):
+                object.__setattr__(self, name, _text(name, value, limit, empty=empty))
+        policies = self.policies
+        if (
+            type(policies) is not tuple
+            or len(policies) > _MAX_POLICIES
+            or any(type(p) is not str or len(p) > _MAX_ID for p in policies)
+        ):
+            if isinstance(policies, str) or not isinstance(policies, Iterable):
+                raise ValueError("audit record: policies must be a sequence of names")
+            policies = tuple(policies)
+            if len(policies) > _MAX_POLICIES:
+                raise ValueError(f"audit record: at most {_MAX_POLICIES} policies")
+            object.__setattr__(
+                self, "policies", tuple(_text("policies[]", p, _MAX_ID) for p in policies)
+            )
+        if self.tokens is not None and not isinstance(self.tokens, Tokens):
+            raise ValueError("audit record: tokens must be a Tokens or None")
+        object.__setattr__(self, "extra", _extra(self.extra) if self.extra else _NO_EXTRA)
+
+    @classmethod
+    def of(
+        cls,
+        principal: Principal,
+        *,
+        source: Source,
+        action: str,
+        resource: str,
+        decision: Decision,
+        policies: Iterable[str] = (),
+        reason: str = "",
+        request_id: str = "",
+        tokens: Tokens | None = None,
+        extra: Mapping[str, ExtraValue] | None = None,
+        time: str | None = None,
+    ) -> AuditRecord:
+        """A record about ``principal`` (its id and kind; never its credentials)."""
+        return cls(
+            source=source,
+            principal=principal.id,
+            principal_kind=principal.kind,
+            action=action,
+            resource=resource,
+            decision=decision,
+            policies=tuple(policies),
+            reason=reason,
+            request_id=request_id,
+            tokens=tokens,
+            extra={} if extra is None else extra,
+            time=audit_time() if time is None else time,
+        )
+
+    @property
+    def known_principal_kind(self) -> bool:
+        """Whether ``principal_kind`` is one of ``aviator.api.principal.PrincipalKind``."""
+        return self.principal_kind in _PRINCIPAL_KINDS
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data, keys in canonical (sorted) order."""
+        return {
+            "action": self.action,
+            "decision": self.decision,
+            "extra": dict(self.extra),
+            "policies": list(self.policies),
+            "principal": self.principal,
+            "principal_kind": self.principal_kind,
+            "reason": self.reason,
+            "request_id": self.request_id,
+            "resource": self.resource,
+            "source": self.source,
+            "time": self.time,
+            "tokens": None if self.tokens is None else self.tokens.to_dict(),
+        }
+
+    def to_json(self) -> bytes:
+        """Canonical JSON: sorted keys (nested too), no whitespace, UTF-8."""
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditRecord:
+        """The inverse of ``to_dict``; ``ValueError`` for anything that is not a record."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"an audit record is an object, not {type(data).__name__}")
+        unknown = set(data) - _FIELDS
+        if unknown:
+            raise ValueError(f"audit record: unknown field(s) {sorted(unknown)}")
+        missing = _REQUIRED - set(data)
+        if missing:
+            raise ValueError(f"audit record: missing field(s) {sorted(missing)}")
+        tokens = data.get("tokens")
+        if tokens is not None:
+            if not isinstance(tokens, Mapping) or set(tokens) != {"prompt", "completion"}:
+                raise ValueError("audit record: tokens must be {prompt, completion} or null")
+            tokens = Tokens(prompt=tokens["prompt"], completion=tokens["completion"])
+        policies = data.get("policies", [])
+        if not isinstance(policies, list):
+            raise ValueError("audit record: policies must be a list")
+        return cls(
+            source=data["source"],
+            principal=data["principal"],
+            principal_kind=data["principal_kind"],
+            action=data["action"],
+            resource=data["resource"],
+            decision=data["decision"],
+            policies=tuple(policies),
+            reason=data.get("reason", ""),
+            request_id=data.get("request_id", ""),
+            tokens=tokens,
+            extra=data.get("extra") or {},
+            time=data["time"],
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> AuditRecord:
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"an audit record is JSON: {exc}") from exc
+        return cls.from_dict(parsed)
+
+
+_FIELDS: Final = frozenset(
+    {
+        "action",
+        "decision",
+        "extra",
+        "policies",
+        "principal",
+        "principal_kind",
+        "reason",
+        "request_id",
+        "resource",
+        "source",
+        "time",
+        "tokens",
+    }
+)
+_REQUIRED: Final = frozenset(
+    {"action", "decision", "principal", "principal_kind", "resource", "source", "time"}
+)
