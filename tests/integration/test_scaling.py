@@ -92,15 +92,18 @@ async def test_the_autoscaler_follows_queue_depth_up_and_back_down(plane: PlaneP
 
     async with httpx.AsyncClient(base_url=endpoint, timeout=60) as http:
         body = {"model": "org/small-8B", "prompt": "hello", "max_tokens": 100}
-        load = [asyncio.create_task(http.post("/v1/completions", json=body)) for _ in range(6)]
-        # 5 waiting against a target of 1: up to the bound of 3 at once (no up window)
-        await async_wait_until(
-            lambda: md(plane, "elastic")["status"].get("desiredReplicas") == 3, timeout=20,
-            message="scaled up to replicas.max",
-        )  # fmt: skip
-        obj = md(plane, "elastic")
-        assert condition(obj, "ScalingLimited")["status"] == "True"
-        assert "replicas.max is 3" in condition(obj, "ScalingLimited")["message"]
+        # 11 waiting against a target of 1 (and ~30 s of work queued, so the queue stays long
+        # while the test looks): up to the bound of 3 at once (no up window), and held there.
+        load = [asyncio.create_task(http.post("/v1/completions", json=body)) for _ in range(12)]
+
+        def limited_at_max() -> bool:
+            obj = md(plane, "elastic")
+            if obj["status"].get("desiredReplicas") != 3:
+                return False
+            cond = condition(obj, "ScalingLimited")
+            return cond["status"] == "True" and "replicas.max is 3" in cond["message"]
+
+        await async_wait_until(limited_at_max, timeout=30, message="scaled up to replicas.max")
         await async_wait_until(
             lambda: md(plane, "elastic")["status"].get("readyReplicas") == 3, timeout=30,
             message="three replicas ready",

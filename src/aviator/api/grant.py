@@ -157,7 +157,7 @@ class GrantSpec(Model):
         default=900,
         ge=MIN_GRANT_SECONDS,
         le=MAX_GRANT_SECONDS,
-        description="How long the grant lasts once approved (at most 24 h).",
+        description="How long the grant lasts once approved: 60 s to 24 h.",
     )
 
     @field_validator("actions")

@@ -551,6 +551,8 @@ class CompiledPolicies:
     problems: tuple[str, ...] = ()
     """Grants left out of the set, and why."""
     _order: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _labels: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _sources: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _within: dict[str, frozenset[ent.EntityUid]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -574,6 +576,8 @@ class CompiledPolicies:
 
     def __post_init__(self) -> None:
         self._order.update((sid, n) for n, sid in enumerate(self.statements))
+        self._labels.update((sid, s.label) for sid, s in self.statements.items())
+        self._sources.update((sid, s.source) for sid, s in self.statements.items())
         for role in ("principal", "resource"):
             scopes = [getattr(s, role) for s in self.statements.values()]
             self._within[role] = frozenset(x.within for x in scopes if x.within is not None)
@@ -696,8 +700,12 @@ class CompiledPolicies:
             return _no_decision(detail, errors=errors)
         named_ids = diagnostics.get("id_annotations_by_reason") or {}
         ids = self._ordered([named_ids.get(r, r) for r in diagnostics.get("reason") or ()])
-        sources = tuple(dict.fromkeys(self.statements[i].source for i in ids))
-        labels = ", ".join(self.statements[i].label for i in ids)
+        sources: tuple[str, ...]
+        if len(ids) == 1:  # the common case
+            sources, labels = (self._sources[ids[0]],), self._labels[ids[0]]
+        else:
+            sources = tuple(dict.fromkeys(self._sources[i] for i in ids))
+            labels = ", ".join(self._labels[i] for i in ids)
         if answer["decision"] == "Allow":
             if scope and not scope.intersection(ids):
                 granted = ", ".join(sorted(s.removeprefix("grant:") for s in scope))
