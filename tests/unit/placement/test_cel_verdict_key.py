@@ -166,7 +166,7 @@ device_strategy = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(device_strategy, min_size=2, max_size=6))
 def test_equal_keys_mean_equal_verdicts(devices: list[dict[str, Any]]) -> None:
     contexts = [cel.selector_context(d) for d in devices]
