@@ -99,8 +99,9 @@ class Scheduler:
         self._local_engines = frozenset(local_engines)
         self._lock = asyncio.Lock()
         self._assumed: dict[str, _Assumed] = {}
-        # Verdicts and prepared CEL contexts survive between decisions while devices are
-        # unchanged: one claim on a 10,000-device fleet costs ~30 ms warm instead of ~1 s cold.
+        # Verdicts (per selector and selector-relevant device value) and prepared contexts survive
+        # between decisions, so a new node of a known shape costs no CEL evaluation at all
+        # (bench/placement.py: 1,000 claims over 10,000 devices, cold 0.45 s, warm 0.14 s).
         self._selectors = allocator.SelectorCache()
 
     def _taken(self, *, exclude: str) -> set[tuple[str, str]]:
