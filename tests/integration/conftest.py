@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.plane import PlaneProcess
+from tests.integration.plane import INVENTORY, PlaneProcess
 
 from aviator.client import Client
 
@@ -30,3 +30,14 @@ def plane(plane_dir: Path) -> Iterator[PlaneProcess]:
 async def client(plane: PlaneProcess) -> AsyncIterator[Client]:
     async with plane.client() as c:
         yield c
+
+
+@pytest.fixture
+def fleet(plane_dir: Path) -> Iterator[PlaneProcess]:
+    """A plane (no gateway) planning on the mixed example inventory."""
+    handle = PlaneProcess(data_dir=plane_dir)
+    handle.start("--no-gateway", "--inventory", INVENTORY)
+    try:
+        yield handle
+    finally:
+        handle.cleanup()

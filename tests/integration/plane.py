@@ -12,12 +12,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from aviator.client import Client
 
 REPO = Path(__file__).resolve().parents[2]
+INVENTORY = str(REPO / "examples" / "inventory-mixed.yaml")
+"""The mixed fleet of the examples (NVIDIA, AMD, Intel and CPU nodes in two regions)."""
 START_TIMEOUT_S = 60.0
 
 
@@ -86,7 +89,12 @@ class PlaneProcess:
         argv += ["--api-port", "0", "--gateway-port", "0", *extra]
         with (self.data_dir / "up.out").open("ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=self.env()
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+                env=self.env(),
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -176,3 +184,15 @@ async def async_wait_until(
             return
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s: {message}")
+
+
+def claiming_deployment(
+    name: str, accelerators: dict[str, Any], *, replicas: int = 1, **spec: Any
+) -> str:
+    """A ModelDeployment manifest (JSON) of an 8B-class model with an accelerator claim."""
+    body = {
+        "apiVersion": "aviator.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"model": {"name": f"org/{name}-8B"}, "accelerators": accelerators, "replicas": replicas, **spec},
+    }  # fmt: skip
+    return json.dumps(body)

@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
-from tests.integration.plane import REPO, PlaneProcess, wait_until
+from tests.integration.plane import INVENTORY, PlaneProcess, claiming_deployment, wait_until
 
-INVENTORY = str(REPO / "examples" / "inventory-mixed.yaml")
 AT_LEAST_80GI = "device.capacity['{d}'].memory.compareTo(quantity('80Gi')) >= 0"
 
 
-def md(name: str, accelerators: dict[str, Any], *, replicas: int = 1, **spec: Any) -> str:
-    body = {
-        "apiVersion": "aviator.dev/v1alpha1", "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"model": {"name": f"org/{name}-8B"}, "accelerators": accelerators, "replicas": replicas, **spec},
-    }  # fmt: skip
-    return orjson.dumps(body).decode()
-
-
-@pytest.fixture
-def fleet(plane_dir: Path) -> Any:
-    plane = PlaneProcess(data_dir=plane_dir)
-    plane.start("--no-gateway", "--inventory", INVENTORY)
-    try:
-        yield plane
-    finally:
-        plane.cleanup()
-
+md = claiming_deployment
 
 def replicas_of(plane: PlaneProcess, name: str) -> list[dict[str, Any]]:
     items = orjson.loads(plane.cli("get", "rep", "-o", "json").stdout)["items"]

@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from tests.integration.plane import REPO, PlaneProcess, wait_until
+from tests.integration.plane import PlaneProcess, claiming_deployment, wait_until
 
-INVENTORY = str(REPO / "examples" / "inventory-mixed.yaml")
 NVIDIA, AMD = "gpu.nvidia.com", "gpu.amd.com"
 
 
-def md(name: str, accelerators: dict[str, Any], *, replicas: int) -> str:
-    body = {
-        "apiVersion": "aviator.dev/v1alpha1", "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"model": {"name": f"org/{name}-8B"}, "accelerators": accelerators, "replicas": replicas},
-    }  # fmt: skip
-    return orjson.dumps(body).decode()
-
-
-@pytest.fixture
-def fleet(plane_dir: Path) -> Any:
-    plane = PlaneProcess(data_dir=plane_dir)
-    plane.start("--no-gateway", "--inventory", INVENTORY)
-    try:
-        yield plane
-    finally:
-        plane.cleanup()
-
+md = claiming_deployment
 
 def get_json(plane: PlaneProcess, *args: str) -> Any:
     result = plane.cli(*args, "-o", "json")
