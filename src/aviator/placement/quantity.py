@@ -258,8 +258,12 @@ def _canonical(quantity: Quantity) -> str:
     if nanos == 0:
         return "0"
     fmt = quantity.format
-    if fmt is Format.BINARY_SI and (abs(nanos) < 1024 * NANO or nanos % NANO):
-        # Small or fractional binary values would round or confuse: written in decimal instead.
+    if fmt is Format.BINARY_SI and (
+        abs(nanos) < 1024 * NANO or nanos % NANO or (nanos // NANO) % 1024
+    ):
+        # Small, fractional or suffix-less binary values are written in decimal: a bare number
+        # parses back as decimal, so writing it bare would make the canonical form not a fixed
+        # point ("225000" -> "225k").
         fmt = Format.DECIMAL_SI
     if fmt is Format.BINARY_SI:
         mantissa, power = nanos // NANO, 0
