@@ -1,36 +1,49 @@
-"""Policy decisions: latency of ``CompiledPolicies.decide`` (budget p99 ≤ 200 µs, issue 5) and
+"""Policy decisions: latency of ``CompiledPolicies.decide`` (budget p99 <= 200 us, issue 5) and
 compile time.
 
 Builds a realistic governance set: 10 namespaces, 1,000 agents, 200 ModelDeployments (a fifth of
-them critical), 50 Policy statements in 13 Policy objects — per-namespace permits scoped
+them critical), 50 Policy statements in 13 Policy objects (per-namespace permits scoped
 ``principal in``/``resource in`` a namespace, per-owner embedding permits and model rules in
 ``when`` clauses, token, hour and intent forbids on the context, write rules, grant-request rules
-with ``@approval`` — and 100 active grants that open deployments of other namespaces to single
+with ``@approval``) and 100 active grants that open deployments of other namespaces to single
 agents. Then times ``decide`` with ``time.perf_counter_ns`` (wall) and ``time.thread_time_ns`` (CPU
 of this thread, which leaves out time the scheduler gave other processes) over ``--decisions``
 random gateway requests (``infer``/``embed`` by a random agent on a random deployment, 80 % in its
 own namespace, with a random token estimate, priority and hour; one in ten names a purpose or a
-grant); then requests of grant holders naming their grant on a granted deployment; then Control API
-``update`` writes with the written object overlaid; then the gateway requests through the public
-``cedarpy.is_authorized`` wrapper instead of the direct call ``decide`` makes. Each stream runs
-twice: the first pass pays for building each slice on first use, the second is the steady state.
-Compile time: cold (a fresh engine), and recompiles after one grant changed and with nothing
-changed.
+grant), requests of grant holders naming their grant, and Control API ``update`` writes with the
+written object overlaid:
 
-    .venv/bin/python bench/policy.py [--decisions 20000] [--runs 5] [--seed 7]
+- **miss**: a compiled set that remembers no decision (``decision_cache_size=0``), slices built:
+  every decision goes to Cedar, as a decision-cache miss does;
+- **first pass**: a fresh compiled set, so slices are built on first use as well;
+- **warm**: the same requests again on a compiled set that remembered them;
+- **new contexts**: the same agents and deployments with fresh random token estimates, priorities
+  and hours on the warm set: decisions are remembered per class of context (the values the slice
+  can tell apart), so most of these are hits too; the hit rate is printed.
+
+Every stream is timed ``--runs`` times, each with the collector as configured and with
+``gc.freeze()`` after compile (what a long-lived process can do after each compile); p50/p99 are
+given as the best and the median of the runs. Writes are never remembered (the written object
+overlays the graph). Then the floor (an empty policy set) and the public ``cedarpy.is_authorized``
+wrapper, both on the miss path. Compile time: cold (a fresh engine), and recompiles after one grant
+changed and with nothing changed.
+
+    .venv/bin/python bench/policy.py [--decisions 20000] [--runs 3] [--seed 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import importlib.metadata
 import os
 import platform
 import random
 import statistics
 import time
 import timeit
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,14 +61,14 @@ PURPOSES = ["summaries", "support", "batch-eval", "prod-chat", "research"]
 def build_objects(
     *, agents: int, deployments: int, grants: int, rng: random.Random
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    agent_objs = [
+    agent_objs: list[dict[str, Any]] = [
         {
             "metadata": {"namespace": NAMESPACES[i % 10], "name": f"agent-{i}"},
             "spec": {"owner": OWNERS[i % 20], "purpose": PURPOSES[i % 5]},
         }
         for i in range(agents)
     ]
-    md_objs = [
+    md_objs: list[dict[str, Any]] = [
         {
             "metadata": {"namespace": NAMESPACES[i % 10], "name": f"md-{i}"},
             "spec": {
@@ -191,6 +204,9 @@ when { principal.purpose == "research" && resource.namespace == principal.namesp
     return policies
 
 
+Request = tuple[Principal, str, ent.EntityUid | ent.Entity, dict[str, Any] | None]
+
+
 def percentiles(samples: Sequence[int]) -> dict[str, float]:
     ordered = sorted(samples)
     n = len(ordered)
@@ -199,44 +215,55 @@ def percentiles(samples: Sequence[int]) -> dict[str, float]:
         "p90": ordered[int(n * 0.9)] / 1000,
         "p99": ordered[int(n * 0.99)] / 1000,
         "max": ordered[-1] / 1000,
-        "mean": statistics.fmean(ordered) / 1000,
     }
 
 
 def timed(
-    calls: Sequence[Callable[[], policy_engine.Decision]],
+    compiled: policy_engine.CompiledPolicies, requests: Sequence[Request]
 ) -> tuple[list[int], list[int], float]:
-    """Wall (``perf_counter_ns``) and CPU (``thread_time_ns``) time of each call, and the allow
-    rate."""
+    """Wall (``perf_counter_ns``) and CPU (``thread_time_ns``) time of each decision, and the
+    allow rate."""
     wall, cpu = [], []
     allowed = 0
-    for call in calls:
+    decide = compiled.decide
+    for principal, action, resource, context in requests:
         start_cpu = time.thread_time_ns()
         start = time.perf_counter_ns()
-        decision = call()
+        decision = decide(principal, action, resource, context)
         wall.append(time.perf_counter_ns() - start)
         cpu.append(time.thread_time_ns() - start_cpu)
         allowed += decision.allowed
-    return wall, cpu, allowed / len(calls)
+    return wall, cpu, allowed / len(requests)
 
 
-def report(label: str, measured: tuple[list[int], list[int], float]) -> None:
-    wall, cpu, allow_rate = measured
-    p, c = percentiles(wall), percentiles(cpu)
-    print(
-        f"{label:40s} n={len(wall):6d}  wall p50 {p['p50']:6.1f}  p90 {p['p90']:6.1f}  "
-        f"p99 {p['p99']:7.1f}  max {p['max']:8.1f} µs | cpu p50 {c['p50']:6.1f}  "
-        f"p99 {c['p99']:6.1f} µs | allowed {allow_rate:5.1%}"
-    )
+class Runs:
+    """Percentiles of each run of one stream; printed as best / median of the runs."""
 
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.wall: list[dict[str, float]] = []
+        self.cpu: list[dict[str, float]] = []
+        self.allowed = 0.0
+        self.hits: list[float] = []
 
-def cold_then_warm(label: str, calls: Sequence[Callable[[], policy_engine.Decision]]) -> None:
-    """The first pass builds each slice on first use (a fresh compiled set); the second is the
-    steady state."""
-    gc.collect()
-    report(f"{label} (first pass)", timed(calls))
-    gc.collect()
-    report(f"{label}", timed(calls))
+    def add(self, measured: tuple[list[int], list[int], float], hits: float | None = None) -> None:
+        wall, cpu, self.allowed = measured
+        self.wall.append(percentiles(wall))
+        self.cpu.append(percentiles(cpu))
+        if hits is not None:
+            self.hits.append(hits)
+
+    def line(self) -> str:
+        def both(runs: list[dict[str, float]], key: str) -> str:
+            values = [r[key] for r in runs]
+            return f"{min(values):7.1f} /{statistics.median(values):7.1f}"
+
+        hits = f" | hits {statistics.median(self.hits):6.1%}" if self.hits else ""
+        return (
+            f"{self.label:44s} wall p50 {both(self.wall, 'p50')}  p99 {both(self.wall, 'p99')}"
+            f" | cpu p50 {both(self.cpu, 'p50')}  p99 {both(self.cpu, 'p99')}"
+            f" | allowed {self.allowed:5.1%}{hits}"
+        )
 
 
 def main() -> None:
@@ -245,12 +272,20 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--deployments", type=int, default=200)
     parser.add_argument("--grants", type=int, default=100)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
-    print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs")
+    cpu_model = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        cpu_model = next(
+            (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?"
+        )
+    print(
+        f"python {platform.python_version()} on {platform.machine()} ({cpu_model}), "
+        f"{os.cpu_count()} CPUs, cedarpy {importlib.metadata.version('cedarpy')}"
+    )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     # How fast this interpreter runs right now, to compare runs on a shared machine.
     calibration = min(timeit.repeat("sum(range(1000))", number=1000, repeat=5)) * 1000
@@ -303,8 +338,7 @@ def main() -> None:
 
     def request(
         agent: dict[str, Any], md: dict[str, Any], *, intent: str = "", grant: str = ""
-    ) -> Callable[[], policy_engine.Decision]:
-        who = principal(agent)
+    ) -> Request:
         uid = ent.object_uid("ModelDeployment", md["metadata"]["namespace"], md["metadata"]["name"])
         action = "embed" if md["spec"]["model"]["name"].startswith("embed") else "infer"
         context = policy_engine.inference_context(
@@ -315,15 +349,14 @@ def main() -> None:
             intent=intent,
             grant=grant,
         )
-        shapes.append((who, action, uid))
-        return lambda: compiled.decide(who, action, uid, context)
+        return principal(agent), action, uid, context
 
     # Mostly the agent's own namespace (where standing policy applies), some elsewhere.
     by_ns: dict[str, list[dict[str, Any]]] = {}
     for md in deployments:
         by_ns.setdefault(md["metadata"]["namespace"], []).append(md)
-    shapes: list[tuple[Principal, str, ent.EntityUid]] = []
-    calls = []
+    gateway: list[Request] = []
+    pairs: list[tuple[dict[str, Any], dict[str, Any], str, str]] = []
     for _ in range(args.decisions):
         agent = rng.choice(agents)
         own = by_ns[agent["metadata"]["namespace"]]
@@ -331,9 +364,11 @@ def main() -> None:
         roll = rng.random()
         intent = rng.choice(PURPOSES) if roll < 0.05 else ""
         named = "grant-0" if 0.05 <= roll < 0.1 else ""
-        calls.append(request(agent, md, intent=intent, grant=named))
-    cold_then_warm("gateway requests (infer/embed)", calls)
-    sizes = [len(compiled.statements_for(*shape)) for shape in shapes[: args.decisions]]
+        pairs.append((agent, md, intent, named))
+        gateway.append(request(agent, md, intent=intent, grant=named))
+    # The same agents, deployments and declared intents; new token estimates, priorities, hours.
+    fresh = [request(agent, md, intent=intent, grant=named) for agent, md, intent, named in pairs]
+    sizes = [len(compiled.statements_for(*r[:3])) for r in gateway]
     print(
         f"statements evaluated per gateway request: mean {statistics.fmean(sizes):.1f}, "
         f"max {max(sizes)} (of {len(compiled.statements)})"
@@ -344,38 +379,78 @@ def main() -> None:
         f'ModelDeployment::"{m["metadata"]["namespace"]}/{m["metadata"]["name"]}"': m
         for m in deployments
     }
-    granted = []
+    granted: list[Request] = []
     for _ in range(args.decisions // 4):
         grant = rng.choice(grants)
         agent = agent_by_key[f"{grant['metadata']['namespace']}/{grant['spec']['agent']}"]
         md = md_by_ref[rng.choice(grant["spec"]["resources"])]
         granted.append(request(agent, md, grant=grant["metadata"]["name"]))
-    cold_then_warm("requests naming their grant", granted)
 
-    writes = []
+    writes: list[Request] = []
     for _ in range(args.decisions // 10):
         agent = rng.choice(agents)
         md = rng.choice(by_ns[agent["metadata"]["namespace"]])
-        who = principal(agent)
         entity = ent.deployment_entity(
             {**md, "spec": {**md["spec"], "priority": rng.choice(("standard", "critical"))}}
         )
-        writes.append(lambda who=who, entity=entity: compiled.decide(who, "update", entity))
-    cold_then_warm("Control API update (object overlaid)", writes)
+        writes.append((principal(agent), "update", entity, None))
+
+    # "warm" means something only if the cache holds a stream: the default holds these.
+    print(f"decision cache: {policy_engine.DECISION_CACHE_SIZE} entries per compiled set")
+    streams = (
+        ("gateway requests (infer/embed)", gateway),
+        ("requests naming their grant", granted),
+        ("Control API update (object overlaid)", writes),
+    )
+    results: dict[str, Runs] = {}
+
+    def runs(label: str) -> Runs:
+        return results.setdefault(label, Runs(label))
+
+    uncached_engine = policy_engine.PolicyEngine(decision_cache_size=0)
+    for _ in range(args.runs):
+        for frozen in (False, True):
+            tag = " [gc.freeze]" if frozen else ""
+            for name, stream in streams:
+                gc.collect()
+                _, first = compile_with(policy_engine.PolicyEngine(), grants)
+                _, uncached = compile_with(uncached_engine, grants)
+                if frozen:
+                    gc.freeze()
+                runs(f"{name}, first pass{tag}").add(timed(first, stream))
+                timed(uncached, stream)  # build its slices
+                runs(f"{name}, miss{tag}").add(timed(uncached, stream))
+                if stream is not writes:
+                    runs(f"{name}, warm{tag}").add(timed(first, stream))
+                if stream is gateway:
+                    before = len(first._decisions)  # white-box: what was remembered
+                    measured = timed(first, fresh)
+                    hits = 1 - (len(first._decisions) - before) / len(fresh)
+                    runs(f"{name}, new contexts{tag}").add(measured, hits)
+                if frozen:
+                    gc.unfreeze()
+                del first, uncached
+    for stream_runs in results.values():
+        print(stream_runs.line())
 
     # The floor: the same requests against an empty policy set (context check, request encoding,
-    # Cedar building the request, the answer), rebinding the name the calls read.
-    full = compiled
-    compiled = engine.compile([], now=NOW, agents=agents, deployments=deployments)
-    report("floor: same requests, no statements", timed(calls))
-    compiled = full
-
-    raw = policy_engine._RAW_AUTHORIZE
-    policy_engine._RAW_AUTHORIZE = None  # the public cedarpy.is_authorized wrapper
-    try:
-        report("gateway requests via cedarpy.is_authorized", timed(calls))
-    finally:
-        policy_engine._RAW_AUTHORIZE = raw
+    # Cedar building the request, the answer), on the miss path.
+    empty = uncached_engine.compile([], now=NOW, agents=agents, deployments=deployments)
+    floor = Runs("floor: gateway requests, no statements, miss")
+    public = Runs("gateway requests via cedarpy.is_authorized, miss")
+    _, uncached = compile_with(uncached_engine, grants)
+    timed(uncached, gateway)
+    for _ in range(args.runs):
+        gc.collect()
+        floor.add(timed(empty, gateway))
+        raw = policy_engine._RAW_AUTHORIZE
+        policy_engine._RAW_AUTHORIZE = None  # the public cedarpy.is_authorized wrapper
+        try:
+            public.add(timed(uncached, gateway))
+        finally:
+            policy_engine._RAW_AUTHORIZE = raw
+    print(floor.line())
+    print(public.line())
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -38,6 +38,17 @@ re-parses only what changed.
   grant: it is allowed only if such a grant is among the permitting statements, even when a
   standing policy would allow it. A named grant that is not active denies.
 
+**Remembering decisions.** A decision is a pure function of the compiled set, the principal, the
+action, the resource and the context, so each compiled set remembers the decisions about entities
+of its graph (bounded, oldest out first; a write's overlaid object is never remembered). The
+context part of the key is its *class* for the slice: a Long only compared with literals counts by
+its position among them (``estimatedTokens`` 200 and 1500 are alike for ``<= 16000``), a String
+only compared by ``==``/``!=`` with literals by which one it equals, anything else by value; the
+declared intent and grant always by value. Contexts of one class get the same answer from every
+statement of the slice, errors included, so a remembered decision is the one Cedar would give
+(``tests/unit/policy/test_decision_cache.py`` checks it against a set that remembers nothing).
+Reading the memo takes no lock (one dict lookup); adding to it does.
+
 Decisions pass pre-parsed handles and no schema to Cedar (the context check above stands in for
 Cedar's request validation, which costs more than the decision), so the request path parses
 nothing but the request.
@@ -47,11 +58,12 @@ from __future__ import annotations
 
 import json
 import threading
+from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import cedarpy
 import orjson
@@ -135,6 +147,11 @@ class Statement:
     """What its scope requires of the resource."""
     context: frozenset[str] | None = frozenset()
     """The context attributes its conditions read; None when it uses ``context`` whole."""
+    context_values: Mapping[str, frozenset[int | str] | None] = field(default_factory=dict)
+    """Per context attribute whose value its conditions read: the literals it is only ever
+    compared with (``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``), or None when it is read any other
+    way (``like``, arithmetic, compared with another attribute). Attributes only tested with
+    ``has`` are absent. This is what lets decisions be remembered per class of context values."""
 
     @property
     def label(self) -> str:
@@ -309,6 +326,66 @@ def _context_reads(conditions: Any) -> frozenset[str] | None:
     return frozenset(found)
 
 
+_COMPARISONS: Final = frozenset(("==", "!=", "<", "<=", ">", ">="))
+
+
+def _context_attr(node: Any) -> str | None:
+    """``X`` when ``node`` is ``context.X`` (or ``context["X"]``) in Cedar's JSON form."""
+    if isinstance(node, dict) and len(node) == 1:
+        inner = node.get(".")
+        if isinstance(inner, dict) and inner.get("left") == _CONTEXT_VAR:
+            return str(inner.get("attr"))
+    return None
+
+
+def _literal(node: Any) -> int | str | None:
+    """The value of a Long or String literal (``{"Value": 3}``), else None (booleans too)."""
+    if isinstance(node, dict) and len(node) == 1 and "Value" in node:
+        value = node["Value"]
+        if type(value) is int or type(value) is str:
+            return value
+    return None
+
+
+def _context_values(conditions: Any) -> dict[str, frozenset[int | str] | None]:
+    """Per context attribute whose value conditions (Cedar's JSON form) read: the literals it is
+    compared with, or None when it is read in any other way (see ``Statement.context_values``)."""
+    literals: dict[str, set[int | str]] = {}
+    exact: set[str] = set()
+    pending = [conditions]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        if (attr := _context_attr(node)) is not None:
+            exact.add(attr)  # reached other than as one side of a comparison with a literal
+            continue
+        if len(node) == 1:
+            ((op, inner),) = node.items()
+            if op in _COMPARISONS and isinstance(inner, dict):
+                left, right = inner.get("left"), inner.get("right")
+                for side, other in ((left, right), (right, left)):
+                    attr, value = _context_attr(side), _literal(other)
+                    if op not in ("==", "!=") and type(value) is not int:
+                        value = None  # ``<`` on a String is an error: leave it to Cedar
+                    if attr is not None and value is not None:
+                        literals.setdefault(attr, set()).add(value)
+                        break
+                else:
+                    pending.extend(inner.values())
+                continue
+            if op == "has" and isinstance(inner, dict) and inner.get("left") == _CONTEXT_VAR:
+                continue  # ``context has X``: the context's attributes are fixed by the schema
+        pending.extend(node.values())
+    return {
+        attr: None if attr in exact else frozenset(literals.get(attr, ()))
+        for attr in exact | set(literals)
+    }
+
+
 def _statement_text(sid: str, body: Mapping[str, Any]) -> str:
     annotations = {k: v for k, v in (body.get("annotations") or {}).items() if k != "id"}
     tagged = {**body, "annotations": {"id": sid, **annotations}}
@@ -344,8 +421,87 @@ class _Lru(Generic[K, V]):
             return value
 
 
+class _ValueClass(NamedTuple):
+    """How a decision depends on one context attribute, for the slice that reads it."""
+
+    attr: str
+    cuts: tuple[int, ...] | None = None
+    """A Long only compared with these literals (sorted): only its position among them matters."""
+    literals: frozenset[str] | None = None
+    """A String only compared with these literals by ``==``/``!=``: only which one it is (if any)
+    matters. Neither ``cuts`` nor ``literals``: its exact value matters."""
+
+
+_OTHER: Final = None
+"""The class of a String equal to none of the literals it is compared with."""
+
+
+def value_plan(statements: Iterable[Statement]) -> tuple[_ValueClass, ...] | None:
+    """What of the context the decisions of a slice (``statements``) depend on: per attribute
+    whose value some statement reads, its ``_ValueClass``; None when a statement uses ``context``
+    whole (then every value matters)."""
+    uses: dict[str, set[int | str] | None] = {}
+    for statement in statements:
+        if statement.context is None:
+            return None
+        for attr, literals in statement.context_values.items():
+            if literals is None:
+                uses[attr] = None
+            elif (seen := uses.setdefault(attr, set())) is not None:
+                seen.update(literals)
+    plan = []
+    for attr in sorted(uses):
+        kind, seen = schema.INFERENCE_CONTEXT.get(attr), uses[attr]
+        if kind is None:
+            continue  # not an attribute of the context: reading it fails whatever the values
+        longs = [v for v in seen or () if type(v) is int]
+        strings = frozenset(v for v in seen or () if type(v) is str)
+        if seen is not None and kind is int and len(longs) == len(seen):
+            plan.append(_ValueClass(attr, cuts=tuple(sorted(longs))))
+        elif seen is not None and kind is str and len(strings) == len(seen):
+            plan.append(_ValueClass(attr, literals=strings))
+        else:  # read otherwise, or compared with a literal of another type: by value
+            plan.append(_ValueClass(attr))
+    return tuple(plan)
+
+
+def context_class(plan: tuple[_ValueClass, ...] | None, context: Mapping[str, Any]) -> Hashable:
+    """The class of ``context`` under ``plan`` (``value_plan``): two contexts (valid for the
+    action) of the same class get the same decision from the slice, for every statement in it
+    compares each attribute only as the plan says.
+
+    For a Long compared with literals ``t``, the position ``bisect_left(cuts, v)`` and whether
+    ``v`` equals the cut there fix the sign of ``v - t`` for every ``t``, hence every comparison."""
+    if plan is None:
+        return tuple(sorted(context.items()))
+    out: list[Any] = []
+    for attr, cuts, literals in plan:
+        value = context[attr]
+        if cuts is not None:
+            at = bisect_left(cuts, value)
+            out.append(2 * at + (at < len(cuts) and cuts[at] == value))
+        elif literals is not None:
+            out.append(value if value in literals else _OTHER)
+        else:
+            out.append(value)
+    return tuple(out)
+
+
+class _Slice(NamedTuple):
+    """The compiled form of one slice."""
+
+    policies: cedarpy.PolicySet
+    reads: tuple[str, ...] | None
+    """The context attributes to pass Cedar (None: all)."""
+    plan: tuple[_ValueClass, ...] | None
+    """What of the context its decisions depend on (``value_plan``)."""
+
+
 _Builder = Callable[[tuple[str, ...], tuple[str, ...]], cedarpy.PolicySet]
 """``(shared statement texts, a principal's own) -> policy set``: the engine's cached builder."""
+
+DECISION_CACHE_SIZE = 32_768
+"""Decisions remembered per compiled set by default (about 0.6 KiB each: some 20 MiB full)."""
 
 MAX_SLICES = 65_536
 """Slice keys remembered per compiled set; past it, slices are still found in the engine's cache
@@ -358,9 +514,17 @@ class PolicyEngine:
     Long-lived: it keeps what it parsed for the next compile. Not for concurrent ``compile`` calls
     from several threads (decisions on the handles it returns are)."""
 
-    def __init__(self, *, validate: bool = True, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        *,
+        validate: bool = True,
+        cache_size: int = 4096,
+        decision_cache_size: int = DECISION_CACHE_SIZE,
+    ) -> None:
         self._schema = schema.schema_handle()
         self._validate = validate
+        self._decision_cache_size = decision_cache_size
+        """Decisions each compiled set remembers (0: none; see ``CompiledPolicies.decide``)."""
         """Validate every Policy against the schema on compile (admission did already; this
         catches policies stored before a schema change). Cached per text."""
         self._policies: _Lru[tuple[str, str], tuple[Statement, ...] | list[str]] = _Lru(cache_size)
@@ -450,6 +614,7 @@ class PolicyEngine:
             grant_names=frozenset(known),
             valid_until=min(expiries, default=None),
             problems=tuple(skipped),
+            decision_cache_size=self._decision_cache_size,
         )
 
     def _policy(self, name: str, text: str) -> tuple[Statement, ...] | list[str]:
@@ -482,6 +647,7 @@ class PolicyEngine:
                     principal=_scope(body.get("principal") or {}),
                     resource=_scope(body.get("resource") or {}),
                     context=_context_reads(body.get("conditions") or []),
+                    context_values=_context_values(body.get("conditions") or []),
                 )
             )
         return self._policies.put((name, text), tuple(out))
@@ -550,6 +716,8 @@ class CompiledPolicies:
     """The earliest expiry among the compiled grants: compile again by then."""
     problems: tuple[str, ...] = ()
     """Grants left out of the set, and why."""
+    decision_cache_size: int = DECISION_CACHE_SIZE
+    """Decisions remembered (0: none)."""
     _order: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _labels: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _sources: dict[str, str] = field(default_factory=dict, init=False, repr=False)
@@ -563,16 +731,20 @@ class CompiledPolicies:
         default_factory=dict, init=False, repr=False
     )
     """Per role and uid: the scope entities it is or is in (filled on first use)."""
-    _slices: dict[tuple[Any, ...], tuple[cedarpy.PolicySet, tuple[str, ...] | None]] = field(
+    _slices: dict[tuple[Any, ...], _Slice] = field(default_factory=dict, init=False, repr=False)
+    """Per slice key (``_key``): its policy set, the context attributes its statements read and
+    what of their values decides, filled on first use."""
+    _direct: dict[tuple[str, ent.EntityUid, ent.EntityUid], _Slice] = field(
         default_factory=dict, init=False, repr=False
     )
-    """Per slice key (``_key``): its policy set and the context attributes its statements read
-    (None: all), filled on first use."""
-    _direct: dict[
-        tuple[str, ent.EntityUid, ent.EntityUid],
-        tuple[cedarpy.PolicySet, tuple[str, ...] | None],
-    ] = field(default_factory=dict, init=False, repr=False)
     """The same by ``(action, principal, resource)``: one lookup on the request path."""
+    _decisions: dict[tuple[Any, ...], Decision] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    """Decisions by ``(action, principal, resource, context class, grant, intent)``, oldest
+    first."""
+    _remembering: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    """Held to add to ``_decisions`` (reading needs no lock: one dict lookup is atomic)."""
 
     def __post_init__(self) -> None:
         self._order.update((sid, n) for n, sid in enumerate(self.statements))
@@ -632,6 +804,11 @@ class CompiledPolicies:
         evaluated over the principal, the resource, the overlay and what they reach through parents
         and entity attributes. ``context`` is required for ``infer``/``embed``
         (``inference_context``) and empty otherwise.
+
+        Decisions about entities of the graph (no overlay) are remembered, per principal, action,
+        resource and the *class* of the context its slice can tell apart (``context_class``): a
+        decision is a pure function of those for a compiled set, so a remembered one is the one
+        Cedar would give.
         """
         if isinstance(principal, Principal):
             if principal.kind == "admin":
@@ -646,12 +823,50 @@ class CompiledPolicies:
             p_uid = principal
         if problem := schema.context_problem(action, context):
             return _no_decision(problem)
-        if isinstance(resource, ent.Entity):
-            r_uid = resource.uid
-            overlay: Sequence[ent.Entity] = (*entities, resource)
+        if isinstance(resource, ent.Entity) or entities:
+            overlay: Sequence[ent.Entity] = entities
+            if isinstance(resource, ent.Entity):
+                overlay = (*entities, resource)
+                resource = resource.uid
+            return self._evaluate(p_uid, action, resource, context, overlay)
+        r_uid = resource
+        if self.decision_cache_size <= 0:
+            return self._evaluate(p_uid, action, r_uid, context, ())
+        try:
+            found = self._policy_set(action, p_uid, r_uid, ())
+        except ValueError as exc:  # a compiled statement Cedar would not parse: never expected
+            return _no_decision(f"policy set: {exc}")
+        if context is not None and action in schema.INFERENCE_ACTIONS:
+            key: tuple[Any, ...] = (
+                action,
+                p_uid,
+                r_uid,
+                context_class(found.plan, context),
+                context["grant"],
+                context["intent"],
+            )
         else:
-            r_uid, overlay = resource, entities
+            key = (action, p_uid, r_uid)
+        if (remembered := self._decisions.get(key)) is not None:
+            return remembered
+        decision = self._evaluate(p_uid, action, r_uid, context, (), found)
+        with self._remembering:
+            decisions = self._decisions
+            while len(decisions) >= self.decision_cache_size:
+                del decisions[next(iter(decisions))]  # the oldest
+            decisions[key] = decision
+        return decision
 
+    def _evaluate(
+        self,
+        p_uid: ent.EntityUid,
+        action: str,
+        r_uid: ent.EntityUid,
+        context: Mapping[str, Any] | None,
+        overlay: Sequence[ent.Entity],
+        found: _Slice | None = None,
+    ) -> Decision:
+        """The decision Cedar gives for a request whose context was checked."""
         scope: frozenset[str] = frozenset()
         if context is not None and action in schema.INFERENCE_ACTIONS:
             named, intent = context["grant"], context["intent"]
@@ -683,15 +898,19 @@ class CompiledPolicies:
             "action": _ACTION_UIDS[action],
             "resource": r_uid.to_json(),
         }
-        try:
-            policy_set, reads = self._policy_set(action, p_uid, r_uid, overlay)
-        except ValueError as exc:  # a compiled statement Cedar would not parse: never expected
-            return _no_decision(f"policy set: {exc}")
+        if found is None:
+            try:
+                found = self._policy_set(action, p_uid, r_uid, overlay)
+            except ValueError as exc:  # a compiled statement Cedar would not parse: never expected
+                return _no_decision(f"policy set: {exc}")
+        policy_set, reads = found.policies, found.reads
         if context is not None and action in schema.INFERENCE_ACTIONS:
             if reads is None:
                 request["context"] = orjson.dumps(context).decode()
             elif reads:
-                request["context"] = orjson.dumps({k: context[k] for k in reads}).decode()
+                # ``context has X`` of an attribute the context lacks reads nothing to pass.
+                trimmed = {k: context[k] for k in reads if k in context}
+                request["context"] = orjson.dumps(trimmed).decode()
         answer = _authorize(request, policy_set, cedar_entities)
         diagnostics = answer.get("diagnostics") or {}
         errors = tuple(str(e) for e in diagnostics.get("errors") or ())
@@ -744,7 +963,7 @@ class CompiledPolicies:
         p_uid: ent.EntityUid,
         r_uid: ent.EntityUid,
         overlay: Sequence[ent.Entity],
-    ) -> tuple[cedarpy.PolicySet, tuple[str, ...] | None]:
+    ) -> _Slice:
         if not overlay and (hit := self._direct.get((action, p_uid, r_uid))) is not None:
             return hit
         key = self._key(action, p_uid, r_uid, overlay)
@@ -759,7 +978,7 @@ class CompiledPolicies:
                 tuple(self.statements[i].text for i in shared),
                 tuple(self.statements[i].text for i in own),
             )
-            found = (policy_set, reads)
+            found = _Slice(policy_set, reads, value_plan(chosen))
             if len(self._slices) < MAX_SLICES:
                 self._slices[key] = found
         if not overlay and len(self._direct) < MAX_SLICES:

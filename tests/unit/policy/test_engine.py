@@ -239,16 +239,18 @@ def test_statements_for_one_principal_apply_to_that_principal_only(
 
 
 def test_public_cedarpy_path_gives_the_same_answers(
-    compiled: engine.CompiledPolicies, monkeypatch: pytest.MonkeyPatch
+    policy_engine: engine.PolicyEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cases = [
         (BOT, "infer", md("team-a", "chat"), ctx()),
         (BOT, "infer", md("team-a", "chat"), ctx(hour=23, estimatedTokens=9000)),
         (BOT, "infer", md("team-b", "chat"), ctx()),
     ]
-    direct = [compiled.decide(*case) for case in cases]
+    direct = [compile_with(policy_engine, SAME_NAMESPACE, LIMITS).decide(*c) for c in cases]
     monkeypatch.setattr(engine, "_RAW_AUTHORIZE", None)
-    assert [compiled.decide(*case) for case in cases] == direct
+    # A fresh compiled set each time: nothing remembered from the direct path.
+    public = [compile_with(policy_engine, SAME_NAMESPACE, LIMITS).decide(*c) for c in cases]
+    assert public == direct
 
 
 def test_compile_refuses_a_broken_policy_naming_it(policy_engine: engine.PolicyEngine) -> None:
