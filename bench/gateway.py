@@ -3,7 +3,8 @@
 Starts, each in its own process on 127.0.0.1: a minimal aiohttp upstream that answers every
 ``POST /v1/chat/completions`` with a fixed 259-byte chat completion (as in
 shared/reference/peers.md), and the gateway routing one model to it (its endpoint table filled
-directly, no Control API; API-key authentication on unless ``--no-auth``). Then it drives each
+directly, no Control API; the client authenticates with the admin token, which the policy
+engine admits without evaluation, unless ``--insecure``). Then it drives each
 target with a bounded load — ``wrk -t1 -cC -dTs --latency`` when wrk is installed, else an aiohttp
 client (N requests or T seconds, whichever ends first) — at each concurrency, and prints p50/p99
 latency and req/s for both, the gateway's added latency and its share of direct throughput, and
@@ -22,7 +23,7 @@ source tree, for a before/after comparison in one run.
 Everything shares the machine's cores, so figures are relative; run it on an idle machine.
 
     .venv/bin/python bench/gateway.py [--seconds 10] [--requests 50000] [--concurrency 1 16]
-        [--driver auto|wrk|aiohttp] [--no-auth] [--with-naive] [--with-vllm-router]
+        [--driver auto|wrk|aiohttp] [--insecure] [--with-naive] [--with-vllm-router]
         [--vllm-router PATH] [--with-litellm] [--litellm PATH] [--workers N [M ...]]
         [--rounds R] [--baseline SRC] [--json]
 """
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -135,14 +137,29 @@ async def _naive_main(upstream: str) -> None:
     await session.close()
 
 
-async def _gateway_main(upstream: str, *, no_auth: bool, port: int = 0) -> None:
+class _NoObjects:
+    """A ``ListWatch`` with nothing in it: the policy view of a gateway without a Control API."""
+
+    async def list(self, kind: object, *, namespace: str | None = None) -> tuple[list[Any], str]:
+        return [], "1"
+
+    async def watch(
+        self, kind: object, *, namespace: str | None = None, resource_version: str | None = None
+    ) -> AsyncIterator[Any]:
+        await asyncio.Event().wait()
+        yield None
+
+
+async def _gateway_main(upstream: str, *, insecure: bool, port: int = 0) -> None:
     import logging
 
     from prometheus_client import disable_created_metrics
 
     from aviator.gateway.app import Gateway, GatewayServer
-    from aviator.gateway.auth import ApiKeyAuthenticator, Authenticator, NoAuth
+    from aviator.gateway.auth import Credentials
     from aviator.gateway.endpoints import EndpointTable
+    from aviator.gateway.governance import Governance
+    from aviator.governance.view import PolicyView
     from aviator.settings import GatewaySettings
 
     logging.basicConfig(level=logging.WARNING)
@@ -156,12 +173,15 @@ async def _gateway_main(upstream: str, *, no_auth: bool, port: int = 0) -> None:
             "status": {"endpoint": upstream, "conditions": [{"type": "Ready", "status": "True"}]},
         },
     )
-    authenticator: Authenticator = NoAuth() if no_auth else ApiKeyAuthenticator([API_KEY])
     gateway = Gateway(
         settings=GatewaySettings(host="127.0.0.1", port=port),
         table=table,
         feed=Synced(),
-        authenticator=authenticator,
+        authenticator=Credentials(admin_token=None if insecure else API_KEY, insecure=insecure),
+        governance=Governance(
+            view=None if insecure else PolicyView(source=_NoObjects()),
+            insecure=insecure,
+        ),
     )
     # A given port is shared with the other workers (SO_REUSEPORT), as `aviator gateway
     # --workers N` does.
@@ -393,7 +413,9 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--driver", choices=["auto", "wrk", "aiohttp"], default="auto")
-    parser.add_argument("--no-auth", action="store_true", help="Run the gateway without API keys.")
+    parser.add_argument(
+        "--insecure", action="store_true", help="Run the gateway without authentication."
+    )
     parser.add_argument(
         "--with-vllm-router",
         action="store_true",
@@ -438,7 +460,7 @@ def main() -> None:
         run_forever(_upstream_main())
         return
     if args.role == "gateway":
-        run_forever(_gateway_main(args.upstream, no_auth=args.no_auth, port=args.port))
+        run_forever(_gateway_main(args.upstream, insecure=args.insecure, port=args.port))
         return
     if args.role == "naive":
         run_forever(_naive_main(args.upstream))
@@ -453,7 +475,7 @@ def main() -> None:
     me = [sys.executable, str(Path(__file__).resolve())]
     headers = {"Content-Type": "application/json"}
     gateway_headers = dict(headers)
-    if not args.no_auth:
+    if not args.insecure:
         gateway_headers["Authorization"] = f"Bearer {API_KEY}"
     runs: dict[tuple[str, int], list[Result]] = {}
     load_before = os.getloadavg()[0]
@@ -471,7 +493,7 @@ def main() -> None:
                 "gateway",
                 "--upstream",
                 up_url,
-                *(["--no-auth"] if args.no_auth else []),
+                *(["--insecure"] if args.insecure else []),
             ]
             if workers > 1:
                 gateway += ["--port", str(free_port())]
@@ -489,7 +511,7 @@ def main() -> None:
                         "gateway",
                         "--upstream",
                         up_url,
-                        *(["--no-auth"] if args.no_auth else []),
+                        *(["--insecure"] if args.insecure else []),
                     ],
                     env={"PYTHONPATH": str(Path(args.baseline).resolve())},
                 )
@@ -539,7 +561,7 @@ def main() -> None:
                     )
     results = [_median(found) for found in runs.values()]
     results.sort(key=lambda r: (r.concurrency, [t[0] for t in targets].index(r.target)))
-    auth = "off" if args.no_auth else "API key"
+    auth = "off" if args.insecure else "admin token"
     rounds = f"; median of {args.rounds} rounds" if args.rounds > 1 else ""
     print(
         f"driver: {args.driver}; {args.seconds:.0f} s per run{rounds}; gateway auth: {auth}; "

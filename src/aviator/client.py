@@ -16,7 +16,7 @@ from typing import Any, Self
 import httpx
 import orjson
 
-from aviator.api import errors
+from aviator.api import errors, kinds
 from aviator.api.kinds import KindInfo
 from aviator.api.watch import WatchEvent
 
@@ -108,6 +108,42 @@ class Client:
         _raise_for(response)
         result: dict[str, Any] = orjson.loads(response.content)
         return result
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Any Control API endpoint that is not a kind's verb (token requests, keys, grant
+        verbs): ``json`` is the body; errors are mapped exactly as for the verbs."""
+        return await self._request(method, path, params=params, body=json)
+
+    async def approve_grant(
+        self, namespace: str, name: str, *, reason: str | None = None
+    ) -> dict[str, Any]:
+        """``Pending`` → ``Active``; returns the grant. ``Forbidden`` for its requester."""
+        return await self._grant_verb("approve", namespace, name, reason)
+
+    async def deny_grant(
+        self, namespace: str, name: str, *, reason: str | None = None
+    ) -> dict[str, Any]:
+        """``Pending`` → ``Denied``; returns the grant."""
+        return await self._grant_verb("deny", namespace, name, reason)
+
+    async def revoke_grant(
+        self, namespace: str, name: str, *, reason: str | None = None
+    ) -> dict[str, Any]:
+        """``Active`` or ``Pending`` → ``Revoked``; returns the grant."""
+        return await self._grant_verb("revoke", namespace, name, reason)
+
+    async def _grant_verb(
+        self, verb: str, namespace: str, name: str, reason: str | None
+    ) -> dict[str, Any]:
+        path = f"{object_path(kinds.GRANT, namespace, name)}/{verb}"
+        return await self.request("POST", path, json={"reason": reason} if reason else None)
 
     async def get(
         self, kind: KindInfo, name: str, *, namespace: str | None = None

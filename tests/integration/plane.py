@@ -76,7 +76,36 @@ class PlaneProcess:
 
     @property
     def gateway_token(self) -> str:
-        return (self.data_dir / "gateway.token").read_text().strip()
+        """What tests send the gateway: the admin token, which it accepts and never holds to
+        policy or budgets (tests of governance use agent tokens instead)."""
+        return self.admin_token
+
+    def agent_token(self, name: str, *, namespace: str = "default", audience: str = "") -> str:
+        """A fresh token for Agent ``namespace/name`` from the Control API's token endpoint (what
+        ``aviator token issue`` calls)."""
+        issued = httpx.post(
+            f"{self.api_url}/apis/aviator.dev/v1alpha1/namespaces/{namespace}/agents/{name}/token",
+            json={"audience": audience} if audience else {},
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=10.0,
+        )
+        assert issued.status_code == 201, issued.text
+        token: str = issued.json()["token"]
+        return token
+
+    def wait_for_output(self, text: str, *, timeout: float) -> str:
+        """The plane's output once it contains ``text`` (e.g. the banner of ``up --apply``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError):
+                output = (self.data_dir / "up.out").read_text()
+                if text in output:
+                    return output
+            assert self.process is None or self.process.poll() is None, self.output()
+            time.sleep(0.05)
+        raise AssertionError(
+            f"{text!r} not in the plane's output after {timeout}s:\n{self.output()}"
+        )
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "AVIATOR_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}

@@ -128,7 +128,10 @@ def test_unknown_paths_and_kinds_are_404(api: httpx.Client) -> None:
 
 def test_a_selector_that_does_not_compile_is_refused_with_cel_s_message(api: httpx.Client) -> None:
     body = valid()
-    body["spec"]["accelerators"] = {"deviceClassName": "gpu.nvidia.com", "selectors": ["device.driver =="]}
+    body["spec"]["accelerators"] = {
+        "deviceClassName": "gpu.nvidia.com",
+        "selectors": ["device.driver =="],
+    }
     resp = api.post(MD_PATH, json=body)
     assert resp.status_code == 422, resp.text
     [cause] = resp.json()["details"]["causes"]

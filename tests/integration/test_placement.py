@@ -12,6 +12,7 @@ AT_LEAST_80GI = "device.capacity['{d}'].memory.compareTo(quantity('80Gi')) >= 0"
 
 md = claiming_deployment
 
+
 def replicas_of(plane: PlaneProcess, name: str) -> list[dict[str, Any]]:
     items = orjson.loads(plane.cli("get", "rep", "-o", "json").stdout)["items"]
     return [r for r in items if r["metadata"]["labels"]["aviator.dev/model-deployment"] == name]

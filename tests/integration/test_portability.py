@@ -13,6 +13,7 @@ NVIDIA, AMD = "gpu.nvidia.com", "gpu.amd.com"
 
 md = claiming_deployment
 
+
 def get_json(plane: PlaneProcess, *args: str) -> Any:
     result = plane.cli(*args, "-o", "json")
     assert result.returncode == 0, result.stderr

@@ -87,7 +87,8 @@ def test_a_killed_engine_is_restarted_and_routed_around(plane: PlaneProcess) -> 
         assert rep["status"]["lastExit"]["signal"] == signal.SIGKILL
         wait_until(
             lambda: (
-                gw.post("/v1/chat/completions", json=body).headers.get("x-aviator-replica") == routed_as
+                gw.post("/v1/chat/completions", json=body).headers.get("x-aviator-replica")
+                == routed_as
             ),
             timeout=5,
             interval=0.01,

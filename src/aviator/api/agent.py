@@ -18,6 +18,10 @@ from aviator.api.resource import Resource, Status
 DEFAULT_AUDIENCE = "gateway"
 """The audience an Agent may request tokens for unless its spec says otherwise."""
 
+CONTROL_API_AUDIENCE = "control-api"
+"""The audience of tokens the Control API accepts: an Agent lists it in ``spec.audiences`` to
+write through the API (subject to policy)."""
+
 MAX_AUDIENCE_LENGTH = 256
 
 

@@ -16,7 +16,8 @@
           ├── UnsupportedMediaType  415
           ├── Invalid               422  field-level validation errors (``causes``)
           ├── TooManyRequests       429
-          └── InternalError         500
+          ├── InternalError         500
+          └── ServiceUnavailable    503  cannot serve now (e.g. the audit log is full): retry
 
 Every layer raises these; the HTTP boundary turns them into ``Status`` bodies and the client turns
 ``Status`` bodies back into them, so a CLI caller sees the same exception a store caller would.
@@ -147,6 +148,10 @@ class InternalError(ApiError):
     code, reason = 500, "InternalError"
 
 
+class ServiceUnavailable(ApiError):
+    code, reason = 503, "ServiceUnavailable"
+
+
 _BY_REASON: dict[tuple[int, str], type[ApiError]] = {
     (cls.code, cls.reason): cls
     for cls in (
@@ -163,6 +168,7 @@ _BY_REASON: dict[tuple[int, str], type[ApiError]] = {
         Invalid,
         TooManyRequests,
         InternalError,
+        ServiceUnavailable,
     )
 }
 _BY_CODE: dict[int, type[ApiError]] = {}

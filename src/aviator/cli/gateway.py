@@ -1,8 +1,14 @@
 """``aviator gateway``: run the OpenAI-compatible gateway as its own process.
 
 This is the gateway's composition root: it reads the credentials, builds the Control API client,
-the discovery that watches Replicas through it, the endpoint table and the server, and runs them
-until SIGTERM or SIGINT. ``aviator up`` starts it the same way, as a child process.
+the discovery that watches Replicas through it, the endpoint table, the policy view (Policies,
+Grants, Agents, ModelDeployments through the same client), the token verifier (the plane's JWKS,
+fetched from the Control API and refreshed), the audit log and the server, and runs them until
+SIGTERM or SIGINT. ``aviator up`` starts it the same way, as a child process.
+
+Callers authenticate with an agent token (audience ``gateway``), the admin token, or one of the
+optional ``--api-key-file`` keys. ``--insecure`` also lets callers without credentials in and
+enforces no policy or budget: for benchmarks only, and said loudly.
 
 ``--workers N`` (N > 1) forks N worker processes that share the port (``SO_REUSEPORT``: the
 kernel spreads incoming connections over them) and supervises them: SIGTERM or SIGINT is passed
@@ -30,7 +36,7 @@ import typer
 
 from aviator.api.errors import AviatorError
 from aviator.cli.context import CliContext
-from aviator.gateway.auth import ApiKeyAuthenticator, Authenticator, NoAuth, load_api_keys
+from aviator.gateway.auth import load_api_keys
 from aviator.settings import GatewaySettings
 
 log = logging.getLogger("aviator.cli.gateway")
@@ -54,17 +60,9 @@ def _configure_logging(*, verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _authenticator(api_key_file: Path | None, *, no_auth: bool) -> Authenticator:
-    if no_auth and api_key_file is not None:
-        raise _ConfigError("--no-auth and --api-key-file exclude each other")
-    if no_auth:
-        log.warning("authentication is OFF (--no-auth): anyone who can reach the port may call it")
-        return NoAuth()
+def _api_keys(api_key_file: Path | None) -> list[str]:
     if api_key_file is None:
-        raise _ConfigError(
-            "the gateway needs API keys: pass --api-key-file FILE (one key per line), "
-            "or --no-auth to accept every request (benchmarks only)"
-        )
+        return []
     try:
         keys = load_api_keys(api_key_file)
     except OSError as exc:
@@ -72,7 +70,7 @@ def _authenticator(api_key_file: Path | None, *, no_auth: bool) -> Authenticator
     except ValueError as exc:
         raise _ConfigError(str(exc)) from None
     log.info("accepting %d API key(s) from %s", len(keys), api_key_file)
-    return ApiKeyAuthenticator(keys)
+    return keys
 
 
 def _control_api(
@@ -115,7 +113,9 @@ async def _run(
     *,
     control_url: str,
     token: str,
-    authenticator: Authenticator,
+    api_keys: list[str],
+    insecure: bool,
+    audit_file: Path | None,
     exit_with_parent: bool,
     reuse_port: bool = False,
 ) -> None:
@@ -124,23 +124,66 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # Imported here, not at the top: every other CLI command would pay for the server stack.
+    from aviator.api.agent import DEFAULT_AUDIENCE
     from aviator.client import Client
     from aviator.gateway.app import Gateway, GatewayServer
+    from aviator.gateway.auth import Credentials
     from aviator.gateway.discovery import Discovery
     from aviator.gateway.endpoints import EndpointTable
+    from aviator.gateway.governance import Governance
+    from aviator.governance.view import PolicyView
+    from aviator.identity import JWKS_PATH
+    from aviator.identity.sources import JwksError, JwksUrl
+    from aviator.identity.verify import TokenVerifier, plane_issuer
+    from aviator.settings import IdentitySettings
 
     orphan_watch = asyncio.create_task(_exit_with_parent(stop)) if exit_with_parent else None
     client = Client(control_url, token=token)
+    jwks = JwksUrl(control_url + JWKS_PATH)
     try:
         table = EndpointTable()
         discovery = Discovery(source=client, table=table)
-        log.info("watching replicas and model deployments at %s", control_url)
+        view = PolicyView(source=client)
+        identity = IdentitySettings()
+        verifier = TokenVerifier(
+            issuers=[
+                plane_issuer(
+                    identity,
+                    keys=jwks,
+                    audience=DEFAULT_AUDIENCE,
+                    on_unknown_key=jwks.request_refresh,
+                )
+            ],
+            trust_domain=identity.trust_domain,
+            leeway_s=identity.leeway_s,
+            agent_exists=lambda namespace, name: view.agent(namespace, name) is not None,
+        )
+
+        async def keep_keys() -> None:
+            try:
+                await jwks.refresh()
+            except JwksError as exc:  # retried by run(), with backoff
+                log.warning("%s; agent tokens are refused until the keys are fetched", exc)
+            await jwks.run()
+
+        if insecure:
+            log.warning(
+                "INSECURE (--insecure): callers without credentials are let in, and no policy "
+                "or budget is enforced; anyone who can reach the port may use every model"
+            )
+        if audit_file is None:
+            log.warning("no --audit-file: the gateway's decisions are not audited")
+        log.info("watching replicas, model deployments and policies at %s", control_url)
         gateway = Gateway(
             settings=settings,
             table=table,
             feed=discovery,
-            authenticator=authenticator,
+            authenticator=Credentials(
+                admin_token=token, api_keys=api_keys, verifier=verifier, insecure=insecure
+            ),
+            governance=Governance(view=view, insecure=insecure, audit_path=audit_file),
             directory=discovery.directory,
+            background=[keep_keys],
         )
         server = GatewayServer(gateway, shutdown_grace_s=SHUTDOWN_GRACE_S, reuse_port=reuse_port)
         await server.serve(stop)
@@ -148,6 +191,7 @@ async def _run(
     finally:
         if orphan_watch is not None:
             orphan_watch.cancel()
+        await jwks.aclose()
         await client.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -261,12 +305,23 @@ def gateway(
     api_key_file: Path | None = typer.Option(
         None,
         "--api-key-file",
-        help="File of API keys clients must send as 'Authorization: Bearer KEY', one per line "
-        "('#' starts a comment).",
+        help="File of API keys clients may send as 'Authorization: Bearer KEY', one per line "
+        "('#' starts a comment); each key is a principal of its own, subject to policy. "
+        "Agent tokens and the admin token are accepted without it.",
         show_default=False,
     ),
-    no_auth: bool = typer.Option(
-        False, "--no-auth", help="Accept requests without an API key. For benchmarks only."
+    audit_file: Path | None = typer.Option(
+        None,
+        "--audit-file",
+        help="Audit log (SQLite) to append every decision to; aviator up passes "
+        "<data-dir>/audit.db. Without it nothing is audited.",
+        show_default=False,
+    ),
+    insecure: bool = typer.Option(
+        False,
+        "--insecure",
+        help="Let callers without credentials in, and enforce no policy or budget. "
+        "For benchmarks only.",
     ),
     exit_with_parent: bool = typer.Option(
         False,
@@ -286,14 +341,15 @@ def gateway(
     """Run the OpenAI-compatible gateway: it watches Replicas and routes requests to them.
 
     Clients call POST /v1/chat/completions, /v1/completions or /v1/embeddings with a model served
-    by a ready Replica; GET /v1/models lists the models, /health answers 200 once the replica
-    list is loaded, /metrics is for Prometheus. SIGTERM or Ctrl-C stops it after a short grace
-    for requests in flight.
+    by a ready Replica, authenticated by an agent token (aviator token issue agent/NAME), and
+    within the policies and the agent's budgets; GET /v1/models lists the models, /health answers
+    200 once the replicas and policies are loaded, /metrics is for Prometheus. SIGTERM or Ctrl-C
+    stops it after a short grace for requests in flight.
     """
     _configure_logging(verbose=verbose)
     cli: CliContext | None = ctx.obj if isinstance(ctx.obj, CliContext) else None
     try:
-        authenticator = _authenticator(api_key_file, no_auth=no_auth)
+        api_keys = _api_keys(api_key_file)
         url, token = _control_api(cli, control_url=control_url, token_file=token_file)
     except AviatorError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -317,7 +373,9 @@ def gateway(
                     settings,
                     control_url=url,
                     token=token,
-                    authenticator=authenticator,
+                    api_keys=api_keys,
+                    insecure=insecure,
+                    audit_file=audit_file,
                     exit_with_parent=exit_with_parent,
                     reuse_port=reuse_port,
                 )

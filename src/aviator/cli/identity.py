@@ -43,9 +43,9 @@ KEYS_PATH = f"/apis/{GROUP_VERSION}/keys"
 
 
 async def _call(client: Client, method: str, path: str, body: Any = None) -> dict[str, Any]:
-    # The Client has verbs for kinds only; these endpoints are not kinds, so use its one request
-    # method (which maps transport errors and Status bodies exactly as for the kinds).
-    return await client._request(method, path, body=body)
+    # These endpoints are not kinds: the client's general request maps transport errors and
+    # Status bodies exactly as for the kinds.
+    return await client.request(method, path, json=body)
 
 
 def _agent_name(ctx: typer.Context, ref: str) -> str:

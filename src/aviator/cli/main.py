@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 
 from aviator import __version__
-from aviator.cli import audit, gateway, identity, portability, resources, sim, top, up
+from aviator.cli import audit, gateway, grant, identity, portability, resources, sim, top, up
+from aviator.cli import install as install_cmd
+from aviator.cli import render as render_cmd
 from aviator.cli.context import DEFAULT_DATA_DIR, CliContext
 
 app = typer.Typer(
@@ -46,7 +48,8 @@ def root(
         None,
         "--token",
         envvar="AVIATOR_TOKEN",
-        help="Admin token (default: <data-dir>/admin.token).",
+        help="Admin token, or an agent's token (audience control-api) to act as that agent "
+        "(default: <data-dir>/admin.token).",
         show_default=False,
     ),
     version: bool = typer.Option(
@@ -66,6 +69,9 @@ app.command("portability", help=portability.portability.__doc__)(portability.por
 app.command("top")(top.top)
 app.add_typer(audit.app, name="audit")
 identity.register(app)
+app.command("install")(install_cmd.install)
+app.command("render")(render_cmd.render_command)
+grant.register(app)
 
 
 def main() -> None:

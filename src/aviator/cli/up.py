@@ -1,4 +1,9 @@
-"""``aviator up``: run the embedded plane in the foreground until Ctrl-C or SIGTERM."""
+"""``aviator up``: run the embedded plane in the foreground until Ctrl-C or SIGTERM.
+
+With ``--apply``, once the manifests are applied and their deployments Available, it prints a
+fresh gateway token for every Agent among them (a credential, printed because that is what the
+quickstart is for: one copy-paste away from a first request) with the command that mints another.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,19 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 from aviator.api import errors, kinds
+from aviator.api.agent import DEFAULT_AUDIENCE
 from aviator.api.meta import find_condition
 from aviator.api.modeldeployment import ModelDeployment
 from aviator.cli import manifests
 from aviator.cli.context import DEFAULT_DATA_DIR, CliContext
-from aviator.client import Client
+from aviator.client import Client, object_path
 from aviator.plane.datadir import read_secret
 from aviator.settings import Settings
 
@@ -46,10 +52,45 @@ def _configure_logging(*, log_file: Path, verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+@dataclass(frozen=True, slots=True)
+class AgentToken:
+    """A gateway token just issued for an applied Agent."""
+
+    namespace: str
+    name: str
+    token: str
+    expires_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    served: list[ModelDeployment]
+    tokens: list[AgentToken]
+
+
+async def _agent_tokens(client: Client, documents: list[manifests.Document]) -> list[AgentToken]:
+    """A gateway token for each applied Agent whose audiences include the gateway."""
+    issued = []
+    for doc in documents:
+        if doc.kind is not kinds.AGENT:
+            continue
+        audiences = (doc.body.get("spec") or {}).get("audiences") or [DEFAULT_AUDIENCE]
+        if DEFAULT_AUDIENCE not in audiences:
+            continue
+        namespace = doc.namespace or "default"
+        path = object_path(kinds.AGENT, namespace, doc.name) + "/token"
+        result = await client.request("POST", path, json={"audience": DEFAULT_AUDIENCE})
+        issued.append(
+            AgentToken(namespace, doc.name, str(result["token"]), str(result["expiresAt"]))
+        )
+    return issued
+
+
 async def _apply_and_wait(
     endpoints: Endpoints, *, token: str, documents: list[manifests.Document], timeout: float
-) -> list[ModelDeployment]:
-    """Apply ``documents``, wait until every ModelDeployment among them is Available; return them."""
+) -> Applied:
+    """Apply ``documents``, wait until every ModelDeployment among them is Available; return them
+    and a gateway token for each applied Agent."""
     async with Client(endpoints.api_url, token=token) as client:
         results = await manifests.apply(client, documents, default_namespace="default")
         for outcome in results.outcomes:
@@ -81,7 +122,8 @@ async def _apply_and_wait(
                     )
                 await asyncio.sleep(0.05)
             available.append(md)
-    return available
+        tokens = await _agent_tokens(client, documents)
+    return Applied(available, tokens)
 
 
 def _inventory(documents: list[manifests.Document]) -> list[dict[str, Any]]:
@@ -105,7 +147,12 @@ def _command_name() -> str:
     return str(here)
 
 
-def _banner(plane: Plane, endpoints: Endpoints, served: list[ModelDeployment]) -> str:
+def _banner(
+    plane: Plane,
+    endpoints: Endpoints,
+    served: list[ModelDeployment],
+    tokens: list[AgentToken] | None = None,
+) -> str:
     cli = _command_name()
     if plane.data_dir.root != DEFAULT_DATA_DIR:
         cli += f" --data-dir {plane.data_dir.root}"
@@ -115,21 +162,35 @@ def _banner(plane: Plane, endpoints: Endpoints, served: list[ModelDeployment]) -
         "aviator is up.",
         f"  Control API  {endpoints.api_url}   (admin token: {data_dir.admin_token})",
     ]
+    tokens = tokens or []
     if endpoints.gateway_url:
-        lines.append(
-            f"  Gateway      {endpoints.gateway_url}   (API key: {data_dir.gateway_token})"
-        )
+        lines.append(f"  Gateway      {endpoints.gateway_url}   (agent tokens, audience gateway)")
     for md in served:
         lines.append(f"  Deployment   {md.namespace}/{md.name} serving {md.spec.model.name}")
+    for issued in tokens:
+        lines += [
+            f"  Agent        {issued.namespace}/{issued.name}   token valid until {issued.expires_at}:",
+            f"               {issued.token}",
+        ]
     if endpoints.gateway_url:
         model = served[0].spec.model.name if served else "MODEL"
+        first = tokens[0] if tokens else None
+        agent_flag = (
+            "" if first is None or first.namespace == "default" else f" -n {first.namespace}"
+        )
+        agent_name = first.name if first is not None else "NAME"
+        lines += ["", "Try it:"]
+        if first is not None:
+            lines.append(f"  export AGENT_TOKEN={first.token}")
+        else:
+            lines.append(f"  export AGENT_TOKEN=$({cli} token issue agent/NAME)")
         lines += [
-            "",
-            "Try it:",
             f"  curl -s {endpoints.gateway_url}/v1/chat/completions \\",
-            f'    -H "Authorization: Bearer $(cat {data_dir.gateway_token})" \\',
+            '    -H "Authorization: Bearer $AGENT_TOKEN" \\',
             "    -H 'Content-Type: application/json' \\",
             f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'',
+            "",
+            f"  Tokens expire; mint a fresh one: {cli} token issue agent/{agent_name}{agent_flag}",
             "",
             f"  {cli} get md",
             f"  {cli} get rep -o wide",
@@ -158,13 +219,13 @@ async def _run(
     try:
         typer.echo(f"Starting aviator plane (data directory {settings.data_dir}) ...", err=True)
         endpoints = await plane.start()
-        served: list[ModelDeployment] = []
+        applied = Applied([], [])
         if documents:
             token = read_secret(plane.data_dir.admin_token)
-            served = await _apply_and_wait(
+            applied = await _apply_and_wait(
                 endpoints, token=token, documents=documents, timeout=wait_timeout
             )
-        typer.echo(_banner(plane, endpoints, served))
+        typer.echo(_banner(plane, endpoints, applied.served, applied.tokens))
         await stop.wait()
         typer.echo("Stopping aviator plane ...", err=True)
         return 0

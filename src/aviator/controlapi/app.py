@@ -1,10 +1,16 @@
-"""aiohttp application of the Control API: routing, auth, body limits, admission, watch streaming."""
+"""aiohttp application of the Control API: routing, auth, body limits, admission, watch streaming.
+
+With a ``Governance`` (the plane always passes one) every request has a principal (the admin
+token, or an agent token the verifier accepts), every write is decided by policy and recorded in
+the audit log before it is performed (``aviator.controlapi.governance``), and Grants have their
+lifecycle endpoints (``aviator.controlapi.grants``). Without one, only the admin token is
+accepted and nothing is decided: the API as used by tests of the plain object store.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -18,8 +24,19 @@ from aviator.api.errors import FieldError
 from aviator.api.kinds import KindInfo
 from aviator.api.meta import dns1123_label_problem
 from aviator.api.patch import merge_patch
+from aviator.controlapi import grants as grants_api
 from aviator.controlapi import identity as identity_api
+from aviator.controlapi.governance import (
+    GOVERNANCE,
+    PRINCIPAL,
+    Governance,
+    admin_only,
+    authenticate,
+    authorize_write,
+)
 from aviator.controlapi.openapi import build_document
+from aviator.identity.verify import InvalidToken
+from aviator.policy import entities as ent
 from aviator.settings import ApiSettings
 from aviator.store.protocol import Store, WatchEvent
 
@@ -107,14 +124,22 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path == identity_api.JWKS_PATH and request.method in ("GET", "HEAD"):
         return await handler(request)  # public keys: verifiers fetch them without a token
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented:
-        raise errors.Unauthorized(
-            "missing bearer token: send 'Authorization: Bearer <admin token>'"
+    governance = request.app.get(GOVERNANCE)
+    try:
+        request[PRINCIPAL] = authenticate(
+            request.headers.get("Authorization", ""),
+            admin_token=request.app[TOKEN],
+            verifier=governance.verifier if governance is not None else None,
         )
-    if not hmac.compare_digest(presented.strip().encode(), request.app[TOKEN]):
-        raise errors.Unauthorized("invalid token")
+    except InvalidToken as exc:
+        # The reason, never the token: the detail names claims at most.
+        if exc.reason == "missing":
+            message = "missing bearer token: send 'Authorization: Bearer <admin or agent token>'"
+        else:
+            message = f"invalid token ({exc})"
+        response = _status_response(errors.Unauthorized(message))
+        response.headers["WWW-Authenticate"] = exc.www_authenticate()
+        return response
     return await handler(request)
 
 
@@ -263,7 +288,13 @@ async def create(request: web.Request) -> web.Response:
     info, namespace = _scope(request)
     body = await _read_body(request)
     obj = _admit(request, body, kind=info, namespace=namespace)
-    return _json(await request.app[STORE].create(info, obj), status=201)
+    store = request.app[STORE]
+    governance = request.app.get(GOVERNANCE)
+    if governance is not None and info is kinds.GRANT:
+        # Asking for a grant is ``requestGrant``, decided into the stored status; not ``create``.
+        return _json(await grants_api.request_grant(request, governance, store, obj), status=201)
+    await authorize_write(request, info, "create", proposed=obj)
+    return _json(await store.create(info, obj), status=201)
 
 
 async def get(request: web.Request) -> web.Response:
@@ -271,12 +302,60 @@ async def get(request: web.Request) -> web.Response:
     return _json(await request.app[STORE].get(info, namespace, request.match_info["name"]))
 
 
+async def _governed_update(
+    request: web.Request,
+    info: KindInfo,
+    current: dict[str, Any],
+    obj: dict[str, Any],
+) -> dict[str, Any]:
+    """Decide and record an update of ``current`` to ``obj``; returns ``obj`` pinned to the
+    version decided on, so that a concurrent change cannot slip under the decision."""
+    if info is kinds.GRANT:
+        grants_api.check_spec_kept(current, obj)
+    await authorize_write(request, info, "update", current=current, proposed=obj)
+    pinned = dict(obj)
+    pinned["metadata"] = {
+        **obj["metadata"],
+        "resourceVersion": obj["metadata"].get("resourceVersion")
+        or current["metadata"]["resourceVersion"],
+    }
+    return pinned
+
+
 async def replace(request: web.Request) -> web.Response:
     info, namespace = _scope(request)
     name = request.match_info["name"]
     body = await _read_body(request)
     obj = _admit(request, body, kind=info, namespace=namespace, name=name)
-    return _json(await request.app[STORE].replace(info, obj))
+    store = request.app[STORE]
+    if request.app.get(GOVERNANCE) is None:
+        return _json(await store.replace(info, obj))
+    pinned = obj["metadata"].get("resourceVersion")
+    for _ in range(PATCH_RETRIES):
+        current = await store.get(info, namespace, name)
+        try:
+            stored = await store.replace(info, await _governed_update(request, info, current, obj))
+        except errors.Conflict:
+            if pinned:
+                raise
+            continue
+        return _json(await _synced(request, info, stored))
+    raise errors.Conflict(
+        f"{info.kind} {name!r} kept changing; not replaced", kind=info.kind, name=name
+    )
+
+
+async def _synced(
+    request: web.Request, info: KindInfo, stored: dict[str, Any], *, deleted: bool = False
+) -> dict[str, Any]:
+    """After a Grant write: let this process's policy view see it before answering."""
+    governance = request.app.get(GOVERNANCE)
+    if governance is not None and info is kinds.GRANT:
+        meta = stored["metadata"]
+        await grants_api.wait_for_view(
+            governance, meta["namespace"], meta["name"], None if deleted else stored
+        )
+    return stored
 
 
 async def patch(request: web.Request) -> web.Response:
@@ -296,8 +375,10 @@ async def patch(request: web.Request) -> web.Response:
         patched = merge_patch(current, body)
         obj = _admit(request, patched, kind=info, namespace=namespace, name=name)
         obj["metadata"]["resourceVersion"] = pinned or current["metadata"]["resourceVersion"]
+        if request.app.get(GOVERNANCE) is not None:
+            obj = await _governed_update(request, info, current, obj)
         try:
-            return _json(await store.replace(info, obj))
+            return _json(await _synced(request, info, await store.replace(info, obj)))
         except errors.Conflict:
             if pinned:
                 raise
@@ -308,11 +389,26 @@ async def patch(request: web.Request) -> web.Response:
 
 async def delete(request: web.Request) -> web.Response:
     info, namespace = _scope(request)
+    name = request.match_info["name"]
     rv = request.query.get("resourceVersion") or None
-    return _json(
-        await request.app[STORE].delete(
-            info, namespace, request.match_info["name"], resource_version=rv
-        )
+    store = request.app[STORE]
+    if request.app.get(GOVERNANCE) is None:
+        return _json(await store.delete(info, namespace, name, resource_version=rv))
+    for _ in range(PATCH_RETRIES):
+        current = await store.get(info, namespace, name)
+        await authorize_write(request, info, "delete", current=current)
+        try:
+            # Pinned to the version decided on (see ``_governed_update``).
+            gone = await store.delete(
+                info, namespace, name, resource_version=rv or current["metadata"]["resourceVersion"]
+            )
+        except errors.Conflict:
+            if rv:
+                raise
+            continue
+        return _json(await _synced(request, info, gone, deleted=True))
+    raise errors.Conflict(
+        f"{info.kind} {name!r} kept changing; not deleted", kind=info.kind, name=name
     )
 
 
@@ -323,6 +419,13 @@ async def get_status(request: web.Request) -> web.Response:
 async def replace_status(request: web.Request) -> web.Response:
     info, namespace = _scope(request)
     name = request.match_info["name"]
+    # Status is what the plane observed; no principal but the admin may assert it.
+    await admin_only(
+        request,
+        action="update",
+        resource=str(ent.object_uid(info.kind, namespace, name)),
+        what="write status",
+    )
     body = await _read_body(request)
     store = request.app[STORE]
     current = await store.get(info, namespace, name)
@@ -363,6 +466,17 @@ async def discovery(request: web.Request) -> web.Response:
                     "verbs": ["get", "update"],
                 }
             )
+        if info is kinds.GRANT:  # the decision verbs, like Kubernetes' pods/eviction
+            resources.extend(
+                {
+                    "name": f"{info.plural}/{verb}",
+                    "singularName": "",
+                    "namespaced": True,
+                    "kind": info.kind,
+                    "verbs": ["create"],
+                }
+                for verb in grants_api.VERBS
+            )
     return _json(
         {
             "kind": "APIResourceList",
@@ -384,8 +498,11 @@ def build_app(
     token: str,
     checks: Sequence[AdmissionCheck] = (),
     identity: identity_api.IdentityApi | None = None,
+    governance: Governance | None = None,
 ) -> web.Application:
-    """``identity``: the plane's keys; adds the JWKS, token-request and key-rotation endpoints."""
+    """``identity``: the plane's keys; adds the JWKS, token-request and key-rotation endpoints.
+    ``governance``: principals, policy on writes, audit, and the grant endpoints (see the module
+    docstring)."""
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
@@ -395,6 +512,8 @@ def build_app(
     app[SETTINGS] = settings
     app[TOKEN] = token.encode()
     app[OPENAPI] = orjson.dumps(build_document())
+    if governance is not None:
+        app[GOVERNANCE] = governance
     group = f"/apis/{kinds.MODEL_DEPLOYMENT.api_version}"
     r = app.router
     r.add_get("/healthz", healthz)
@@ -402,6 +521,8 @@ def build_app(
     r.add_get(group, discovery)
     if identity is not None:  # before the generic routes, so that `{group}/keys` is not a kind
         identity_api.install(app, identity, store=store)
+    if governance is not None:
+        grants_api.install(app, store=store)
     for prefix in (f"{group}/namespaces/{{namespace}}/{{plural}}", f"{group}/{{plural}}"):
         r.add_get(prefix, list_or_watch)
         r.add_post(prefix, create)

@@ -8,8 +8,10 @@ GET  /apis/aviator.dev/v1alpha1/keys                                 the signing
 POST /apis/aviator.dev/v1alpha1/keys/rotate                          → {kid, jwks}
 ```
 
-Everything but the JWKS needs the admin token (the auth middleware of ``app``). Issued tokens are
-logged by ``jti``, subject, audience and expiry, never by value.
+Everything but the JWKS needs the admin token: the auth middleware of ``app`` authenticates agents
+too, and these handlers refuse them (403; ``governance.admin_only``, which also records the call
+in the audit log when the plane governs the API). Issued tokens are logged by ``jti``, subject,
+audience and expiry, never by value.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from aviator.api.admission import errors_from_pydantic
 from aviator.api.agent import Agent
 from aviator.api.errors import FieldError
 from aviator.api.meta import GROUP_VERSION, Model, dns1123_label_problem, format_time
+from aviator.controlapi.governance import admin_only
 from aviator.identity import JWKS_PATH, tokens
 from aviator.identity.keys import KeyRing
 from aviator.settings import IdentitySettings
@@ -114,6 +117,12 @@ async def issue_token(request: web.Request) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     if problem := dns1123_label_problem(namespace):
         raise errors.BadRequest(f"invalid namespace {namespace!r}: {problem}")
+    await admin_only(
+        request,
+        action="issueToken",
+        resource=f'Agent::"{namespace}/{name}"',
+        what="issue tokens",
+    )
     body = await _token_body(request)
     agent = Agent.from_raw(await request.app[IDENTITY_STORE].get(kinds.AGENT, namespace, name))
     if agent.metadata.deletion_timestamp is not None:
@@ -182,12 +191,14 @@ def _key_rows(keyring: KeyRing) -> list[dict[str, Any]]:
 
 
 async def list_keys(request: web.Request) -> web.Response:
+    await admin_only(request, action="listKeys", resource="keys", what="list the signing keys")
     identity = request.app[IDENTITY]
     identity.keyring.prune(identity.now())
     return _json({"keys": _key_rows(identity.keyring)})
 
 
 async def rotate_keys(request: web.Request) -> web.Response:
+    await admin_only(request, action="rotateKeys", resource="keys", what="rotate the signing keys")
     identity = request.app[IDENTITY]
     async with request.app[ROTATION]:
         # Key generation and fsyncs take milliseconds: off the event loop.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aviator import __version__
-from aviator.api.kinds import KINDS, KindInfo
+from aviator.api.kinds import GRANT, KINDS, KindInfo
 
 _STATUS_REF = {"$ref": "#/components/schemas/Status"}
 
@@ -46,13 +46,15 @@ def _errors(*codes: int) -> dict[str, Any]:
         str(code): {"description": desc, "content": {"application/json": {"schema": _STATUS_REF}}}
         for code, desc in (
             (400, "Malformed body or query"),
-            (401, "Missing or wrong admin token"),
+            (401, "Missing or invalid token (the admin token or an agent token for control-api)"),
+            (403, "Forbidden by policy (the reason names the deciding statements), or admin only"),
             (404, "Not found"),
             (409, "Already exists, or stale resourceVersion"),
             (410, "Watch resourceVersion too old; relist"),
             (413, "Body too large"),
             (415, "Unsupported content type"),
             (422, "Invalid: field causes say where and what was expected"),
+            (503, "The decision could not be audited, so nothing was done: retry (Retry-After)"),
         )
         if code in codes
     }
@@ -113,7 +115,7 @@ def _kind_paths(info: KindInfo) -> dict[str, Any]:
                 "operationId": f"create{info.kind}",
                 "parameters": scope_params,
                 "requestBody": body,
-                "responses": {"201": ok["200"], **_errors(400, 401, 409, 413, 415, 422)},
+                "responses": {"201": ok["200"], **_errors(400, 401, 403, 409, 413, 415, 422, 503)},
             },
         },
         f"{scoped}/{{name}}": {
@@ -130,7 +132,7 @@ def _kind_paths(info: KindInfo) -> dict[str, Any]:
                 "operationId": f"replace{info.kind}",
                 "parameters": [*scope_params, name_param],
                 "requestBody": body,
-                "responses": {**ok, **_errors(400, 401, 404, 409, 413, 415, 422)},
+                "responses": {**ok, **_errors(400, 401, 403, 404, 409, 413, 415, 422, 503)},
             },
             "patch": {
                 "tags": tag,
@@ -138,14 +140,14 @@ def _kind_paths(info: KindInfo) -> dict[str, Any]:
                 "operationId": f"patch{info.kind}",
                 "parameters": [*scope_params, name_param],
                 "requestBody": patch_body,
-                "responses": {**ok, **_errors(400, 401, 404, 409, 413, 415, 422)},
+                "responses": {**ok, **_errors(400, 401, 403, 404, 409, 413, 415, 422, 503)},
             },
             "delete": {
                 "tags": tag,
                 "summary": f"Delete a {info.kind}",
                 "operationId": f"delete{info.kind}",
                 "parameters": [*scope_params, name_param],
-                "responses": {**ok, **_errors(401, 404, 409)},
+                "responses": {**ok, **_errors(401, 403, 404, 409, 503)},
             },
         },
     }
@@ -178,6 +180,49 @@ def _kind_paths(info: KindInfo) -> dict[str, Any]:
     return paths
 
 
+def _grant_verb_paths() -> dict[str, Any]:
+    """``approve``, ``deny`` and ``revoke`` on a Grant (``aviator.controlapi.grants``)."""
+    info = GRANT
+    ref = {"$ref": f"#/components/schemas/{info.kind}"}
+    params = [
+        {"name": "namespace", "in": "path", "required": True, "schema": {"type": "string"}},
+        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+    ]
+    body = {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"reason": {"type": "string", "maxLength": 512}},
+                }
+            }
+        },
+    }
+    summaries = {
+        "approve": "Approve a Pending grant (never by its requester or its agent)",
+        "deny": "Deny a Pending grant (never by its requester or its agent)",
+        "revoke": "Revoke an Active or Pending grant",
+    }
+    base = f"/apis/{info.api_version}/namespaces/{{namespace}}/{info.plural}/{{name}}"
+    return {
+        f"{base}/{verb}": {
+            "post": {
+                "tags": [info.kind],
+                "summary": summary,
+                "operationId": f"{verb}{info.kind}",
+                "parameters": params,
+                "requestBody": body,
+                "responses": {
+                    "200": {"description": "OK", "content": {"application/json": {"schema": ref}}},
+                    **_errors(400, 401, 403, 404, 409, 503),
+                },
+            }
+        }
+        for verb, summary in summaries.items()
+    }
+
+
 def build_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {"Status": _STATUS_SCHEMA}
     paths: dict[str, Any] = {}
@@ -202,6 +247,7 @@ def build_document() -> dict[str, Any]:
             },
         }
         paths.update(_kind_paths(info))
+    paths.update(_grant_verb_paths())
     return {
         "openapi": "3.1.0",
         "info": {
@@ -211,8 +257,17 @@ def build_document() -> dict[str, Any]:
         },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer"},
+                "agentToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A JWT-SVID of an Agent for the audience control-api; its "
+                    "writes are decided by Cedar policy.",
+                },
+            },
         },
-        "security": [{"adminToken": []}],
+        "security": [{"adminToken": []}, {"agentToken": []}],
         "paths": paths,
     }

@@ -13,6 +13,7 @@ from typing import Any
 
 from aviator.api import kinds
 from aviator.cache import BY_OWNER, ObjectKey, Reflector, key_of, owner_uids
+from aviator.controllers.grant import GrantReconciler
 from aviator.controllers.load import LoadReader
 from aviator.controllers.modeldeployment import ModelDeploymentReconciler
 from aviator.controllers.reconcile import Controller
@@ -39,6 +40,7 @@ class Manager:
         self.device_classes = Reflector(
             source=store, kind=kinds.DEVICE_CLASS, on_event=self._on_fleet
         )
+        self.grants = Reflector(source=store, kind=kinds.GRANT, on_event=self._on_grant)
         self.scheduler = Scheduler(
             nodes=self.nodes,
             device_classes=self.device_classes,
@@ -64,7 +66,15 @@ class Manager:
             ),
             settings=settings,
         )
+        self.grant_controller: Controller[ObjectKey] = Controller(
+            name="grant",
+            reconciler=GrantReconciler(store=store, grants=self.grants),
+            settings=settings,
+        )
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _on_grant(self, _type: EventType, obj: dict[str, Any]) -> None:
+        self.grant_controller.queue.add(key_of(obj))
 
     def _on_deployment(self, _type: EventType, obj: dict[str, Any]) -> None:
         self.deployment_controller.queue.add(key_of(obj))
@@ -93,13 +103,17 @@ class Manager:
 
     async def start(self) -> None:
         """Start informers, wait until their caches are complete, then start the controllers."""
-        reflectors = (self.nodes, self.device_classes, self.deployments, self.replicas)
+        reflectors = (self.nodes, self.device_classes, self.deployments, self.replicas, self.grants)
         for reflector in reflectors:
             self._tasks.append(
                 asyncio.create_task(reflector.run(), name=f"informer {reflector.kind.plural}")
             )
         await asyncio.gather(*(r.synced.wait() for r in reflectors))
-        for controller in (self.deployment_controller, self.replica_controller):
+        for controller in (
+            self.deployment_controller,
+            self.replica_controller,
+            self.grant_controller,
+        ):
             self._tasks.append(
                 asyncio.create_task(controller.run(), name=f"controller {controller.name}")
             )

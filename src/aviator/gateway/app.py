@@ -4,12 +4,18 @@ Routes::
 
     POST /v1/chat/completions, /v1/completions, /v1/embeddings   proxied to a replica
     GET  /v1/models                                             models the table knows
-    GET  /health                                                200 once the feed has synced
+    GET  /health                                                200 once the feed and the
+                                                                policies have synced
     GET  /metrics                                               Prometheus text format
 
 Every dependency lives in one typed ``Gateway`` object under the ``GATEWAY`` app key; the
-upstream client and the feed task are opened and closed by its cleanup context, so an
-application (or a test server) owns all it starts. Every response carries ``x-request-id``.
+upstream client, the feed, the policy view, the audit log and any ``background`` task (the JWKS
+refresher) are opened and closed by its cleanup context, so an application (or a test server) owns
+all it starts. Every response carries ``x-request-id``.
+
+A proxied request goes: authenticate (401) → parse (400, 404 unknown model, 503 no ready replica)
+→ governance (403 policy, 429 budget, 503 audit; ``governance``) → flow control → proxy, and
+governance records it when it ends.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -29,6 +36,7 @@ from aviator.gateway.breaker import CircuitBreakers
 from aviator.gateway.discovery import Feed
 from aviator.gateway.endpoints import EndpointTable
 from aviator.gateway.flowcontrol import PRIORITY_HEADER, FlowControl, ScrapedSignals, client_of
+from aviator.gateway.governance import INTENT_HEADER, Admission, Governance
 from aviator.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from aviator.gateway.models import ModelDirectory
 from aviator.gateway.picking import InFlight, Picker
@@ -89,17 +97,22 @@ class Gateway:
         table: EndpointTable,
         feed: Feed,
         authenticator: Authenticator,
+        governance: Governance,
         directory: ModelDirectory | None = None,
         picker: Picker | None = None,
         max_attempts: int = 3,
         upstream_connections: int = 1024,
+        background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         """``directory`` (ModelDeployments) gives routing configuration and priorities; without
-        one every model is routed with the defaults. ``picker`` replaces the routing pipeline."""
+        one every model is routed with the defaults. ``picker`` replaces the routing pipeline.
+        ``background``: more tasks to run as long as the application (e.g. a JWKS refresher)."""
         self.settings = settings
         self.table = table
         self.feed = feed
         self.authenticator = authenticator
+        self.governance = governance
+        self.background = tuple(background)
         self.directory = directory if directory is not None else ModelDirectory()
         self.inflight = InFlight()
         self.signals = EngineSignals(stale_after_s=settings.metrics_stale_after_s)
@@ -115,6 +128,7 @@ class Gateway:
             routes=self.directory.route,
         )
         self.metrics = GatewayMetrics(table=table)
+        self.metrics.governance.insecure(governance.insecure)
         self.breakers = CircuitBreakers.from_settings(settings)
         self.metrics.flow.watch_breakers(lambda: self.breakers.states(time.monotonic()))
         self.flow = FlowControl.from_settings(
@@ -143,7 +157,9 @@ class Gateway:
         return None if route is None else route.priority
 
     async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
-        """Cleanup context: the upstream client and the feed live as long as the app."""
+        """Cleanup context: the upstream client, the feed, the policy view, the audit log and the
+        background tasks live as long as the app."""
+        await self.governance.start()
         client = UpstreamClient(
             connect_timeout_s=self.settings.connect_timeout_s,
             read_timeout_s=self.settings.read_timeout_s,
@@ -161,6 +177,13 @@ class Gateway:
         feed_task = asyncio.create_task(self.feed.run(), name="aviator-gateway-feed")
         feed_task.add_done_callback(_report_feed_exit)
         tasks = [feed_task]
+        view = self.governance.view
+        if view is not None:
+            view_task = asyncio.create_task(view.run(), name="aviator-gateway-policies")
+            view_task.add_done_callback(_report_view_exit)
+            tasks.append(view_task)
+        for run in self.background:
+            tasks.append(asyncio.create_task(run()))
         if self.settings.metrics_interval_s > 0:
             scraper = Scraper(
                 endpoints=self.table.endpoints,
@@ -177,9 +200,23 @@ class Gateway:
             await asyncio.wait(tasks)  # never raises: how the feed ended was reported already
             self._proxy = None
             await client.close()
+            # Last: requests cut short by the shutdown grace are recorded before it closes.
+            await self.governance.aclose()
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def _report_view_exit(task: asyncio.Task[None]) -> None:
+    """The policy view only ends when cancelled; otherwise decisions stay on the last compiled
+    set (grant expiries still end leases by their deadline), so say so loudly."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    log.error(
+        "the policy watch stopped (%s); decisions use the last compiled policies",
+        repr(exc) if exc is not None else "returned",
+    )
 
 
 def _report_feed_exit(task: asyncio.Task[None]) -> None:
@@ -208,11 +245,15 @@ async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
     request_id = gw.request_ids.take(request)
     model = ""
     code = 500
+    admission: Admission | None = None
+    usage = None
+    cut = None
     try:
         try:
             principal = gw.authenticator.authenticate(request.headers)
-        except Unauthenticated:
-            raise openai.unauthorized() from None
+        except Unauthenticated as exc:
+            gw.metrics.governance.refused("unauthenticated")
+            raise openai.unauthorized(exc.reason, exc.challenge) from None
         limit = gw.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise openai.too_large(limit)
@@ -230,6 +271,21 @@ async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
         if not candidates:  # deployed, but no replica is ready (or it is scaled to zero)
             raise openai.no_ready_replica(model)
         priority = gw.flow.priority(model, request.headers.get(PRIORITY_HEADER))
+        served_by = gw.directory.route(model)
+        try:
+            admission = gw.governance.admit(
+                principal,
+                operation=operation,
+                model=model,
+                deployment=served_by.deployment if served_by is not None else "",
+                body=route.body,
+                priority=priority,
+                intent_header=request.headers.get(INTENT_HEADER),
+                request_id=request_id,
+            )
+        except openai.OpenAIError as err:
+            gw.metrics.governance.refused(_REFUSALS.get(err.status, "policy"))
+            raise
         client = client_of(principal, request.remote)
         if await gw.flow.admit(model=model, client=client, priority=priority):
             candidates = gw.table.lookup(model)  # it waited: the replicas may have changed
@@ -239,12 +295,19 @@ async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
         gauge.inc()
         try:
             done = await gw.proxy.forward(
-                request, route=route, candidates=candidates, body=body, request_id=request_id
+                request,
+                route=route,
+                candidates=candidates,
+                body=body,
+                request_id=request_id,
+                lease=admission.lease,
             )
         finally:
             gauge.dec()
             gw.flow.finished(model)
-        code = done.code
+        code, usage, cut = done.code, done.usage, done.cut
+        if cut is not None:
+            gw.metrics.governance.refused("grant_ended")
         return done.response
     except openai.OpenAIError as err:
         code = err.status
@@ -253,9 +316,15 @@ async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
         code = CLIENT_CLOSED
         raise
     finally:
+        if admission is not None:
+            gw.governance.finish(admission, code=code, usage=usage, cut=cut)
         gw.metrics.observe(
             operation=operation, model=model, code=code, duration_s=time.perf_counter() - started
         )
+
+
+_REFUSALS = {403: "policy", 429: "budget", 503: "audit"}
+"""Metric reason of a refusal by governance, by status."""
 
 
 async def _models(request: web.Request) -> web.StreamResponse:
@@ -263,8 +332,9 @@ async def _models(request: web.Request) -> web.StreamResponse:
     request_id = gw.request_ids.take(request)
     try:
         gw.authenticator.authenticate(request.headers)
-    except Unauthenticated:
-        return error_response(openai.unauthorized(), request_id=request_id)
+    except Unauthenticated as exc:
+        gw.metrics.governance.refused("unauthenticated")
+        return error_response(openai.unauthorized(exc.reason, exc.challenge), request_id=request_id)
     return web.Response(
         body=openai.model_list(sorted({*gw.table.models(), *gw.directory.models()})),
         content_type="application/json",
@@ -274,7 +344,7 @@ async def _models(request: web.Request) -> web.StreamResponse:
 
 async def _health(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
-    synced = gw.feed.synced.is_set()
+    synced = gw.feed.synced.is_set() and gw.governance.synced
     return web.json_response(
         {"status": "ok" if synced else "syncing", "endpoints": len(gw.table)},
         status=200 if synced else 503,

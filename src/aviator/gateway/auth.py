@@ -1,13 +1,24 @@
-"""Who is calling: the ``Authenticator`` seam and API-key authentication. Pure (no I/O but
-``load_api_keys``, which runs once at start).
+"""Who is calling: the gateway's ``Authenticator`` chain. Pure (no I/O but ``load_api_keys``, which
+runs once at start).
 
-An authenticator maps request headers to a ``Principal`` or raises ``Unauthenticated``. It is
-synchronous on purpose: it runs on every request, so whatever it needs (keys, a JWKS, a revocation
-list) is held in memory and refreshed in the background, never fetched inline. A later issue adds
-agent identity (JWT-SVID bearer tokens) as another implementation.
+A bearer credential is tried, in order, as:
 
-Secrets MUST NOT be logged, echoed in errors or kept longer than needed: API keys are kept only as
-SHA-256 digests, and a presented token is compared with every digest in constant time.
+1. the Control API admin token (the one the gateway watches with) → ``ADMIN``: never subject to
+   policy or budgets, audited like everyone;
+2. one of the configured API keys → ``Principal(kind="apikey", id="apikey:<fingerprint>")``,
+   subject to policy like an agent;
+3. an agent token (a JWT-SVID) checked by a ``TokenVerifier`` → the agent's principal.
+
+Anything else is ``Unauthenticated``, carrying the RFC 6750 ``WWW-Authenticate`` value of why
+(``missing``, ``malformed``, ``expired``…). Only an ``insecure`` chain lets a request that sends no
+credential at all in, as ``ANONYMOUS``; a credential that is sent is checked even then.
+
+It is synchronous on purpose: it runs on every request, so whatever it needs (digests, the JWKS,
+the agents) is held in memory and refreshed in the background, never fetched inline.
+
+Secrets MUST NOT be logged, echoed in errors or kept longer than needed: the admin token and the
+API keys are kept only as SHA-256 digests, compared in constant time; a presented token goes to the
+verifier and nowhere else (its errors name claims, never the token).
 """
 
 from __future__ import annotations
@@ -15,38 +26,39 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from aviator.api.errors import AviatorError
+from aviator.api.principal import ADMIN, ANONYMOUS, Principal
+from aviator.identity.verify import InvalidToken, Reason, TokenVerifier
 
 __all__ = [
-    "ANONYMOUS",
-    "ApiKeyAuthenticator",
     "Authenticator",
-    "NoAuth",
-    "Principal",
+    "Credentials",
     "Unauthenticated",
+    "api_key_principal",
     "load_api_keys",
 ]
 
+REALM = "aviator"
+FINGERPRINT_CHARS = 16
+"""Hex digits of a key's SHA-256 in its principal id: enough to tell keys apart, useless to
+guess the key from."""
+
 
 class Unauthenticated(AviatorError):
-    """No credentials, or credentials that match nothing. Carries no detail on purpose."""
+    """No credential, or one that authenticates nobody. ``reason`` names which check failed and
+    ``challenge`` is the ``WWW-Authenticate`` value to answer with; neither holds the credential."""
 
+    def __init__(self, reason: Reason, challenge: str) -> None:
+        super().__init__(reason)
+        self.reason: Reason = reason
+        self.challenge = challenge
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The caller, as far as authentication could tell."""
-
-    id: str
-    """Stable, loggable and never secret: e.g. ``api-key/2`` (the key's line), ``anonymous``."""
-    kind: str
-    """How it was established: ``api-key``, ``anonymous`` (later: ``agent``)."""
-
-
-ANONYMOUS = Principal(id="anonymous", kind="anonymous")
+    @classmethod
+    def of(cls, error: InvalidToken) -> Unauthenticated:
+        return cls(error.reason, error.www_authenticate(REALM))
 
 
 class Authenticator(Protocol):
@@ -55,51 +67,62 @@ class Authenticator(Protocol):
         ...
 
 
-class NoAuth:
-    """Lets everyone in as ``anonymous``. Only with an explicit ``--no-auth`` (benchmarks)."""
-
-    __slots__ = ()
-
-    def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        return ANONYMOUS
-
-
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-class ApiKeyAuthenticator:
-    """``Authorization: Bearer <key>`` against a fixed set of API keys."""
+def api_key_principal(key: str) -> Principal:
+    """The principal of an API key: named by a short fingerprint of its digest, never the key."""
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:FINGERPRINT_CHARS]
+    return Principal(kind="apikey", id=f"apikey:{fingerprint}")
 
-    __slots__ = ("_digests", "_principals")
 
-    def __init__(self, keys: Iterable[str]) -> None:
-        digests = [_digest(key) for key in keys]
-        if not digests:
-            raise ValueError("at least one API key is required")
-        self._digests = tuple(digests)
-        self._principals = tuple(
-            Principal(id=f"api-key/{i}", kind="api-key") for i in range(len(digests))
-        )
+class Credentials:
+    """The chain: admin token, API keys, agent tokens (see the module docstring)."""
+
+    __slots__ = ("_admin", "_keys", "_verifier", "insecure")
+
+    def __init__(
+        self,
+        *,
+        admin_token: str | None = None,
+        api_keys: Iterable[str] = (),
+        verifier: TokenVerifier | None = None,
+        insecure: bool = False,
+    ) -> None:
+        """``insecure``: a request without any credential is ``ANONYMOUS`` instead of refused."""
+        self._admin = _digest(admin_token) if admin_token else None
+        self._keys = tuple((_digest(key), api_key_principal(key)) for key in api_keys)
+        self._verifier = verifier
+        self.insecure = insecure
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         header = headers.get("Authorization")
-        if header is None:
-            raise Unauthenticated()
-        scheme, _, token = header.partition(" ")
+        if not header or not header.strip():
+            if self.insecure:
+                return ANONYMOUS
+            raise Unauthenticated.of(InvalidToken("missing"))
+        scheme, _, token = header.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated()
+            raise Unauthenticated.of(InvalidToken("missing"))
         presented = _digest(token)
-        found = -1
         # Every digest is compared, whatever matched earlier: the time taken says nothing about
-        # which key (if any) matched. Digests have one length, so length leaks nothing either.
-        for i, digest in enumerate(self._digests):
+        # which secret (if any) matched. Digests have one length, so length leaks nothing either.
+        found: Principal | None = None
+        if self._admin is not None and hmac.compare_digest(presented, self._admin):
+            found = ADMIN
+        for digest, principal in self._keys:
             if hmac.compare_digest(presented, digest):
-                found = i
-        if found < 0:
-            raise Unauthenticated()
-        return self._principals[found]
+                found = principal
+        if found is not None:
+            return found
+        if self._verifier is None:
+            raise Unauthenticated.of(InvalidToken("malformed"))
+        try:
+            return self._verifier.verify(token)
+        except InvalidToken as exc:
+            raise Unauthenticated.of(exc) from None
 
 
 def load_api_keys(path: Path) -> list[str]:

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
 from aviator.api.modeldeployment import Priority
+from aviator.api.principal import Principal
 from aviator.gateway import openai
-from aviator.gateway.auth import Principal
 from aviator.settings import GatewaySettings
 
 __all__ = [

@@ -435,6 +435,8 @@ class GatewayMetrics:
         self._inflight_children: dict[str, _GaugeSeries] = {}
         self.flow = FlowMetrics(self.registry)
         """Flow control (shedding, queueing) and circuit breakers."""
+        self.governance = GovernanceMetrics(self.registry)
+        """Insecure mode, and refusals by authentication, policy, budgets and audit."""
 
     def observe(self, *, operation: str, model: str, code: int, duration_s: float) -> None:
         """One finished request (``model`` is ``""`` when it was not routed to a known model)."""
@@ -549,7 +551,7 @@ class AnswerMeter:
     streamed one and ``end`` once it was complete. A meter of an unsuccessful answer does nothing.
     """
 
-    __slots__ = ("_media", "_metrics", "_model", "_operation", "_scanner", "_started")
+    __slots__ = ("_media", "_metrics", "_model", "_operation", "_scanner", "_started", "usage")
 
     def __init__(
         self,
@@ -567,6 +569,8 @@ class AnswerMeter:
         self._started = started
         self._media = media
         self._scanner: usage.Scanner | None = None
+        self.usage: usage.Usage | None = None
+        """The usage the answer reported, once it was relayed whole (for budgets and audit)."""
 
     def whole(self, body: bytes) -> None:
         """The whole answer is about to be sent: its first byte is now, its usage in ``body``."""
@@ -574,6 +578,7 @@ class AnswerMeter:
         if self._media is not None:
             found = usage.from_json(body)
             if found is not None:
+                self.usage = found
                 self._metrics.used(self._operation, self._model, found)
 
     def chunk(self, data: bytes) -> None:
@@ -592,6 +597,7 @@ class AnswerMeter:
             self._scanner = None
             self._media = None
             if found is not None:
+                self.usage = found
                 self._metrics.used(self._operation, self._model, found)
 
     def _first_byte(self) -> None:
@@ -679,3 +685,33 @@ class FlowMetrics:
     def watch_breakers(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
         """Export the breaker states ``read()`` gives, as (replica, state) pairs, at scrape time."""
         self._registry.register(_BreakerCollector(read))
+
+
+class GovernanceMetrics:
+    """Whether the gateway enforces anything, and what governance refused or cut off."""
+
+    REASONS = ("unauthenticated", "policy", "budget", "audit", "grant_ended")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._insecure = Gauge(
+            "aviator_gateway_insecure",
+            "1 when the gateway runs with --insecure (callers without credentials are let in, "
+            "policy and budgets are not enforced), else 0.",
+            registry=registry,
+        )
+        self._refused = Counter(
+            "aviator_gateway_refused_requests",
+            "Requests refused by governance, per reason (unauthenticated: 401; policy: 403; "
+            "budget: 429; audit: 503, the decision could not be recorded; grant_ended: the "
+            "request's grant was revoked or expired while it was answered).",
+            ["reason"],
+            registry=registry,
+        )
+        # Every reason from the start: a rate over a series that appears late misses its first.
+        self._children = {reason: self._refused.labels(reason) for reason in self.REASONS}
+
+    def insecure(self, value: bool) -> None:
+        self._insecure.set(1 if value else 0)
+
+    def refused(self, reason: str) -> None:
+        self._children[reason].inc()

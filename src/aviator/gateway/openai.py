@@ -17,12 +17,16 @@ from aviator.gateway.picking import RouteRequest
 __all__ = [
     "OPERATIONS",
     "OpenAIError",
+    "audit_unavailable",
     "bad_json",
+    "budget_exceeded",
+    "grant_ended",
     "method_not_allowed",
     "model_list",
     "model_not_found",
     "no_ready_replica",
     "parse_request",
+    "policy_denied",
     "too_large",
     "unauthorized",
     "unknown_url",
@@ -52,7 +56,9 @@ class OpenAIError(AviatorError):
         param: str | None = None,
         code: str | None = None,
         retry_after_s: int | None = None,
+        challenge: str | None = None,
     ) -> None:
+        """``challenge``: the ``WWW-Authenticate`` value of a 401."""
         super().__init__(message)
         self.status = status
         self.message = message
@@ -60,6 +66,7 @@ class OpenAIError(AviatorError):
         self.param = param
         self.code = code
         self.retry_after_s = retry_after_s
+        self.challenge = challenge
 
     def body(self) -> bytes:
         return orjson.dumps(
@@ -86,11 +93,60 @@ def bad_json(reason: str) -> OpenAIError:
     )
 
 
-def unauthorized() -> OpenAIError:
+_UNAUTHORIZED: dict[str, str] = {
+    "missing": "No credentials: send 'Authorization: Bearer <agent token or API key>'.",
+    "expired": "The token has expired: get a fresh one (aviator token issue agent/NAME).",
+    "not_yet_valid": "The token is not valid yet (check the clocks).",
+    "wrong_audience": "The token is not meant for the gateway (its audience must be 'gateway').",
+    "bad_algorithm": "The token is signed with an algorithm the gateway does not accept.",
+    "unknown_key": "The token is signed with a key the gateway does not know.",
+    "bad_signature": "The token's signature does not verify.",
+    "unknown_issuer": "The token comes from an issuer the gateway does not trust.",
+    "unknown_agent": "The token's agent does not exist.",
+}
+
+
+def unauthorized(reason: str, challenge: str) -> OpenAIError:
+    """A 401 saying which check failed (``reason``), never echoing the credential."""
     return OpenAIError(
         401,
-        "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
+        _UNAUTHORIZED.get(reason, "Invalid credentials: not a known API key or a valid token."),
+        type="authentication_error",
         code="invalid_api_key",
+        challenge=challenge,
+    )
+
+
+def policy_denied(reason: str) -> OpenAIError:
+    """A 403: ``reason`` is the policy decision's, which names policies and entities only."""
+    return OpenAIError(
+        403, f"Denied by policy: {reason}.", type="permission_error", code="policy_denied"
+    )
+
+
+def grant_ended(reason: str) -> OpenAIError:
+    return OpenAIError(403, reason, type="permission_error", code="grant_ended")
+
+
+def budget_exceeded(budget: str, message: str, *, retry_after_s: int) -> OpenAIError:
+    return OpenAIError(
+        429,
+        f"Budget {budget} exceeded: {message}; retry in {retry_after_s}s.",
+        type="rate_limit_error",
+        param=budget,
+        code="budget_exceeded",
+        retry_after_s=retry_after_s,
+    )
+
+
+def audit_unavailable() -> OpenAIError:
+    """A 503: the decision could not be recorded, so the request is not served (fail closed)."""
+    return OpenAIError(
+        503,
+        "The audit log cannot take the record of this request right now; retry shortly.",
+        type="server_error",
+        code="audit_unavailable",
+        retry_after_s=1,
     )
 
 

@@ -14,6 +14,10 @@ Each attempt's outcome before the first byte (a connect error, a 5xx or a read t
 failure; any other answer a success) feeds the replica's circuit breaker (``breaker``), and
 replicas whose breaker is open are left out of the candidates.
 
+A request admitted on a grant carries a ``Lease``: once its grant is revoked or expires, the next
+chunk is not relayed and the client connection is aborted (the check is one attribute read and
+one clock read per chunk).
+
 A client that goes away cancels the handler (aiohttp's ``handler_cancellation``), which closes the
 upstream connection, which the replica sees as a cancellation.
 
@@ -29,6 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -39,10 +44,12 @@ from aviator.gateway.endpoints import Endpoint, EndpointTable
 from aviator.gateway.metrics import AnswerMeter, GatewayMetrics
 from aviator.gateway.picking import InFlight, Picker, RouteRequest
 from aviator.gateway.upstream import Answer, ReadTimeout, UpstreamClient, UpstreamError
+from aviator.gateway.usage import Usage
 
 __all__ = [
     "CLIENT_CLOSED",
     "Forwarded",
+    "Lease",
     "Proxy",
     "error_response",
     "request_headers",
@@ -128,7 +135,7 @@ def error_response(
     if err.retry_after_s is not None:
         headers["Retry-After"] = str(err.retry_after_s)
     if err.status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
+        headers["WWW-Authenticate"] = err.challenge or 'Bearer realm="aviator"'
     if replica is not None:
         headers[REPLICA] = replica
     return web.Response(
@@ -142,6 +149,15 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class Lease(Protocol):
+    """The right a request was admitted on, checked while its answer is relayed."""
+
+    def ended(self) -> str | None:
+        """Why the request may no longer be served (its grant was revoked, expired), or None.
+        Called per chunk: must be cheap."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Forwarded:
     """What became of a forwarded request."""
@@ -149,8 +165,12 @@ class Forwarded:
     response: web.StreamResponse
     code: int
     """Status for metrics: what was sent, ``CLIENT_CLOSED`` if the client left, 502 if the
-    replica broke off mid-stream."""
+    replica broke off mid-stream, 403 if the request's grant ended while it was answered."""
     replica: str | None
+    usage: Usage | None = None
+    """The usage the answer reported, if it was relayed completely and reported one."""
+    cut: str | None = None
+    """Why the answer was cut off (its lease ended), or None."""
 
 
 class Proxy:
@@ -191,11 +211,12 @@ class Proxy:
         candidates: Sequence[Endpoint],
         body: bytes,
         request_id: str,
+        lease: Lease | None = None,
     ) -> Forwarded:
         """Send ``body`` to a replica among ``candidates`` and relay its answer.
 
         A retry looks the model up again, so a replica that left the table while an attempt
-        failed is not tried next.
+        failed is not tried next. ``lease``: the answer is cut off once it ends.
         """
         headers = request_headers(request.headers, request_id=request_id)
         target = request.raw_path
@@ -253,6 +274,7 @@ class Proxy:
                     model=route.model,
                     replica=endpoint.key,
                     request_id=request_id,
+                    lease=lease,
                 )
             finally:
                 self._stats.release(endpoint.key)
@@ -288,6 +310,7 @@ class Proxy:
         model: str,
         replica: str,
         request_id: str,
+        lease: Lease | None,
     ) -> Forwarded:
         meter = self._metrics.answer(
             operation=operation,
@@ -317,6 +340,16 @@ class Proxy:
                     return Forwarded(
                         error_response(err, request_id=request_id, replica=replica), 502, replica
                     )
+                if lease is not None and (why := lease.ended()) is not None:
+                    # Nothing was sent yet: the client gets a clean refusal instead.
+                    self._log.info("request %s: not relayed, %s", request_id, why)
+                    err = openai.grant_ended(why)
+                    return Forwarded(
+                        error_response(err, request_id=request_id, replica=replica),
+                        err.status,
+                        replica,
+                        cut=why,
+                    )
                 meter.whole(body)
                 return Forwarded(
                     web.Response(
@@ -324,6 +357,7 @@ class Proxy:
                     ),
                     upstream.status,
                     replica,
+                    meter.usage,
                 )
             return await self._stream(
                 request,
@@ -332,6 +366,7 @@ class Proxy:
                 meter=meter,
                 replica=replica,
                 request_id=request_id,
+                lease=lease,
             )
         finally:
             # Arrived whole: its connection is back in the pool already. Otherwise it is closed,
@@ -347,6 +382,7 @@ class Proxy:
         meter: AnswerMeter,
         replica: str,
         request_id: str,
+        lease: Lease | None,
     ) -> Forwarded:
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=headers
@@ -370,10 +406,17 @@ class Proxy:
                     return Forwarded(response, 502, replica)
                 if not chunk:
                     break
+                if lease is not None and (why := lease.ended()) is not None:
+                    self._log.info(
+                        "request %s: %s; aborting the client connection", request_id, why
+                    )
+                    if request.transport is not None:
+                        request.transport.close()
+                    return Forwarded(response, 403, replica, cut=why)
                 meter.chunk(chunk)
                 await response.write(chunk)
             await response.write_eof()
             meter.end()
         except ConnectionError:
             return Forwarded(response, CLIENT_CLOSED, replica)
-        return Forwarded(response, upstream.status, replica)
+        return Forwarded(response, upstream.status, replica, meter.usage)

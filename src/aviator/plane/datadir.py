@@ -4,7 +4,8 @@
 .aviator/
   aviator.db          SQLite (WAL) — every object
   admin.token         Control API admin token (0600)
-  gateway.token       API key clients present to the gateway (0600)
+  keys/               the plane's token-signing keys (0700)
+  audit.db            the audit log (SQLite, WAL), appended by the plane and the gateway
   plane.json          where the running plane listens (written at start, removed at stop)
   plane.lock          held (flock) while a plane runs on this directory
   gateway.json        the gateway process (pid, command line), to stop a survivor of a crash
@@ -44,10 +45,6 @@ class DataDir:
         return self.root / "admin.token"
 
     @property
-    def gateway_token(self) -> Path:
-        return self.root / "gateway.token"
-
-    @property
     def plane_info(self) -> Path:
         return self.root / "plane.json"
 
@@ -70,7 +67,6 @@ class DataDir:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.logs.mkdir(exist_ok=True)
         ensure_secret(self.admin_token)
-        ensure_secret(self.gateway_token)
 
     def read_info(self) -> dict[str, Any] | None:
         try:

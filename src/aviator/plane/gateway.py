@@ -30,7 +30,7 @@ class GatewayProcess:
         port: int,
         control_url: str,
         token_file: Path,
-        api_key_file: Path,
+        audit_file: Path,
         log_file: Path,
         record: Path,
         stop_grace_s: float = 5.0,
@@ -39,7 +39,9 @@ class GatewayProcess:
         workers: int = 1,
     ) -> None:
         """``workers`` > 1 runs the gateway as that many processes sharing the port
-        (``aviator gateway --workers``)."""
+        (``aviator gateway --workers``). Callers authenticate with agent tokens (or the admin
+        token ``token_file``, which the gateway also watches with); every decision goes to the
+        audit log ``audit_file``, which the plane writes too."""
         self.host = host
         self.port = port
         self._argv = [
@@ -55,8 +57,8 @@ class GatewayProcess:
             control_url,
             "--token-file",
             str(token_file),
-            "--api-key-file",
-            str(api_key_file),
+            "--audit-file",
+            str(audit_file),
             # A plane killed with -9 cannot stop its gateway; the gateway then stops by itself.
             "--exit-with-parent",
         ]

@@ -1,9 +1,10 @@
 """``Plane``: everything ``aviator up`` runs, started and stopped in one well-defined order.
 
-Start: data directory and lock → store → runtime (adopting processes a previous plane left) →
-controllers (informers synced) → Control API → gateway. Stop runs the reverse: the gateway, the
-Control API (no write is acknowledged after that), the controllers, every engine process, and the
-store last, so nothing acknowledged is lost.
+Start: data directory and lock → store → audit log → runtime (adopting processes a previous plane
+left) → controllers (informers synced) → policy view (synced) → Control API → gateway. Stop runs
+the reverse: the gateway, the Control API (no write is acknowledged, and no decision made, after
+that), the policy view, the audit log (every acknowledged record written), the controllers, every
+engine process, and the store last, so nothing acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import IO, Any
 
 from aiohttp import web
@@ -22,14 +24,19 @@ from aiohttp import web
 from aviator.api import admission, errors, kinds
 from aviator.api.meta import format_time, now_utc
 from aviator.api.replica import Replica
+from aviator.audit.log import AuditLog, default_path
 from aviator.controlapi.app import build_app
+from aviator.controlapi.governance import Governance, control_api_verifier
 from aviator.controlapi.identity import IdentityApi
 from aviator.controllers.manager import Manager
+from aviator.governance.view import PolicyView
 from aviator.identity.keys import KeyRing
+from aviator.identity.sources import TrustedIssuers
 from aviator.placement.deviceclasses import builtin_device_classes
 from aviator.placement.validation import selector_errors
 from aviator.plane.datadir import DataDir, read_secret
 from aviator.plane.gateway import GatewayProcess
+from aviator.policy import validation as policy_validation
 from aviator.runtime.discovery import discover_local_node
 from aviator.runtime.local import LocalRuntime
 from aviator.runtime.processes import free_port
@@ -64,6 +71,10 @@ class Plane:
         self._manager: Manager | None = None
         self._runner: web.AppRunner | None = None
         self._gateway: GatewayProcess | None = None
+        self._audit: AuditLog | None = None
+        self._view: PolicyView | None = None
+        self._view_task: asyncio.Task[None] | None = None
+        self._trusted: TrustedIssuers | None = None
         self.endpoints: Endpoints | None = None
 
     @property
@@ -75,6 +86,11 @@ class Plane:
     def manager(self) -> Manager:
         assert self._manager is not None, "plane not started"
         return self._manager
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit log's file: ``settings.audit.path``, else ``<data-dir>/audit.db``."""
+        return self.settings.audit.path or default_path(self.data_dir.root)
 
     async def start(self) -> Endpoints:
         started = time.perf_counter()
@@ -88,6 +104,10 @@ class Plane:
             retain_for=timedelta(seconds=identity.max_ttl_s + identity.leeway_s),
         )
         self._store = await SqliteStore.open(self.data_dir.database, settings=settings.store)
+        # Opening creates the file and its schema: blocking SQLite work, off the loop.
+        self._audit = await asyncio.to_thread(
+            AuditLog.open, self.audit_path, settings=settings.audit
+        )
         await self._install_fleet()
 
         self._runtime = LocalRuntime(
@@ -107,14 +127,29 @@ class Plane:
         )
         await self._manager.start()
 
+        # No write is decided before the policies are loaded: the view fails closed until then.
+        self._view = PolicyView(source=self._store)
+        self._view_task = asyncio.create_task(self._view.run(), name="aviator-policy-view")
+        await self._view.synced.wait()
+        self._trusted = TrustedIssuers(identity.trusted_issuers)
+        await self._trusted.start()
+        governance = Governance(
+            view=self._view,
+            audit=self._audit,
+            verifier=control_api_verifier(
+                identity, keys=self.keyring, view=self._view, trusted=self._trusted.issuers
+            ),
+        )
+
         api = settings.api
         api_port = api.port or free_port(api.host)
         app = build_app(
             store=self._store,
             settings=api,
             token=read_secret(self.data_dir.admin_token),
-            checks=(selector_errors,),
+            checks=(selector_errors, *policy_validation.CHECKS),
             identity=IdentityApi(keyring=self.keyring, settings=identity),
+            governance=governance,
         )
         # Cancel a handler when its client goes away: an abandoned watch stops at once.
         self._runner = web.AppRunner(
@@ -134,7 +169,7 @@ class Plane:
                 port=gw_port,
                 control_url=api_url,
                 token_file=self.data_dir.admin_token,
-                api_key_file=self.data_dir.gateway_token,
+                audit_file=self.audit_path,
                 log_file=self.data_dir.logs / "gateway.log",
                 record=self.data_dir.gateway_record,
                 stop_grace_s=settings.runtime.stop_grace_s,
@@ -201,6 +236,17 @@ class Plane:
         if self._runner is not None:
             await self._runner.cleanup()  # from here on no write is acknowledged
             self._runner = None
+        if self._view_task is not None:
+            self._view_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._view_task
+            self._view_task = None
+        if self._trusted is not None:
+            await self._trusted.aclose()
+            self._trusted = None
+        if self._audit is not None:
+            await self._audit.aclose()  # every acknowledged decision is written
+            self._audit = None
         if self._manager is not None:
             await self._manager.stop()
             self._manager = None

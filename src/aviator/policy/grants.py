@@ -15,8 +15,8 @@ requesting a grant (for an agent) is approving it: ``Active``.
 
 **Approving.** ``may_approve``: the requester and the agent that receives the rights can never
 approve (or deny) the grant — a hard rule checked before any policy; the admin may; anyone else
-only if policy permits ``approve`` on the Grant. ``may_revoke`` is the same, except that the
-agent may always give up its own grant.
+only if policy permits ``approve`` on the Grant. ``may_revoke`` only takes rights away: the admin,
+the agent and the requester always may, others as for approving.
 
 **Lifecycle.** ``Pending`` → ``Active`` | ``Denied``; ``Active`` → ``Expired`` (by itself, at
 ``expiresAt``: ``phase_at``) | ``Revoked``; ``Pending`` → ``Revoked`` (withdrawn). The status
@@ -132,12 +132,17 @@ def may_approve(
 def may_revoke(
     compiled: CompiledPolicies, revoker: Principal, grant: Mapping[str, Any]
 ) -> Decision:
-    """May ``revoker`` revoke ``grant``? Its own agent may always give it up; otherwise as
-    ``may_approve`` (the requester cannot, unless it is the agent)."""
-    beneficiary, _ = _parties(grant)
+    """May ``revoker`` revoke ``grant``? Revoking only takes rights away, so the self-approval rule
+    does not apply: the admin, the agent the grant is for and its requester (withdrawing its
+    request) always may; anyone else when policy permits ``approve`` on the grant."""
+    beneficiary, requested_by = _parties(grant)
+    if revoker.kind == "admin":
+        return Decision(allowed=True, reason="the administrator may revoke any grant")
     if revoker.kind == "agent" and revoker.agent_key == beneficiary:
         return Decision(allowed=True, reason="an agent may always give up its own grant")
-    return may_approve(compiled, revoker, grant)
+    if requested_by and revoker.id == requested_by:
+        return Decision(allowed=True, reason="a requester may always withdraw its own grant")
+    return compiled.decide(revoker, "approve", ent.grant_entity(grant))
 
 
 def _current(grant: Mapping[str, Any], now: datetime) -> tuple[GrantStatus, GrantPhase]:

@@ -15,12 +15,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from aviator.api.kinds import KindInfo
+from aviator.api.watch import WatchEvent
 from aviator.gateway.app import Gateway, build_app
-from aviator.gateway.auth import ApiKeyAuthenticator
+from aviator.gateway.auth import Credentials
 from aviator.gateway.endpoints import EndpointTable
+from aviator.gateway.governance import Governance
+from aviator.governance.view import PolicyView
 from aviator.settings import GatewaySettings
 
 API_KEY = "sk-test-0123456789"
+"""The harness gateway's admin token: the admin is not subject to policy, so the tests of routing
+and proxying are not about governance."""
+OTHER_KEY = "sk-other"
+"""An API key of the harness gateway: a principal of its own, subject to policy."""
 CHAT_BODY = {"model": "m", "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 8}
 COMPLETION = {
     "id": "cmpl-1",
@@ -132,6 +140,28 @@ class FakeUpstream:
         await self.server.start_server()
 
 
+class NoObjects:
+    """A ``ListWatch`` that lists nothing and never changes: a policy view with no policies."""
+
+    async def list(
+        self, kind: KindInfo, *, namespace: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        return [], "1"
+
+    async def watch(
+        self, kind: KindInfo, *, namespace: str | None = None, resource_version: str | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        await asyncio.Event().wait()
+        yield {"type": "BOOKMARK", "object": {}}  # never reached: makes this a generator
+
+
+def governed(*, insecure: bool = False) -> tuple[Credentials, Governance]:
+    """Credentials (the admin token ``API_KEY``, the API key ``OTHER_KEY``) and governance with an
+    empty policy set; ``insecure`` lets callers without credentials in."""
+    credentials = Credentials(admin_token=API_KEY, api_keys=[OTHER_KEY], insecure=insecure)
+    return credentials, Governance(view=PolicyView(source=NoObjects()), insecure=insecure)
+
+
 class StaticFeed:
     """A feed that never delivers anything (tests write the table themselves)."""
 
@@ -207,11 +237,13 @@ def settings() -> GatewaySettings:
 async def harness(settings: GatewaySettings) -> AsyncIterator[Harness]:
     table = EndpointTable()
     feed = StaticFeed()
+    credentials, governance = governed()
     gateway = Gateway(
         settings=settings,
         table=table,
         feed=feed,
-        authenticator=ApiKeyAuthenticator([API_KEY, "sk-other"]),
+        authenticator=credentials,
+        governance=governance,
     )
     client = TestClient(TestServer(build_app(gateway), host="127.0.0.1"))
     await client.start_server()

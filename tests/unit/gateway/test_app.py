@@ -13,7 +13,6 @@ import pytest
 from aiohttp import web
 
 from aviator.gateway.app import Gateway, GatewayServer
-from aviator.gateway.auth import NoAuth
 from aviator.gateway.endpoints import EndpointTable
 from aviator.gateway.proxy import CLIENT_CLOSED
 from aviator.settings import GatewaySettings
@@ -26,6 +25,7 @@ from .conftest import (
     Harness,
     StaticFeed,
     dead_url,
+    governed,
     replica,
     sample,
     until,
@@ -220,14 +220,23 @@ async def test_malformed_bodies_are_400(harness: Harness, upstreams: Start) -> N
 async def test_missing_or_wrong_keys_are_401(harness: Harness, upstreams: Start) -> None:
     up = await upstreams("a")
     harness.add("a", up)
-    for key in (None, "sk-wrong"):
+    for key, challenge in (
+        (None, 'Bearer realm="aviator"'),
+        (
+            "sk-wrong",
+            'Bearer realm="aviator", error="invalid_token", error_description="malformed"',
+        ),
+    ):
         status, headers, raw = await harness.chat(key=key)
         assert status == 401
-        assert headers["WWW-Authenticate"] == "Bearer"
+        assert headers["WWW-Authenticate"] == challenge
         assert error_of(raw)["code"] == "invalid_api_key"
         assert "sk-wrong" not in raw.decode()
-    status, _, _ = await harness.chat(key="sk-other")
-    assert status == 200
+    # An API key is a principal subject to policy: with no policy, nothing is permitted.
+    status, _, raw = await harness.chat(key="sk-other")
+    assert status == 403
+    assert error_of(raw)["code"] == "policy_denied"
+    assert (await harness.chat())[0] == 200  # the admin token
     async with harness.client.get("/v1/models") as resp:
         assert resp.status == 401
     assert len(up.hits) == 1
@@ -536,12 +545,14 @@ async def test_the_server_lets_requests_in_flight_finish_when_stopped(
     up = await upstreams("a", hold_then_ok)
     table = EndpointTable()
     table.apply("ADDED", replica("a", url=up.url))
+    credentials, governance = governed(insecure=True)
     server = GatewayServer(
         Gateway(
             settings=replace(settings, port=0),
             table=table,
             feed=StaticFeed(),
-            authenticator=NoAuth(),
+            authenticator=credentials,
+            governance=governance,
         ),
         shutdown_grace_s=5.0,
     )

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from typer.testing import CliRunner
 
 from aviator.cli.gateway import gateway
+from aviator.identity.keys import KeyRing
 
 from .conftest import CHAT_BODY, FakeUpstream, replica
 
@@ -41,32 +42,35 @@ def test_help_names_every_option() -> None:
         "--control-url",
         "--token-file",
         "--api-key-file",
-        "--no-auth",
+        "--audit-file",
+        "--insecure",
     ):
         assert option in result.output
+    assert "--no-auth" not in result.output
 
 
-def test_it_refuses_to_start_without_a_way_to_authenticate(tmp_path: Path) -> None:
+def test_it_refuses_to_start_with_an_unusable_key_file(tmp_path: Path) -> None:
     token = tmp_path / "admin.token"
     token.write_text(ADMIN_TOKEN)
     args = ["--control-url", "http://127.0.0.1:1", "--token-file", str(token)]
-    result = CliRunner().invoke(cli_app(), args)
-    assert result.exit_code == 2
-    assert "--api-key-file" in result.output
     keys = tmp_path / "keys"
-    keys.write_text(API_KEY)
-    result = CliRunner().invoke(cli_app(), [*args, "--no-auth", "--api-key-file", str(keys)])
-    assert result.exit_code == 2
     keys.write_text("# empty\n")
     result = CliRunner().invoke(cli_app(), [*args, "--api-key-file", str(keys)])
     assert result.exit_code == 2
     assert "no API key" in result.output
+    result = CliRunner().invoke(cli_app(), [*args, "--api-key-file", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "cannot read the API key file" in result.output
 
 
 @pytest.fixture
-async def control_api(upstreams: Callable[..., Awaitable[FakeUpstream]]) -> AsyncIterator[str]:
-    """A Control API that lists one ready Replica (pointing at a fake upstream) and then idles."""
+async def control_api(
+    upstreams: Callable[..., Awaitable[FakeUpstream]], tmp_path: Path
+) -> AsyncIterator[str]:
+    """A Control API that lists one ready Replica (pointing at a fake upstream), no policies,
+    grants or agents, publishes a JWKS, and then idles."""
     up = await upstreams("a")
+    ring = KeyRing.load_or_create(tmp_path / "plane-keys")
 
     def listing(
         kind: str, items: list[dict[str, object]]
@@ -96,6 +100,13 @@ async def control_api(upstreams: Callable[..., Awaitable[FakeUpstream]]) -> Asyn
     app.router.add_get(
         "/apis/aviator.dev/v1alpha1/modeldeployments", listing("ModelDeploymentList", [])
     )
+    for kind, plural in (("Policy", "policies"), ("Grant", "grants"), ("Agent", "agents")):
+        app.router.add_get(f"/apis/aviator.dev/v1alpha1/{plural}", listing(f"{kind}List", []))
+
+    async def jwks(request: web.Request) -> web.StreamResponse:
+        return web.json_response(ring.jwks())
+
+    app.router.add_get("/.well-known/jwks.json", jwks)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -151,8 +162,17 @@ async def test_the_process_serves_what_it_watches_and_exits_0_on_sigterm(
                 data=orjson.dumps(CHAT_BODY),
                 headers={"Authorization": f"Bearer {API_KEY}"},
             ) as resp:
+                # An API key is subject to policy, and this Control API lists no Policy.
+                assert resp.status == 403
+            async with session.post(
+                f"{url}/v1/chat/completions",
+                data=orjson.dumps(CHAT_BODY),
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            ) as resp:
                 assert resp.status == 200
                 assert resp.headers["x-aviator-replica"] == "default/a"
+            async with session.get(f"{url}/metrics") as resp:
+                assert "aviator_gateway_insecure 0.0" in await resp.text()
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
             rest = await process.stdout.read()
@@ -236,7 +256,7 @@ async def _served(url: str) -> int:
         async with session.post(
             f"{url}/v1/chat/completions",
             data=orjson.dumps(CHAT_BODY),
-            headers={"Authorization": f"Bearer {API_KEY}"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         ) as resp:
             return resp.status
 

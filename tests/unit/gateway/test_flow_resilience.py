@@ -16,9 +16,10 @@ import pytest
 from aiohttp import web
 
 from aviator.gateway.app import Gateway, GatewayServer
-from aviator.gateway.auth import NoAuth
+from aviator.gateway.auth import Credentials
 from aviator.gateway.breaker import BreakerState
 from aviator.gateway.endpoints import EndpointTable
+from aviator.gateway.governance import Governance
 from aviator.settings import GatewaySettings
 
 from .conftest import (
@@ -277,7 +278,11 @@ async def test_when_every_replica_is_open_one_is_still_tried(
 async def test_stopping_the_gateway_answers_queued_requests_503_at_once(upstreams: Start) -> None:
     table = EndpointTable()
     gateway = Gateway(
-        settings=replace(BASE, port=0), table=table, feed=StaticFeed(), authenticator=NoAuth()
+        settings=replace(BASE, port=0),
+        table=table,
+        feed=StaticFeed(),
+        authenticator=Credentials(insecure=True),
+        governance=Governance(view=None, insecure=True),
     )
     server = GatewayServer(gateway, shutdown_grace_s=30.0)
     await server.start()

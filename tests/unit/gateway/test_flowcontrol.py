@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aviator.api.modeldeployment import Priority
+from aviator.api.principal import ANONYMOUS, Principal
 from aviator.enginemetrics import EngineLoad
 from aviator.gateway import flowcontrol as fc
-from aviator.gateway.auth import ANONYMOUS, Principal
 from aviator.gateway.openai import OpenAIError
 from aviator.gateway.scrape import EngineSignals
 from aviator.settings import GatewaySettings
@@ -120,8 +120,8 @@ def test_the_default_priority_comes_from_the_models_deployment() -> None:
 
 
 def test_clients_are_principals_or_else_addresses() -> None:
-    key = Principal(id="api-key/1", kind="api-key")
-    assert fc.client_of(key, "10.0.0.1") == "api-key/1"
+    key = Principal(id="apikey:0123abcd", kind="apikey")
+    assert fc.client_of(key, "10.0.0.1") == "apikey:0123abcd"
     assert fc.client_of(ANONYMOUS, "10.0.0.1") == "addr/10.0.0.1"
     assert fc.client_of(ANONYMOUS, None) == "anonymous"
 

@@ -144,9 +144,15 @@ def test_the_admin_may_approve_others_only_by_policy(compiled: engine.CompiledPo
 def test_revoking(compiled: engine.CompiledPolicies) -> None:
     grant = pending(agent="helper")  # requested by the bot for the helper
     assert grants.may_revoke(compiled, HELPER, grant).allowed  # its own: give it up
-    assert not grants.may_revoke(compiled, BOT, grant).allowed
+    withdrawn = grants.may_revoke(compiled, BOT, grant)  # its request: withdraw it
+    assert withdrawn.allowed and "withdraw" in withdrawn.reason
     assert grants.may_revoke(compiled, ADMIN, grant).allowed
     assert not grants.may_revoke(compiled, STRANGER, grant).allowed
+    # Revoking only takes rights away: the admin may revoke what it granted itself.
+    by_admin = pending(agent="helper")
+    by_admin["status"]["requestedBy"] = ADMIN.id
+    assert grants.may_revoke(compiled, ADMIN, by_admin).allowed
+    assert not grants.may_approve(compiled, ADMIN, by_admin).allowed
 
 
 def test_status_lifecycle() -> None:

@@ -1,0 +1,435 @@
+"""Governance in the request path: policy, budgets, grant leases and the audit record of each
+request.
+
+Per request, once the principal is known and the body names a served model:
+
+1. **Policy.** The admin is allowed without evaluation; everyone else is decided by the compiled
+   Cedar set of a ``PolicyView`` (action ``infer``, or ``embed`` for embeddings, on the
+   ModelDeployment serving the model, with the inference context: model, estimated tokens,
+   priority, hour, and the intent declared by ``x-aviator-intent``). Deny → 403.
+2. **Budgets.** An agent with ``spec.budgets`` reserves its estimate and a request slot
+   (``aviator.governance.budgets``); over budget → 429 with ``Retry-After``. The reservation is
+   settled with the reported usage when the request ends.
+3. **Grant lease.** A request permitted only by grants holds a ``GrantLease``: the proxy cuts its
+   answer off once the grants are no longer active (revoked: the view recompiles and the listener
+   flips the lease; expired: the lease's deadline passes).
+4. **Audit.** A refusal (403, 429) is recorded when it is made; an admitted request when it ends,
+   with its tokens and status. When the log cannot take a record the request is refused with 503
+   (fail closed). Unauthenticated requests (401) are not decisions and are not recorded.
+
+An ``insecure`` gateway skips policy and budgets (anonymous callers are let in) and still audits.
+
+This module MUST NOT block the event loop (the audit log only queues; its queue never waits here),
+read credentials, or log anything that identifies a request's content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from aviator.api import grant as grant_api
+from aviator.api.principal import Principal
+from aviator.audit.log import AuditClosed, AuditLog, AuditUnavailable
+from aviator.audit.record import AuditRecord, ExtraValue, Tokens
+from aviator.gateway import openai
+from aviator.gateway.usage import Usage
+from aviator.governance.budgets import Budgets, Limits, Refusal, Reservation
+from aviator.governance.view import PolicyView
+from aviator.policy.engine import CompiledPolicies, Decision, inference_context
+from aviator.policy.entities import object_uid
+from aviator.settings import AuditSettings
+
+__all__ = [
+    "INTENT_HEADER",
+    "Admission",
+    "Governance",
+    "GrantLease",
+    "estimate_tokens",
+]
+
+INTENT_HEADER: Final = "x-aviator-intent"
+CHARS_PER_TOKEN: Final = 4
+"""The estimate's rule of thumb for English text (tokenizers average 3.5-4.5 characters)."""
+_INTENT_MAX: Final = 256
+_LIMITS_CACHED: Final = 10_000
+
+
+def _text_chars(value: Any) -> int:
+    """Characters of prompt text in a message content, a prompt or an embedding input."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        total = 0
+        for item in value:
+            if isinstance(item, str):
+                total += len(item)
+            elif isinstance(item, int):  # a token id: one token is CHARS_PER_TOKEN characters
+                total += CHARS_PER_TOKEN
+            elif isinstance(item, list):  # a batch of token ids
+                total += CHARS_PER_TOKEN * len(item)
+            elif isinstance(item, Mapping) and isinstance(item.get("text"), str):
+                total += len(item["text"])  # a content part of type text
+        return total
+    return 0
+
+
+def estimate_tokens(operation: str, body: Mapping[str, Any]) -> int:
+    """A cheap estimate of a request's tokens: its prompt's characters / 4, plus the most it may
+    generate (``max_completion_tokens`` or ``max_tokens``; without either, nothing: the usage the
+    replica reports settles the difference). Pure."""
+    chars = 0
+    if operation == "chat":
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            for message in messages:
+                if isinstance(message, Mapping):
+                    chars += _text_chars(message.get("content"))
+    elif operation == "embeddings":
+        chars = _text_chars(body.get("input"))
+    else:
+        chars = _text_chars(body.get("prompt"))
+    output = 0
+    if operation != "embeddings":
+        for key in ("max_completion_tokens", "max_tokens"):
+            value = body.get(key)
+            if type(value) is int and value > 0:
+                output = value
+                break
+    return -(-chars // CHARS_PER_TOKEN) + output
+
+
+class GrantLease:
+    """The grants one request was admitted on (see ``proxy.Lease``). It ends when the view no
+    longer holds any of them active (``revoke``) or at the latest expiry (``deadline``)."""
+
+    __slots__ = ("_clock", "deadline", "grants", "reason")
+
+    def __init__(
+        self, grants: tuple[str, ...], *, deadline: float, clock: Callable[[], float]
+    ) -> None:
+        self.grants = grants
+        """``namespace/name`` of each grant that permitted the request."""
+        self.deadline = deadline
+        """Seconds since the epoch when the last of them expires."""
+        self.reason: str | None = None
+        self._clock = clock
+
+    def ended(self) -> str | None:
+        if self.reason is None and self._clock() >= self.deadline:
+            self.reason = f"grant {', '.join(self.grants)} expired"
+        return self.reason
+
+    def revoke(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+
+@dataclass(slots=True)
+class Admission:
+    """One admitted request, until ``Governance.finish``."""
+
+    principal: Principal
+    action: str
+    resource: str
+    request_id: str
+    estimate: int
+    policies: tuple[str, ...] = ()
+    reason: str = ""
+    reservation: Reservation | None = None
+    lease: GrantLease | None = None
+    extra: dict[str, ExtraValue] = field(default_factory=dict)
+
+
+class Governance:
+    """Policy, budgets, leases and audit for one gateway. ``start``/``aclose`` in its lifespan."""
+
+    def __init__(
+        self,
+        *,
+        view: PolicyView | None,
+        insecure: bool = False,
+        budgets: Budgets | None = None,
+        audit_path: Path | None = None,
+        audit_settings: AuditSettings | None = None,
+        clock: Callable[[], float] = time.time,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        """``view`` may be None only when ``insecure`` (nothing is decided then). ``clock``:
+        seconds since the epoch (grant expiries and budget windows)."""
+        if view is None and not insecure:
+            raise ValueError("a gateway that enforces policy needs a PolicyView")
+        self.view = view
+        self.insecure = insecure
+        self.budgets = budgets if budgets is not None else Budgets()
+        self.audit_path = audit_path
+        # The queue must never make a request wait on the event loop: when it is full, refuse.
+        self._audit_settings = replace(audit_settings or AuditSettings(), full_timeout_s=0.0)
+        self.audit: AuditLog | None = None
+        self._clock = clock
+        self._log = logger or logging.getLogger("aviator.gateway.governance")
+        self._leases: set[GrantLease] = set()
+        self._limits: dict[str, tuple[Mapping[str, Any], Limits]] = {}
+        """Per agent: the Agent object its limits were read from, and them (the reflector
+        replaces the object when the Agent changes, so identity says whether they are current)."""
+        if view is not None:
+            view.on_compiled(self._recompiled)
+
+    # -- lifespan ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the audit log (off the event loop: opening touches the disk)."""
+        if self.audit_path is not None and self.audit is None:
+            self.audit = await asyncio.to_thread(
+                AuditLog.open, self.audit_path, settings=self._audit_settings
+            )
+
+    async def aclose(self) -> None:
+        """Write every acknowledged record and close the log."""
+        audit, self.audit = self.audit, None
+        if audit is not None:
+            await audit.aclose()
+
+    @property
+    def synced(self) -> bool:
+        return self.view is None or self.view.synced.is_set()
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def admit(
+        self,
+        principal: Principal,
+        *,
+        operation: str,
+        model: str,
+        deployment: str,
+        body: Mapping[str, Any],
+        priority: str,
+        intent_header: str | None,
+        request_id: str,
+    ) -> Admission:
+        """Decide a request; raise ``OpenAIError`` (403, 429, 503) to refuse it, after recording
+        the refusal. ``deployment`` is ``namespace/name`` of the ModelDeployment serving ``model``
+        ("" when none is known)."""
+        action = "embed" if operation == "embeddings" else "infer"
+        namespace, _, name = deployment.partition("/")
+        uid = object_uid("ModelDeployment", namespace, name) if name else None
+        estimate = estimate_tokens(operation, body)
+        admission = Admission(
+            principal=principal,
+            action=action,
+            resource=str(uid) if uid is not None else f"model:{model}",
+            request_id=request_id,
+            estimate=estimate,
+        )
+        if self.insecure or principal.kind == "admin":
+            admission.reason = (
+                "insecure gateway: policy is not enforced"
+                if self.insecure
+                else "the administrator is not subject to policy"
+            )
+            self._audit_ready()
+            return admission
+        assert self.view is not None  # checked at construction
+        compiled = self.view.compiled
+        declared = {"intent": "", "grant": ""}
+        if intent_header and intent_header.strip():
+            declared = compiled.declared_intent(principal, intent_header[:_INTENT_MAX])
+            for key in ("intent", "grant"):
+                if declared[key]:
+                    admission.extra[key] = declared[key]
+        if uid is None:
+            decision = Decision(
+                allowed=False,
+                reason=f"model {model!r} is served by no ModelDeployment the gateway knows",
+            )
+        else:
+            context = inference_context(
+                model=model,
+                estimated_tokens=estimate,
+                priority=priority,
+                now=datetime.fromtimestamp(self._clock(), UTC),
+                intent=declared["intent"],
+                grant=declared["grant"],
+            )
+            decision = compiled.decide(principal, action, uid, context)
+        admission.policies = decision.decided_by
+        admission.reason = decision.reason
+        if not decision.allowed:
+            self._refuse(admission, status=403, reason=decision.reason)
+            raise openai.policy_denied(decision.reason)
+        if principal.agent_key is not None:
+            limits = self._limits_of(principal)
+            if not limits.unlimited:
+                outcome = self.budgets.admit(
+                    principal.agent_key, limits, estimate=estimate, now=self._clock()
+                )
+                if isinstance(outcome, Refusal):
+                    self._refuse(
+                        admission,
+                        status=429,
+                        reason=f"budget {outcome.budget} exceeded: {outcome.message}",
+                        policies=(),
+                        extra={"budget": outcome.budget},
+                    )
+                    raise openai.budget_exceeded(
+                        outcome.budget, outcome.message, retry_after_s=outcome.retry_after_s
+                    )
+                admission.reservation = outcome
+        try:
+            self._audit_ready()
+        except openai.OpenAIError:
+            self._release(admission)
+            raise
+        sources = decision.decided_by
+        if sources and all(s.startswith("grant:") for s in sources):
+            admission.lease = self._lease(tuple(s.removeprefix("grant:") for s in sources))
+        return admission
+
+    def finish(
+        self,
+        admission: Admission,
+        *,
+        code: int,
+        usage: Usage | None = None,
+        cut: str | None = None,
+    ) -> None:
+        """Settle the request's budget, drop its lease, and record it."""
+        self._release(admission, usage=usage)
+        if self.audit is None:
+            return
+        extra = dict(admission.extra)
+        extra["status"] = code
+        if cut is not None:
+            extra["cutOff"] = cut
+        tokens = None
+        if usage is not None:
+            tokens = Tokens(prompt=usage.prompt_tokens, completion=usage.completion_tokens)
+        else:
+            extra["estimatedTokens"] = admission.estimate
+        self._append(
+            AuditRecord.of(
+                admission.principal,
+                source="gateway",
+                action=admission.action,
+                resource=admission.resource,
+                decision="allow",
+                policies=admission.policies,
+                reason=admission.reason,
+                request_id=admission.request_id,
+                tokens=tokens,
+                extra=extra,
+            ),
+            admitted=True,
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _limits_of(self, principal: Principal) -> Limits:
+        assert self.view is not None
+        assert principal.agent_key is not None
+        agent = self.view.agent(principal.namespace or "", principal.name or "") or {}
+        known = self._limits.get(principal.agent_key)
+        if known is not None and known[0] is agent:
+            return known[1]
+        limits = Limits.from_spec((agent.get("spec") or {}).get("budgets"))
+        if agent:
+            if len(self._limits) >= _LIMITS_CACHED:
+                self._limits.clear()  # agents come and go; a rebuild costs one read each
+            self._limits[principal.agent_key] = (agent, limits)
+        return limits
+
+    def _release(self, admission: Admission, *, usage: Usage | None = None) -> None:
+        if admission.reservation is not None:
+            used = None if usage is None else usage.prompt_tokens + usage.completion_tokens
+            self.budgets.settle(admission.reservation, used=used, now=self._clock())
+            admission.reservation = None
+        if admission.lease is not None:
+            self._leases.discard(admission.lease)
+
+    def _lease(self, grants: tuple[str, ...]) -> GrantLease:
+        assert self.view is not None
+        deadline = 0.0
+        for key in grants:
+            namespace, _, name = key.partition("/")
+            obj = self.view.grant(namespace, name)
+            until = grant_api.expiry_of(obj) if obj is not None else None
+            if until is not None:
+                deadline = max(deadline, until.timestamp())
+        lease = GrantLease(grants, deadline=deadline, clock=self._clock)
+        self._leases.add(lease)
+        return lease
+
+    def _recompiled(self, compiled: CompiledPolicies) -> None:
+        """A new policy set: leases none of whose grants is still active end now."""
+        if not self._leases:
+            return
+        statements = compiled.statements
+        for lease in list(self._leases):
+            if any(f"grant:{key}" in statements for key in lease.grants):
+                continue
+            lease.revoke(self._why_inactive(lease.grants))
+            self._leases.discard(lease)
+
+    def _why_inactive(self, grants: tuple[str, ...]) -> str:
+        assert self.view is not None
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        states = []
+        for key in grants:
+            namespace, _, name = key.partition("/")
+            obj = self.view.grant(namespace, name)
+            phase = "deleted" if obj is None else grant_api.phase_at(obj, now).lower()
+            states.append(
+                f"grant {key} was {phase}" if phase != "expired" else f"grant {key} expired"
+            )
+        return "; ".join(states)
+
+    def _audit_ready(self) -> None:
+        """Refuse (503) a request whose record the log could not take when it ends."""
+        audit = self.audit
+        if audit is not None and audit.stats.pending >= self._audit_settings.queue_bound:
+            raise openai.audit_unavailable()
+
+    def _refuse(
+        self,
+        admission: Admission,
+        *,
+        status: int,
+        reason: str,
+        policies: tuple[str, ...] | None = None,
+        extra: Mapping[str, ExtraValue] | None = None,
+    ) -> None:
+        facts: dict[str, ExtraValue] = {**admission.extra, **(extra or {}), "status": status}
+        facts["estimatedTokens"] = admission.estimate
+        self._append(
+            AuditRecord.of(
+                admission.principal,
+                source="gateway",
+                action=admission.action,
+                resource=admission.resource,
+                decision="deny",
+                policies=admission.policies if policies is None else policies,
+                reason=reason,
+                request_id=admission.request_id,
+                extra=facts,
+            ),
+            admitted=False,
+        )
+
+    def _append(self, record: AuditRecord, *, admitted: bool) -> None:
+        audit = self.audit
+        if audit is None:
+            return
+        try:
+            audit.append(record)
+        except (AuditUnavailable, AuditClosed) as exc:
+            if admitted:  # already answered: all that is left is to say it was not recorded
+                self._log.error("request %s was not audited: %s", record.request_id, exc)
+                return
+            raise openai.audit_unavailable() from None

@@ -1,0 +1,274 @@
+"""Per-agent budgets: tokens per minute, tokens per day, requests in flight. A pure core.
+
+Tokens are counted the way the gateway can know them: a request *reserves* its estimate when it
+is admitted (so requests in flight count against the budget at once), and is *settled* when it
+ends, with the usage the replica reported (prompt plus completion) or, when none was reported,
+the estimate it reserved. A request is admitted only if what the window already holds plus its
+estimate fits the limit; otherwise ``admit`` says which budget is exhausted and how long until
+enough of the window has slid past for the request to fit (``retry_after_s``, at least 1).
+
+Windows slide in buckets (1 s buckets for the minute, 5 min buckets for the day): memory per agent
+is bounded by the bucket count whatever the traffic, and a bucket leaves the window as a whole,
+so a window may forget tokens up to one bucket early. Only non-empty buckets are kept.
+
+Everything takes ``now`` (seconds, any monotonic-enough clock) from the caller: this module reads
+no clock, does no I/O and holds no state beyond the ``Budgets`` object the caller owns. It MUST
+NOT know where limits come from (the caller passes each agent's ``Limits``) or log anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+__all__ = [
+    "DAY",
+    "MINUTE",
+    "Budget",
+    "Budgets",
+    "Limits",
+    "Refusal",
+    "Reservation",
+    "WindowShape",
+]
+
+Budget = Literal["tokensPerMinute", "tokensPerDay", "maxConcurrentRequests"]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowShape:
+    """A sliding window of ``buckets`` buckets of ``bucket_s`` seconds."""
+
+    bucket_s: float
+    buckets: int
+
+    @property
+    def length_s(self) -> float:
+        return self.bucket_s * self.buckets
+
+
+MINUTE: Final = WindowShape(bucket_s=1.0, buckets=60)
+DAY: Final = WindowShape(bucket_s=300.0, buckets=288)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """An agent's budgets (``Agent.spec.budgets``); None is no limit."""
+
+    tokens_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    max_concurrent_requests: int | None = None
+
+    @classmethod
+    def from_spec(cls, budgets: Mapping[str, Any] | None) -> Limits:
+        """From the wire form of ``spec.budgets`` (camelCase); anything not a positive int is no
+        limit (admission refuses such values, so this only meets them in a store edited by hand)."""
+        budgets = budgets or {}
+
+        def limit(key: str) -> int | None:
+            value = budgets.get(key)
+            return value if type(value) is int and value > 0 else None
+
+        return cls(
+            tokens_per_minute=limit("tokensPerMinute"),
+            tokens_per_day=limit("tokensPerDay"),
+            max_concurrent_requests=limit("maxConcurrentRequests"),
+        )
+
+    @property
+    def unlimited(self) -> bool:
+        return (
+            self.tokens_per_minute is None
+            and self.tokens_per_day is None
+            and self.max_concurrent_requests is None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request does not fit its agent's budgets."""
+
+    budget: Budget
+    limit: int
+    used: int
+    """Tokens in the window (finished and in flight), or requests in flight."""
+    requested: int
+    """The request's estimate (tokens), or 1 (a request)."""
+    retry_after_s: int
+    """Seconds until the request would fit if nothing else were admitted meanwhile (at least 1).
+    A request larger than the limit itself never fits: then it is the window's length."""
+
+    @property
+    def message(self) -> str:
+        if self.budget == "maxConcurrentRequests":
+            return (
+                f"{self.used} requests of the agent are in flight, the budget allows {self.limit}"
+            )
+        per = "minute" if self.budget == "tokensPerMinute" else "day"
+        if self.requested > self.limit:
+            return (
+                f"the request alone is estimated at {self.requested} tokens, more than the "
+                f"budget of {self.limit} tokens per {per}"
+            )
+        return (
+            f"{self.used} of {self.limit} tokens per {per} are used or reserved and the request "
+            f"is estimated at {self.requested}"
+        )
+
+
+class _Window:
+    """Token counts in buckets, oldest first; only non-empty buckets are kept."""
+
+    __slots__ = ("_buckets", "_shape", "total")
+
+    def __init__(self, shape: WindowShape) -> None:
+        self._shape = shape
+        self._buckets: deque[list[int]] = deque()
+        """``[bucket index, tokens]``, by index."""
+        self.total = 0
+
+    def index(self, now: float) -> int:
+        return math.floor(now / self._shape.bucket_s)
+
+    def slide(self, now: float) -> None:
+        """Forget the buckets that left the window at ``now``."""
+        first = self.index(now) - self._shape.buckets + 1
+        buckets = self._buckets
+        while buckets and buckets[0][0] < first:
+            self.total -= buckets.popleft()[1]
+
+    def add(self, index: int, tokens: int) -> None:
+        """Add ``tokens`` (may be negative) to bucket ``index`` if it is still kept, or to a new
+        one if it is the newest; an adjustment of a bucket already forgotten is dropped."""
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == index:
+            buckets[-1][1] += tokens
+        elif not buckets or buckets[-1][0] < index:
+            buckets.append([index, tokens])
+        else:
+            for bucket in buckets:
+                if bucket[0] == index:
+                    bucket[1] += tokens
+                    break
+            else:
+                return
+        self.total += tokens
+
+    def retry_after(self, now: float, *, excess: int) -> float:
+        """Seconds until at least ``excess`` tokens have left the window (its length if never)."""
+        freed = 0
+        for index, tokens in self._buckets:
+            freed += tokens
+            if freed >= excess:
+                return (index + self._shape.buckets) * self._shape.bucket_s - now
+        return self._shape.length_s
+
+    @property
+    def empty(self) -> bool:
+        return not self._buckets
+
+
+class _Agent:
+    __slots__ = ("day", "inflight", "minute")
+
+    def __init__(self, minute: WindowShape, day: WindowShape) -> None:
+        self.minute = _Window(minute)
+        self.day = _Window(day)
+        self.inflight = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What ``admit`` took for one request; give it back to ``settle`` when the request ends."""
+
+    agent: str
+    estimate: int
+    minute_bucket: int
+    day_bucket: int
+
+
+class Budgets:
+    """The budgets of every agent with requests in its windows. Not thread-safe: one event loop
+    owns it."""
+
+    def __init__(self, *, minute: WindowShape = MINUTE, day: WindowShape = DAY) -> None:
+        self._minute = minute
+        self._day = day
+        self._agents: dict[str, _Agent] = {}
+
+    def __len__(self) -> int:
+        """Agents with something counted (bounded by the agents that sent requests lately)."""
+        return len(self._agents)
+
+    def admit(
+        self, agent: str, limits: Limits, *, estimate: int, now: float
+    ) -> Reservation | Refusal:
+        """Reserve ``estimate`` tokens and one request slot for ``agent``, or say why not."""
+        if estimate < 0:
+            raise ValueError(f"a token estimate cannot be negative (got {estimate})")
+        state = self._agents.get(agent)
+        if state is None:
+            state = self._agents[agent] = _Agent(self._minute, self._day)
+        state.minute.slide(now)
+        state.day.slide(now)
+        cap = limits.max_concurrent_requests
+        if cap is not None and state.inflight >= cap:
+            self._forget_if_idle(agent, state)
+            return Refusal("maxConcurrentRequests", cap, state.inflight, 1, 1)
+        for budget, limit, window in (
+            ("tokensPerMinute", limits.tokens_per_minute, state.minute),
+            ("tokensPerDay", limits.tokens_per_day, state.day),
+        ):
+            if limit is not None and window.total + estimate > limit:
+                if estimate > limit:
+                    wait = self._minute.length_s if window is state.minute else self._day.length_s
+                else:
+                    wait = window.retry_after(now, excess=window.total + estimate - limit)
+                self._forget_if_idle(agent, state)
+                return Refusal(
+                    budget,  # type: ignore[arg-type]
+                    limit,
+                    window.total,
+                    estimate,
+                    max(1, math.ceil(wait)),
+                )
+        minute_bucket, day_bucket = state.minute.index(now), state.day.index(now)
+        state.minute.add(minute_bucket, estimate)
+        state.day.add(day_bucket, estimate)
+        state.inflight += 1
+        return Reservation(agent, estimate, minute_bucket, day_bucket)
+
+    def settle(self, reservation: Reservation, *, used: int | None, now: float) -> None:
+        """The request of ``reservation`` ended having used ``used`` tokens (None: unknown, the
+        estimate stands). Its tokens count from now on, in place of the estimate."""
+        state = self._agents.get(reservation.agent)
+        if state is None:  # cannot happen while the reservation is outstanding
+            return
+        state.inflight = max(0, state.inflight - 1)
+        actual = reservation.estimate if used is None else max(0, used)
+        for window, bucket in (
+            (state.minute, reservation.minute_bucket),
+            (state.day, reservation.day_bucket),
+        ):
+            window.slide(now)
+            window.add(bucket, -reservation.estimate)
+            window.add(window.index(now), actual)
+        self._forget_if_idle(reservation.agent, state)
+
+    def used(self, agent: str, *, now: float) -> tuple[int, int, int]:
+        """(tokens in the minute window, tokens in the day window, requests in flight)."""
+        state = self._agents.get(agent)
+        if state is None:
+            return (0, 0, 0)
+        state.minute.slide(now)
+        state.day.slide(now)
+        counts = (state.minute.total, state.day.total, state.inflight)
+        self._forget_if_idle(agent, state)
+        return counts
+
+    def _forget_if_idle(self, agent: str, state: _Agent) -> None:
+        if not state.inflight and state.minute.empty and state.day.empty:
+            del self._agents[agent]
