@@ -4,7 +4,13 @@ The workload of llm-d's and inference-perf's ``shared_prefix`` benchmark, scaled
 ``--groups`` groups, each with its own long system prompt (``--system-tokens``), every request a
 group's system prompt plus a fresh question (``--question-tokens``) answering
 ``--output-tokens`` tokens, groups picked uniformly at random, arrivals Poisson at each rate of
-the ladder (``--rates``, requests per simulated second) for ``--seconds`` each.
+the ladder (``--rates``, requests per simulated second) for ``--seconds`` each, after
+``--warmup`` seconds at the first rate that are not measured (they fill the caches).
+
+As in llm-d's benchmark, the groups' prefixes together are more than one replica's KV cache holds
+(default: 16 x 2,500 tokens against an L4's 18,736), so a router that spreads every group over
+every replica evicts prefixes it will need again, while one that keeps each group on one replica
+fits its share. ``--kv-cache-blocks`` overrides the simulators' KV cache size.
 
 Starts, each in its own process on 127.0.0.1: ``--replicas`` simulators timed like
 ``--device-profile`` (default an L4: slow prefill, small KV cache, so whether a prompt's prefix is
@@ -14,12 +20,14 @@ cache_aware`` when it is installed (``--vllm-router PATH`` or on PATH). The simu
 restarted for every policy so each starts with cold caches.
 
 Every request streams with ``stream_options.include_usage``; TTFT is the time to the first content
-chunk, the cache-hit share is Σ ``usage.prompt_tokens_details.cached_tokens`` / Σ prompt tokens.
-``--time-scale`` runs the simulators faster than real time; all figures are reported in simulated
-seconds (divided by the scale). The load generator, the router and the simulators share the
-machine's cores, so keep rates modest on small machines.
+chunk, the cache-hit share is the sum of ``usage.prompt_tokens_details.cached_tokens`` over the
+sum of prompt tokens. ``--time-scale`` runs the simulators faster than real time; all figures are
+reported in simulated seconds (divided by the scale). The load generator, the router and the
+simulators share the machine's cores, so each row also gives the 1-minute load average at its end:
+above the core count, the load generator may be what limits. The closing summary gives, per rate,
+round-robin's TTFT p90 over prefix-aware's and prefix-aware's against vllm-router's.
 
-    .venv/bin/python bench/routing.py [--replicas 4] [--rates 1 2 3 4] [--seconds 20]
+    .venv/bin/python bench/routing.py [--replicas 4] [--rates 2 4 6 8 10] [--seconds 20]
         [--policies round-robin load prefix-aware vllm-router] [--json]
 """
 
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import statistics
@@ -68,8 +77,9 @@ async def _gateway_main(preset: str, endpoints: list[str]) -> None:
     import logging
 
     from aviator.gateway.app import Gateway, GatewayServer
-    from aviator.gateway.auth import NoAuth
+    from aviator.gateway.auth import Credentials
     from aviator.gateway.endpoints import EndpointTable
+    from aviator.gateway.governance import Governance
     from aviator.gateway.models import ModelDirectory
     from aviator.settings import GatewaySettings
 
@@ -96,7 +106,8 @@ async def _gateway_main(preset: str, endpoints: list[str]) -> None:
         settings=GatewaySettings(host="127.0.0.1", port=0),
         table=table,
         feed=Synced(),
-        authenticator=NoAuth(),
+        authenticator=Credentials(insecure=True),
+        governance=Governance(view=None, insecure=True),
         directory=directory,
     )
     server = GatewayServer(gateway, shutdown_grace_s=1.0)
@@ -159,10 +170,14 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes) -> Outcome
 
 
 async def _drive(
-    url: str, *, rate: float, seconds: float, args: argparse.Namespace
+    url: str, *, rate: float, seconds: float, args: argparse.Namespace, phase: str
 ) -> list[Outcome]:
-    """Poisson arrivals at ``rate`` real requests/s for ``seconds``; wait for all to finish."""
-    rng = random.Random(args.seed)
+    """Poisson arrivals at ``rate`` real requests/s for ``seconds``; wait for all to finish.
+
+    The groups' system prompts are the same in every phase; the questions and arrivals are drawn
+    per ``phase``, so no phase repeats an earlier one's whole prompts (which would hit the cache
+    past the shared prefix)."""
+    rng = random.Random(f"{args.seed}/{phase}")
     systems = [
         text(random.Random(args.seed * 1000 + g), args.system_tokens) for g in range(args.groups)
     ]
@@ -208,6 +223,8 @@ class Row:
     e2e_p90_s: float
     output_tok_s: float
     cache_hit_pct: float
+    load_avg: float
+    """The machine's 1-minute load average when the rate's last request finished."""
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -231,19 +248,39 @@ def _row(policy: str, rate: float, outcomes: list[Outcome], *, scale: float, wal
         e2e_p90_s=_quantile([o.e2e_s / scale for o in ok], 0.9),
         output_tok_s=sum(o.output_tokens for o in ok) / (wall_s / scale),
         cache_hit_pct=100 * sum(o.cached_tokens for o in ok) / prompt if prompt else 0.0,
+        load_avg=os.getloadavg()[0],
     )
 
 
 def _report(rows: list[Row]) -> str:
     lines = [
         f"{'policy':<14}{'rate':>6}{'reqs':>6}{'err':>5}{'TTFT p50':>10}{'TTFT p90':>10}"
-        f"{'e2e p90':>9}{'out tok/s':>11}{'cache hit':>11}"
+        f"{'e2e p90':>9}{'out tok/s':>11}{'cache hit':>11}{'load':>6}"
     ]
     for r in rows:
         lines.append(
             f"{r.policy:<14}{r.rate:>6g}{r.requests:>6}{r.errors:>5}{r.ttft_p50_s:>9.3f}s"
-            f"{r.ttft_p90_s:>9.3f}s{r.e2e_p90_s:>8.2f}s{r.output_tok_s:>11.0f}{r.cache_hit_pct:>10.1f}%"
+            f"{r.ttft_p90_s:>9.3f}s{r.e2e_p90_s:>8.2f}s{r.output_tok_s:>11.0f}"
+            f"{r.cache_hit_pct:>10.1f}%{r.load_avg:>6.1f}"
         )
+    return "\n".join(lines)
+
+
+def _summary(rows: list[Row]) -> str:
+    """Per rate: round-robin's TTFT p90 over prefix-aware's, and prefix-aware's over vllm-router's
+    (below 1: prefix-aware is faster)."""
+    p90 = {(r.policy, r.rate): r.ttft_p90_s for r in rows}
+    lines = []
+    for rate in sorted({r.rate for r in rows}):
+        aware = p90.get(("prefix-aware", rate))
+        if aware is None:
+            continue
+        parts = [f"rate {rate:g}: prefix-aware TTFT p90 {aware:.3f} s"]
+        if (rr := p90.get(("round-robin", rate))) is not None:
+            parts.append(f"round-robin / prefix-aware = {rr / aware:.1f}x")
+        if (vr := p90.get(("vllm-router", rate))) is not None:
+            parts.append(f"prefix-aware / vllm-router = {aware / vr:.2f}")
+        lines.append("; ".join(parts))
     return "\n".join(lines)
 
 
@@ -255,6 +292,7 @@ def _sim_args(port: int, args: argparse.Namespace, index: int) -> list[str]:
         sys.executable, "-m", "aviator.sim", "--host", "127.0.0.1", "--port", str(port),
         "--model", MODEL, "--device-profile", args.device_profile, "--model-class", "8b",
         "--time-scale", str(args.time_scale), "--seed", str(index),
+        *([] if args.kv_cache_blocks is None else ["--kv-cache-blocks", str(args.kv_cache_blocks)]),
     ]  # fmt: skip
 
 
@@ -302,10 +340,22 @@ def _run_policy(policy: str, args: argparse.Namespace, router: str | None, tmp: 
             me = [sys.executable, str(Path(__file__).resolve())]
             endpoints = [arg for url in urls for arg in ("--endpoint", url)]
             _, front = stack.enter_context(child([*me, "gateway", "--preset", policy, *endpoints]))
+        if args.warmup > 0:
+            asyncio.run(
+                _drive(
+                    front,
+                    rate=args.rates[0] / args.time_scale,
+                    seconds=args.warmup,
+                    args=args,
+                    phase="warmup",
+                )
+            )
         for rate in args.rates:
             real_rate = rate / args.time_scale
             started = time.perf_counter()
-            outcomes = asyncio.run(_drive(front, rate=real_rate, seconds=args.seconds, args=args))
+            outcomes = asyncio.run(
+                _drive(front, rate=real_rate, seconds=args.seconds, args=args, phase=f"{rate:g}")
+            )
             row = _row(
                 policy, rate, outcomes, scale=args.time_scale, wall_s=time.perf_counter() - started
             )
@@ -323,13 +373,17 @@ def main() -> None:
     parser.add_argument("--preset", default="prefix-aware", help=argparse.SUPPRESS)
     parser.add_argument("--replicas", type=int, default=4)
     parser.add_argument("--device-profile", default="l4-24gb")
-    parser.add_argument("--groups", type=int, default=12)
+    parser.add_argument("--kv-cache-blocks", type=int, help="KV cache size of each simulator.")
+    parser.add_argument("--groups", type=int, default=16)
     parser.add_argument("--system-tokens", type=int, default=2500)
     parser.add_argument("--question-tokens", type=int, default=100)
     parser.add_argument("--output-tokens", type=int, default=30)
-    parser.add_argument("--rates", type=float, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--rates", type=float, nargs="+", default=[2, 4, 6, 8, 10])
     parser.add_argument("--seconds", type=float, default=20.0, help="Real seconds per rate.")
-    parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument(
+        "--warmup", type=float, default=10.0, help="Real seconds at the first rate, not measured."
+    )
+    parser.add_argument("--time-scale", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--policies", nargs="+", default=["round-robin", "load", "prefix-aware", "vllm-router"]
@@ -337,6 +391,10 @@ def main() -> None:
     parser.add_argument("--vllm-router", help="Path of the vllm-router executable.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if min(args.rates) <= 0 or args.seconds <= 0 or args.time_scale <= 0:
+        parser.error("--rates, --seconds and --time-scale must be positive")
+    if args.warmup < 0 or args.groups < 1 or args.replicas < 1:
+        parser.error("--warmup must be >= 0, --groups and --replicas >= 1")
     if args.role == "gateway":
         run_forever(_gateway_main(args.preset, args.endpoint))
         return
@@ -348,8 +406,8 @@ def main() -> None:
     print(
         f"{args.replicas} x {args.device_profile} simulators; {args.groups} groups x "
         f"{args.system_tokens}-token system prompt + {args.question_tokens}-token question, "
-        f"{args.output_tokens} output tokens; {args.seconds:g} s per rate; time scale "
-        f"{args.time_scale:g} (figures in simulated seconds)",
+        f"{args.output_tokens} output tokens; {args.warmup:g} s warm-up, {args.seconds:g} s per "
+        f"rate; time scale {args.time_scale:g} (figures in simulated seconds)",
         flush=True,
     )
     print(_report([]), flush=True)
@@ -359,6 +417,8 @@ def main() -> None:
             rows.extend(_run_policy(policy, args, router, Path(tmp)))
     print()
     print(_report(rows))
+    print()
+    print(_summary(rows))
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
 
