@@ -3,8 +3,10 @@
 This is the gateway's composition root: it reads the credentials, builds the Control API client,
 the discovery that watches Replicas through it, the endpoint table, the policy view (Policies,
 Grants, Agents, ModelDeployments through the same client), the token verifier (the plane's JWKS,
-fetched from the Control API and refreshed), the audit log and the server, and runs them until
-SIGTERM or SIGINT. ``aviator up`` starts it the same way, as a child process.
+fetched from the Control API and refreshed, plus the trusted issuers of ``--identity-config``),
+the audit log and the server, and runs them until SIGTERM or SIGINT. ``aviator up`` starts it the
+same way, as a child process, passing on its own ``--identity-config`` so that both processes
+agree on the trust domain and the issuers.
 
 Callers authenticate with an agent token (audience ``gateway``), the admin token, or one of the
 optional ``--api-key-file`` keys. ``--insecure`` also lets callers without credentials in and
@@ -37,7 +39,7 @@ import typer
 from aviator.api.errors import AviatorError
 from aviator.cli.context import CliContext
 from aviator.gateway.auth import load_api_keys
-from aviator.settings import GatewaySettings
+from aviator.settings import GatewaySettings, IdentitySettings
 
 log = logging.getLogger("aviator.cli.gateway")
 
@@ -95,6 +97,36 @@ def _control_api(
     return control_url.rstrip("/"), token
 
 
+def load_identity_config(path: Path) -> IdentitySettings:
+    """The identity settings of the file ``path`` (``aviator.identity.config``), once the file and
+    every JWKS file it names have been read and checked: a typo or a missing key file stops the
+    start before anything runs. ``AviatorError`` says what is wrong, one problem per line."""
+    from aviator.identity import config
+    from aviator.identity.sources import JwksError, JwksFile
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _ConfigError(
+            f"cannot read the identity configuration {path}: {exc.strerror or exc}"
+        ) from None
+    except UnicodeDecodeError:
+        raise _ConfigError(f"{path}: not UTF-8 text") from None
+    # Relative JWKS paths are the file's neighbours, whatever the working directory.
+    parsed = config.parse(text, origin=str(path), base_dir=path.resolve().parent)
+    problems = []
+    for index, issuer in enumerate(parsed.trusted_issuers):
+        if issuer.jwks.startswith(("https://", "http://")):
+            continue  # fetched at start and retried in the background: a network blip is no typo
+        try:
+            JwksFile(Path(issuer.jwks)).load()
+        except JwksError as exc:
+            problems.append(f"{path}: trustedIssuers[{index}].jwks: {exc}")
+    if problems:
+        raise _ConfigError("\n".join(problems))
+    return parsed.apply(IdentitySettings())
+
+
 PARENT_CHECK_S = 0.5
 """How often ``--exit-with-parent`` looks whether the process that started the gateway is gone."""
 
@@ -111,6 +143,7 @@ async def _exit_with_parent(stop: asyncio.Event) -> None:
 async def _run(
     settings: GatewaySettings,
     *,
+    identity: IdentitySettings,
     control_url: str,
     token: str,
     api_keys: list[str],
@@ -133,18 +166,21 @@ async def _run(
     from aviator.gateway.governance import Governance
     from aviator.governance.view import PolicyView
     from aviator.identity import JWKS_PATH
-    from aviator.identity.sources import JwksError, JwksUrl
+    from aviator.identity.sources import JwksError, JwksUrl, TrustedIssuers
     from aviator.identity.verify import TokenVerifier, plane_issuer
-    from aviator.settings import IdentitySettings
 
+    # First: the one constructor here that may refuse (settings checked when the file was read).
+    trusted = TrustedIssuers(identity.trusted_issuers)
     orphan_watch = asyncio.create_task(_exit_with_parent(stop)) if exit_with_parent else None
     client = Client(control_url, token=token)
     jwks = JwksUrl(control_url + JWKS_PATH)
     try:
+        # Before serving, not in the background: a JWKS file gone since the command line was
+        # checked must stop the start, as it stops the plane's. URLs are retried by their tasks.
+        await trusted.start()
         table = EndpointTable()
         discovery = Discovery(source=client, table=table)
         view = PolicyView(source=client)
-        identity = IdentitySettings()
         verifier = TokenVerifier(
             issuers=[
                 plane_issuer(
@@ -152,12 +188,21 @@ async def _run(
                     keys=jwks,
                     audience=DEFAULT_AUDIENCE,
                     on_unknown_key=jwks.request_refresh,
-                )
+                ),
+                *trusted.issuers,
             ],
             trust_domain=identity.trust_domain,
             leeway_s=identity.leeway_s,
+            cache_size=identity.cache_size,
+            # The same rule as the Control API's: a token of a deleted Agent authenticates no one.
             agent_exists=lambda namespace, name: view.agent(namespace, name) is not None,
         )
+        if identity.trusted_issuers:
+            log.info(
+                "trusting tokens of %s besides the plane's (trust domain %s)",
+                ", ".join(repr(i.issuer) for i in identity.trusted_issuers),
+                identity.trust_domain,
+            )
 
         async def keep_keys() -> None:
             try:
@@ -191,6 +236,7 @@ async def _run(
     finally:
         if orphan_watch is not None:
             orphan_watch.cancel()
+        await trusted.aclose()
         await jwks.aclose()
         await client.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -317,6 +363,15 @@ def gateway(
         "<data-dir>/audit.db. Without it nothing is audited.",
         show_default=False,
     ),
+    identity_config: Path | None = typer.Option(
+        None,
+        "--identity-config",
+        metavar="FILE",
+        help="Identity configuration (YAML or JSON): the trust domain and the trusted issuers "
+        "whose tokens count as an agent's (see docs/governance.md, 'Trusted issuers'). Must be "
+        "the plane's; aviator up passes its own.",
+        show_default=False,
+    ),
     insecure: bool = typer.Option(
         False,
         "--insecure",
@@ -351,6 +406,11 @@ def gateway(
     try:
         api_keys = _api_keys(api_key_file)
         url, token = _control_api(cli, control_url=control_url, token_file=token_file)
+        identity = (
+            load_identity_config(identity_config)
+            if identity_config is not None
+            else IdentitySettings()
+        )
     except AviatorError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -367,10 +427,13 @@ def gateway(
         runner = uvloop.run
 
     def serve(settings: GatewaySettings, *, reuse_port: bool, exit_with_parent: bool) -> int:
+        from aviator.identity.sources import JwksError
+
         try:
             runner(
                 _run(
                     settings,
+                    identity=identity,
                     control_url=url,
                     token=token,
                     api_keys=api_keys,
@@ -383,6 +446,9 @@ def gateway(
         except OSError as exc:
             typer.echo(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}", err=True)
             return 1
+        except JwksError as exc:  # a key file broken since it was checked
+            typer.echo(f"error: {exc}", err=True)
+            return 2
         return 0
 
     if workers == 1:

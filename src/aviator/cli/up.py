@@ -26,6 +26,7 @@ from aviator.api.meta import find_condition
 from aviator.api.modeldeployment import ModelDeployment
 from aviator.cli import manifests
 from aviator.cli.context import DEFAULT_DATA_DIR, CliContext
+from aviator.cli.gateway import load_identity_config
 from aviator.client import Client, object_path
 from aviator.plane.datadir import read_secret
 from aviator.settings import Settings
@@ -207,6 +208,7 @@ async def _run(
     inventory: list[dict[str, Any]] | None,
     wait_timeout: float,
     run_gateway: bool,
+    identity_config: Path | None = None,
 ) -> int:
     # Imported here, not at the top: every other CLI command would pay for the whole plane.
     from aviator.plane.plane import Plane
@@ -215,7 +217,12 @@ async def _run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    plane = Plane(settings=settings, run_gateway=run_gateway, inventory=inventory)
+    plane = Plane(
+        settings=settings,
+        run_gateway=run_gateway,
+        inventory=inventory,
+        identity_config=identity_config,
+    )
     try:
         typer.echo(f"Starting aviator plane (data directory {settings.data_dir}) ...", err=True)
         endpoints = await plane.start()
@@ -272,6 +279,15 @@ def up(
     wait_timeout: float = typer.Option(
         60.0, "--wait-timeout", help="Seconds to wait for applied deployments."
     ),
+    identity_config: Path | None = typer.Option(
+        None,
+        "--identity-config",
+        metavar="FILE",
+        help="Identity configuration (YAML or JSON): the trust domain and the trusted issuers "
+        "(a company IdP, Kubernetes service accounts) whose tokens count as an agent's; the "
+        "gateway gets the same file. See docs/governance.md, 'Trusted issuers'.",
+        show_default=False,
+    ),
     no_gateway: bool = typer.Option(False, "--no-gateway", help="Run without the gateway process."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
@@ -293,6 +309,14 @@ def up(
     except manifests.ManifestError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if identity_config is not None:
+        try:  # checked before anything starts
+            identity = load_identity_config(identity_config)
+        except errors.AviatorError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        settings = replace(settings, identity=identity)
+        identity_config = identity_config.resolve()  # the gateway finds it from anywhere
     _configure_logging(log_file=settings.data_dir / "logs" / "plane.log", verbose=verbose)
     try:
         import uvloop
@@ -307,6 +331,7 @@ def up(
             inventory=fleet,
             wait_timeout=wait_timeout,
             run_gateway=not no_gateway,
+            identity_config=identity_config,
         )
     )
     raise typer.Exit(code)

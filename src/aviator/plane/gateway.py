@@ -37,11 +37,14 @@ class GatewayProcess:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         workers: int = 1,
+        identity_config: Path | None = None,
     ) -> None:
         """``workers`` > 1 runs the gateway as that many processes sharing the port
         (``aviator gateway --workers``). Callers authenticate with agent tokens (or the admin
         token ``token_file``, which the gateway also watches with); every decision goes to the
-        audit log ``audit_file``, which the plane writes too."""
+        audit log ``audit_file``, which the plane writes too. ``identity_config``: the plane's
+        own identity configuration file, so that the gateway accepts the same issuers' tokens in
+        the same trust domain (read again by every gateway start)."""
         self.host = host
         self.port = port
         self._argv = [
@@ -64,6 +67,8 @@ class GatewayProcess:
         ]
         if workers > 1:
             self._argv += ["--workers", str(workers)]
+        if identity_config is not None:
+            self._argv += ["--identity-config", str(identity_config)]
         self._log_file = log_file
         self._record = record
         self._stop_grace_s = stop_grace_s

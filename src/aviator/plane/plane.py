@@ -59,9 +59,13 @@ class Plane:
         settings: Settings,
         run_gateway: bool = True,
         inventory: list[dict[str, Any]] | None = None,
+        identity_config: Path | None = None,
     ) -> None:
-        """``inventory``: Node objects to plan on; without it the local machine is discovered."""
+        """``inventory``: Node objects to plan on; without it the local machine is discovered.
+        ``identity_config``: the file ``settings.identity`` was read from, passed on to the
+        gateway so that it trusts the same issuers in the same trust domain."""
         self.settings = settings
+        self._identity_config = identity_config
         self._inventory = inventory
         self.data_dir = DataDir(settings.data_dir)
         self._run_gateway = run_gateway
@@ -173,6 +177,7 @@ class Plane:
                 log_file=self.data_dir.logs / "gateway.log",
                 record=self.data_dir.gateway_record,
                 stop_grace_s=settings.runtime.stop_grace_s,
+                identity_config=self._identity_config,
             )
             await self._gateway.start()
             await self._gateway.wait_ready(timeout=30.0)

@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import jwt
 import orjson
 import pytest
 import typer
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 from typer.testing import CliRunner
 
 from aviator.cli.gateway import gateway
+from aviator.identity import tokens
 from aviator.identity.keys import KeyRing
 
 from .conftest import CHAT_BODY, FakeUpstream, replica
 
+K8S = "https://kubernetes.default.svc.cluster.local"
+AGENT: dict[str, object] = {
+    "apiVersion": "aviator.dev/v1alpha1",
+    "kind": "Agent",
+    "metadata": {"name": "assistant", "namespace": "default", "resourceVersion": "5"},
+    "spec": {"owner": "ops@example.com", "purpose": "tests", "audiences": ["gateway"]},
+}
 ADMIN_TOKEN = "admin-token-secret-1"
 API_KEY = "sk-cli-secret-2"
 ROOT = Path(__file__).resolve().parents[3]
@@ -43,6 +56,7 @@ def test_help_names_every_option() -> None:
         "--token-file",
         "--api-key-file",
         "--audit-file",
+        "--identity-config",
         "--insecure",
     ):
         assert option in result.output
@@ -63,12 +77,39 @@ def test_it_refuses_to_start_with_an_unusable_key_file(tmp_path: Path) -> None:
     assert "cannot read the API key file" in result.output
 
 
+def test_it_refuses_to_start_with_a_bad_identity_config(tmp_path: Path) -> None:
+    token = tmp_path / "admin.token"
+    token.write_text(ADMIN_TOKEN)
+    args = ["--control-url", "http://127.0.0.1:1", "--token-file", str(token)]
+    config = tmp_path / "identity.yaml"
+    config.write_text(f"trustedIssuers:\n  - issuer: {K8S}\n    jwks: k8s.json\n")
+    result = CliRunner().invoke(cli_app(), [*args, "--identity-config", str(config)])
+    assert result.exit_code == 2
+    assert f"{config}: trustedIssuers[0].audience: required" in result.output
+    # A JWKS file is looked for next to the configuration, and must be there and usable.
+    config.write_text(f"{config.read_text()}    audience: aviator\n    namespace: agents\n")
+    result = CliRunner().invoke(cli_app(), [*args, "--identity-config", str(config)])
+    assert result.exit_code == 2
+    assert (
+        f"{config}: trustedIssuers[0].jwks: cannot read JWKS file {tmp_path / 'k8s.json'}"
+        in result.output
+    )
+    (tmp_path / "k8s.json").write_text('{"keys": []}')
+    result = CliRunner().invoke(cli_app(), [*args, "--identity-config", str(config)])
+    assert result.exit_code == 2
+    assert "no usable key" in result.output
+    result = CliRunner().invoke(cli_app(), [*args, "--identity-config", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "cannot read the identity configuration" in result.output
+
+
 @pytest.fixture
 async def control_api(
     upstreams: Callable[..., Awaitable[FakeUpstream]], tmp_path: Path
 ) -> AsyncIterator[str]:
-    """A Control API that lists one ready Replica (pointing at a fake upstream), no policies,
-    grants or agents, publishes a JWKS, and then idles."""
+    """A Control API that lists one ready Replica (pointing at a fake upstream), the Agent
+    ``default/assistant``, no policies or grants, publishes a JWKS (of ``tmp_path/plane-keys``),
+    and then idles."""
     up = await upstreams("a")
     ring = KeyRing.load_or_create(tmp_path / "plane-keys")
 
@@ -100,8 +141,9 @@ async def control_api(
     app.router.add_get(
         "/apis/aviator.dev/v1alpha1/modeldeployments", listing("ModelDeploymentList", [])
     )
-    for kind, plural in (("Policy", "policies"), ("Grant", "grants"), ("Agent", "agents")):
+    for kind, plural in (("Policy", "policies"), ("Grant", "grants")):
         app.router.add_get(f"/apis/aviator.dev/v1alpha1/{plural}", listing(f"{kind}List", []))
+    app.router.add_get("/apis/aviator.dev/v1alpha1/agents", listing("AgentList", [AGENT]))
 
     async def jwks(request: web.Request) -> web.StreamResponse:
         return web.json_response(ring.jwks())
@@ -297,3 +339,85 @@ async def test_a_worker_that_dies_takes_the_gateway_down(tmp_path: Path, control
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_the_identity_config_sets_the_trust_domain_and_the_trusted_issuers(
+    tmp_path: Path, control_api: str
+) -> None:
+    external = ec.generate_private_key(ec.SECP256R1())
+    jwk = {**ECAlgorithm.to_jwk(external.public_key(), as_dict=True), "kid": "k8s-1"}
+    (tmp_path / "k8s-jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    (tmp_path / "identity.yaml").write_text(
+        "trustDomain: example.org\n"
+        "trustedIssuers:\n"
+        f"  - issuer: {K8S}\n"
+        "    jwks: k8s-jwks.json\n"
+        "    audience: aviator\n"
+        '    subjectTemplate: "system:serviceaccount:{namespace}:{name}"\n'
+        "    algorithms: [ES256]\n"
+    )
+    now = time.time()
+
+    def service_account(name: str) -> str:
+        claims = {
+            "iss": K8S,
+            "sub": f"system:serviceaccount:default:{name}",
+            "aud": ["aviator"],
+            "iat": int(now),
+            "exp": int(now) + 600,
+        }
+        return jwt.encode(claims, external, algorithm="ES256", headers={"kid": "k8s-1"})
+
+    ring = KeyRing.load_or_create(tmp_path / "plane-keys")  # the fake Control API's keys
+
+    def plane_token(trust_domain: str) -> str:
+        return tokens.mint(
+            key=ring.active,
+            issuer=f"spiffe://{trust_domain}",
+            trust_domain=trust_domain,
+            namespace="default",
+            name="assistant",
+            audience="gateway",
+            ttl_s=600,
+            now=now,
+        ).token
+
+    process, url, output = await _start(
+        tmp_path, control_api, "--identity-config", str(tmp_path / "identity.yaml")
+    )
+    sent = {
+        "service account of an agent": service_account("assistant"),
+        "service account of no agent": service_account("ghost"),
+        "plane token, configured domain": plane_token("example.org"),
+        "plane token, default domain": plane_token("aviator.local"),
+    }
+    try:
+        assert await _served(url) == 200  # the admin token, once healthy
+        answers = {}
+        async with aiohttp.ClientSession() as session:
+            for what, token in sent.items():
+                async with session.post(
+                    f"{url}/v1/chat/completions",
+                    data=orjson.dumps(CHAT_BODY),
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as resp:
+                    answers[what] = (resp.status, resp.headers.get("WWW-Authenticate", ""))
+        # Authenticated (then refused by policy: this Control API lists no Policy), or not.
+        assert answers["service account of an agent"][0] == 403
+        assert answers["plane token, configured domain"][0] == 403
+        assert answers["service account of no agent"][0] == 401
+        assert 'error_description="unknown_agent"' in answers["service account of no agent"][1]
+        assert answers["plane token, default domain"][0] == 401
+        assert 'error_description="unknown_issuer"' in answers["plane token, default domain"][1]
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert process.stdout is not None
+            output.append((await process.stdout.read()).decode())
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = "".join(output)
+    assert f"trusting tokens of '{K8S}' besides the plane's (trust domain example.org)" in text
+    assert not any(token in text for token in sent.values())
