@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -137,11 +138,18 @@ async def _naive_main(upstream: str) -> None:
     await session.close()
 
 
-class _NoObjects:
-    """A ``ListWatch`` with nothing in it: the policy view of a gateway without a Control API."""
+class _Objects:
+    """A ``ListWatch`` of fixed objects (none by default): the policy view of a gateway without a
+    Control API. Objects are in wire form, as the Control API admitted them."""
 
-    async def list(self, kind: object, *, namespace: str | None = None) -> tuple[list[Any], str]:
-        return [], "1"
+    def __init__(self, objects: Sequence[dict[str, Any]] = ()) -> None:
+        self._objects = list(objects)
+
+    async def list(self, kind: Any, *, namespace: str | None = None) -> tuple[list[Any], str]:
+        found = [o for o in self._objects if o.get("kind") == kind.kind]
+        if namespace is not None:
+            found = [o for o in found if o["metadata"].get("namespace") == namespace]
+        return found, "1"
 
     async def watch(
         self, kind: object, *, namespace: str | None = None, resource_version: str | None = None
@@ -150,20 +158,69 @@ class _NoObjects:
         yield None
 
 
-async def _gateway_main(upstream: str, *, insecure: bool, port: int = 0) -> None:
+async def _gateway_main(
+    upstream: str,
+    *,
+    insecure: bool,
+    port: int = 0,
+    objects: Path | None = None,
+    jwks: Path | None = None,
+    audit: Path | None = None,
+    profile: Path | None = None,
+) -> None:
+    """The gateway as ``aviator gateway`` composes it, with its Control API replaced by fixed
+    objects: ``objects`` (a JSON list of admitted Policies, Agents, ModelDeployments) feed the
+    policy view and the model directory; agent tokens are verified against the ``jwks`` file;
+    decisions are appended to the ``audit`` log. With ``profile``, SIGUSR1 starts cProfile on
+    the event loop's thread (timed in that thread's CPU time, so that other processes on the
+    cores do not count) and SIGUSR2 stops it and writes its stats there."""
     import logging
 
     from prometheus_client import disable_created_metrics
 
+    from aviator.api.agent import DEFAULT_AUDIENCE
     from aviator.gateway.app import Gateway, GatewayServer
     from aviator.gateway.auth import Credentials
     from aviator.gateway.endpoints import EndpointTable
     from aviator.gateway.governance import Governance
+    from aviator.gateway.models import ModelDirectory
     from aviator.governance.view import PolicyView
-    from aviator.settings import GatewaySettings
+    from aviator.identity.sources import JwksFile
+    from aviator.identity.verify import TokenVerifier, plane_issuer
+    from aviator.settings import GatewaySettings, IdentitySettings
 
     logging.basicConfig(level=logging.WARNING)
     disable_created_metrics()  # type: ignore[no-untyped-call]
+    fixed: list[dict[str, Any]] = orjson.loads(objects.read_bytes()) if objects else []
+    view = None if insecure else PolicyView(source=_Objects(fixed))
+    directory = ModelDirectory()
+    for obj in fixed:
+        if obj.get("kind") == "ModelDeployment":
+            directory.apply("ADDED", obj)
+    verifier = None
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+    if jwks is not None and view is not None:
+        keys = JwksFile(jwks)
+        keys.load()
+        background.append(keys.run)
+        identity = IdentitySettings()
+        verifier = TokenVerifier(
+            issuers=[
+                plane_issuer(
+                    identity,
+                    keys=keys,
+                    audience=DEFAULT_AUDIENCE,
+                    on_unknown_key=keys.request_refresh,
+                )
+            ],
+            trust_domain=identity.trust_domain,
+            leeway_s=identity.leeway_s,
+            agent_exists=lambda namespace, name: view.agent(namespace, name) is not None,
+        )
+    # Only when asked for: an older tree (--baseline) may not take them.
+    governed: dict[str, Any] = (
+        {"directory": directory, "background": background} if fixed or background else {}
+    )
     table = EndpointTable()
     table.apply(
         "ADDED",
@@ -177,22 +234,41 @@ async def _gateway_main(upstream: str, *, insecure: bool, port: int = 0) -> None
         settings=GatewaySettings(host="127.0.0.1", port=port),
         table=table,
         feed=Synced(),
-        authenticator=Credentials(admin_token=None if insecure else API_KEY, insecure=insecure),
-        governance=Governance(
-            view=None if insecure else PolicyView(source=_NoObjects()),
-            insecure=insecure,
+        authenticator=Credentials(
+            admin_token=None if insecure else API_KEY, verifier=verifier, insecure=insecure
         ),
+        governance=Governance(view=view, insecure=insecure, audit_path=audit),
+        **governed,
     )
     # A given port is shared with the other workers (SO_REUSEPORT), as `aviator gateway
     # --workers N` does.
     shared = {"reuse_port": True} if port else {}  # (an older tree's server lacks the option)
     server = GatewayServer(gateway, shutdown_grace_s=1.0, **shared)
+    if profile is not None:
+        _profile_on_signals(profile)
     await server.start()
     print(f"listening on {server.url}", flush=True)
     try:
         await until_signalled()
     finally:
         await server.stop()
+
+
+def _profile_on_signals(path: Path) -> None:
+    import cProfile
+    import signal
+
+    profiler = cProfile.Profile(time.thread_time)
+
+    def dump() -> None:
+        profiler.disable()
+        partial = path.with_suffix(".partial")
+        profiler.dump_stats(partial)
+        partial.rename(path)  # whole, or not there: the parent waits for it
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, profiler.enable)
+    loop.add_signal_handler(signal.SIGUSR2, dump)
 
 
 # -- the parent: processes, load, report ----------------------------------------------------------
@@ -210,6 +286,54 @@ class Result:
     p99_ms: float
     cpu_ms_per_req: float | None = None
     """CPU time of the target process per request (the gateway's own cost)."""
+    load: float | None = None
+    """The machine's 1-minute load average at the end of the run."""
+
+
+Request = tuple[dict[str, str], bytes]
+"""Headers and body of one request a run sends (a run cycles through its requests)."""
+
+
+def _lua_string(text: str) -> str:
+    """A Lua long-bracket literal of ``text`` (no escapes to get wrong)."""
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    return f"[{'=' * level}[{text}]{'=' * level}]"
+
+
+def _wrk_script(headers: dict[str, str], variants: Sequence[Request] | None) -> str:
+    """A wrk script sending one fixed request, or cycling through ``variants``: each formatted
+    once in ``init``, so that the per-request Lua is an index, not string building."""
+    if not variants:
+        lines = ['wrk.method = "POST"', f"wrk.body = '{REQUEST_BODY.decode()}'"]
+        lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+        return "\n".join(lines) + "\n"
+    entries = []
+    for extra, body in variants:
+        fields = ", ".join(
+            f"[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in {**headers, **extra}.items()
+        )
+        entries.append(f"  {{{{{fields}}}, {_lua_string(body.decode())}}},")
+    return "\n".join(
+        [
+            "local specs = {",
+            *entries,
+            "}",
+            "local formatted = {}",
+            "local i = 0",
+            "function init(args)",
+            "  for k, spec in ipairs(specs) do",
+            '    formatted[k] = wrk.format("POST", nil, spec[1], spec[2])',
+            "  end",
+            "end",
+            "function request()",
+            "  i = i % #formatted + 1",
+            "  return formatted[i]",
+            "end",
+            "",
+        ]
+    )
 
 
 _WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -223,12 +347,16 @@ def _wrk_ms(text: str) -> float:
 
 
 def _run_wrk(
-    url: str, *, concurrency: int, seconds: float, headers: dict[str, str], script_dir: Path
+    url: str,
+    *,
+    concurrency: int,
+    seconds: float,
+    headers: dict[str, str],
+    script_dir: Path,
+    variants: Sequence[Request] | None = None,
 ) -> tuple[int, int, float, float, float]:
     script = script_dir / "post.lua"
-    lines = ['wrk.method = "POST"', f"wrk.body = '{REQUEST_BODY.decode()}'"]
-    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    script.write_text("\n".join(lines) + "\n")
+    script.write_text(_wrk_script(headers, variants))
     out = subprocess.run(
         [
             "wrk",
@@ -262,18 +390,26 @@ def _run_wrk(
 
 
 async def _drive(
-    url: str, *, concurrency: int, requests: int, seconds: float, headers: dict[str, str]
+    url: str,
+    *,
+    concurrency: int,
+    requests: int,
+    seconds: float,
+    headers: dict[str, str],
+    variants: Sequence[Request] | None = None,
 ) -> tuple[int, int, float, float, float]:
     latencies: list[float] = []
     errors = 0
     target = f"{url}/v1/chat/completions"
     connector = aiohttp.TCPConnector(limit=concurrency)
+    cycle = itertools.cycle(variants or [({}, REQUEST_BODY)])
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def one() -> None:
             nonlocal errors
+            extra, body = next(cycle)
             t0 = time.perf_counter()
-            async with session.post(target, data=REQUEST_BODY) as resp:
+            async with session.post(target, data=body, headers=extra) as resp:
                 await resp.read()
                 if resp.status != 200:
                     errors += 1
@@ -312,15 +448,21 @@ def _measure(
     args: argparse.Namespace,
     headers: dict[str, str],
     script_dir: Path,
+    requests: Sequence[Request] | None = None,
+    seconds: float | None = None,
 ) -> Result:
+    """One run against ``url``: the fixed request, or ``requests`` in turn; ``seconds``
+    overrides ``args.seconds``."""
+    seconds = args.seconds if seconds is None else seconds
     cpu_before = sum(cpu_seconds(pid) for pid in pids)
     if args.driver == "wrk":
         n, errors, rate, p50, p99 = _run_wrk(
             url,
             concurrency=concurrency,
-            seconds=args.seconds,
+            seconds=seconds,
             headers=headers,
             script_dir=script_dir,
+            variants=requests,
         )
     else:
         n, errors, rate, p50, p99 = asyncio.run(
@@ -328,8 +470,9 @@ def _measure(
                 url,
                 concurrency=concurrency,
                 requests=args.requests,
-                seconds=args.seconds,
+                seconds=seconds,
                 headers=headers,
+                variants=requests,
             )
         )
     cpu_after = sum(cpu_seconds(pid) for pid in pids)
@@ -344,6 +487,7 @@ def _measure(
         round(p50, 3),
         round(p99, 3),
         round(cpu, 4) if cpu is not None else None,
+        round(os.getloadavg()[0], 2),
     )
 
 
@@ -352,6 +496,7 @@ def _median(runs: list[Result]) -> Result:
     if len(runs) == 1:
         return runs[0]
     cpus = [r.cpu_ms_per_req for r in runs if r.cpu_ms_per_req is not None]
+    loads = [r.load for r in runs if r.load is not None]
     return Result(
         runs[0].target,
         runs[0].concurrency,
@@ -362,6 +507,7 @@ def _median(runs: list[Result]) -> Result:
         statistics.median(r.p50_ms for r in runs),
         statistics.median(r.p99_ms for r in runs),
         round(statistics.median(cpus), 4) if cpus else None,
+        statistics.median(loads) if loads else None,
     )
 
 
@@ -407,6 +553,10 @@ def main() -> None:
     )
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--objects", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--jwks", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--audit-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--profile-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=10.0, help="Duration of each run.")
     parser.add_argument(
         "--requests", type=int, default=50_000, help="Request cap per run (aiohttp driver)."
@@ -460,7 +610,17 @@ def main() -> None:
         run_forever(_upstream_main())
         return
     if args.role == "gateway":
-        run_forever(_gateway_main(args.upstream, insecure=args.insecure, port=args.port))
+        run_forever(
+            _gateway_main(
+                args.upstream,
+                insecure=args.insecure,
+                port=args.port,
+                objects=args.objects,
+                jwks=args.jwks,
+                audit=args.audit_file,
+                profile=args.profile_file,
+            )
+        )
         return
     if args.role == "naive":
         run_forever(_naive_main(args.upstream))

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aviator.api import grant as grant_api
 from aviator.api.principal import Principal
@@ -49,6 +49,7 @@ from aviator.settings import AuditSettings
 __all__ = [
     "INTENT_HEADER",
     "Admission",
+    "DecisionRecorder",
     "Governance",
     "GrantLease",
     "estimate_tokens",
@@ -105,6 +106,12 @@ def estimate_tokens(operation: str, body: Mapping[str, Any]) -> int:
     return -(-chars // CHARS_PER_TOKEN) + output
 
 
+class DecisionRecorder(Protocol):
+    def decided(self, seconds: float) -> None:
+        """One policy decision (declared intent and Cedar) took ``seconds``."""
+        ...
+
+
 class GrantLease:
     """The grants one request was admitted on (see ``proxy.Lease``). It ends when the view no
     longer holds any of them active (``revoke``) or at the latest expiry (``deadline``)."""
@@ -159,10 +166,12 @@ class Governance:
         audit_path: Path | None = None,
         audit_settings: AuditSettings | None = None,
         clock: Callable[[], float] = time.time,
+        recorder: DecisionRecorder | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         """``view`` may be None only when ``insecure`` (nothing is decided then). ``clock``:
-        seconds since the epoch (grant expiries and budget windows)."""
+        seconds since the epoch (grant expiries and budget windows). ``recorder`` is told how
+        long each policy decision took (the gateway sets its metrics here)."""
         if view is None and not insecure:
             raise ValueError("a gateway that enforces policy needs a PolicyView")
         self.view = view
@@ -173,6 +182,7 @@ class Governance:
         self._audit_settings = replace(audit_settings or AuditSettings(), full_timeout_s=0.0)
         self.audit: AuditLog | None = None
         self._clock = clock
+        self.recorder = recorder
         self._log = logger or logging.getLogger("aviator.gateway.governance")
         self._leases: set[GrantLease] = set()
         self._limits: dict[str, tuple[Mapping[str, Any], Limits]] = {}
@@ -237,6 +247,7 @@ class Governance:
             self._audit_ready()
             return admission
         assert self.view is not None  # checked at construction
+        deciding = time.perf_counter()
         compiled = self.view.compiled
         declared = {"intent": "", "grant": ""}
         if intent_header and intent_header.strip():
@@ -259,6 +270,8 @@ class Governance:
                 grant=declared["grant"],
             )
             decision = compiled.decide(principal, action, uid, context)
+        if self.recorder is not None:
+            self.recorder.decided(time.perf_counter() - deciding)
         admission.policies = decision.decided_by
         admission.reason = decision.reason
         if not decision.allowed:

@@ -51,6 +51,7 @@ from aviator.gateway.endpoints import EndpointTable
 __all__ = [
     "CONTENT_TYPE",
     "DURATION_BUCKETS",
+    "POLICY_DECISION_BUCKETS",
     "PROVIDER",
     "TOKEN_BUCKETS",
     "TTFT_BUCKETS",
@@ -687,8 +688,28 @@ class FlowMetrics:
         self._registry.register(_BreakerCollector(read))
 
 
+POLICY_DECISION_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.000075,
+    0.0001,
+    0.0002,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.1,
+)
+"""Seconds of one policy decision: OTel's duration buckets scaled down to where a decision is
+(tens of microseconds), with 200 us, the budget of a decision in the request path, as a bound."""
+
+
 class GovernanceMetrics:
-    """Whether the gateway enforces anything, and what governance refused or cut off."""
+    """Whether the gateway enforces anything, what governance refused or cut off, and how long
+    its policy decisions take (the ``governance.DecisionRecorder``)."""
 
     REASONS = ("unauthenticated", "policy", "budget", "audit", "grant_ended")
 
@@ -709,9 +730,23 @@ class GovernanceMetrics:
         )
         # Every reason from the start: a rate over a series that appears late misses its first.
         self._children = {reason: self._refused.labels(reason) for reason in self.REASONS}
+        decisions = _Histogram(
+            "aviator_gateway_policy_decision_seconds",
+            "Time the gateway took to decide a request by policy (the declared intent and the "
+            "Cedar decision, remembered or evaluated); the administrator's requests and an "
+            "insecure gateway's are not decided and not counted.",
+            [],
+            buckets=POLICY_DECISION_BUCKETS,
+        )
+        registry.register(decisions)
+        self._decision = decisions.labels()
 
     def insecure(self, value: bool) -> None:
         self._insecure.set(1 if value else 0)
 
     def refused(self, reason: str) -> None:
         self._children[reason].inc()
+
+    def decided(self, seconds: float) -> None:
+        """One policy decision took ``seconds``."""
+        self._decision.observe(seconds)

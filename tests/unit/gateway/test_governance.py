@@ -305,6 +305,22 @@ async def test_policy_permits_the_bot_denies_others_and_both_are_audited(world: 
     assert admin.principal_kind == "admin" and admin.decision == "allow"
 
 
+async def test_policy_decisions_are_timed_and_the_admins_are_not(world: World) -> None:
+    async def decisions() -> float | None:
+        text = await (await world.client.get("/metrics")).text()
+        return sample(text, "aviator_gateway_policy_decision_seconds_count")
+
+    assert await decisions() == 0
+    assert (await world.chat(world.token()))[0] == 200
+    assert (await world.chat(world.token("other")))[0] == 403  # a denial is a decision too
+    assert (await world.chat(ADMIN_TOKEN))[0] == 200  # not decided: not timed
+    assert (await world.chat("not-a-token"))[0] == 401  # never reached the policies
+    assert await decisions() == 2
+    text = await (await world.client.get("/metrics")).text()
+    total = sample(text, "aviator_gateway_policy_decision_seconds_sum")
+    assert total is not None and 0 < total < 1
+
+
 async def test_a_declared_grant_scopes_the_request_to_it(world: World) -> None:
     await world.grant("q3")
     other = world.token("other")

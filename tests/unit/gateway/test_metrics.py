@@ -116,6 +116,23 @@ def test_aviator_counters_and_gauges() -> None:
     assert kinds["aviator_gateway_prompt_cache_hit_ratio"] == "gauge"
 
 
+def test_policy_decisions_are_a_histogram_in_seconds_down_to_10_us() -> None:
+    m = gm.GatewayMetrics(table=EndpointTable())
+    for seconds in (0.000004, 0.00003, 0.00015, 0.0002, 0.3):
+        m.governance.decided(seconds)
+    kind, samples = families(m.render().decode())["aviator_gateway_policy_decision_seconds"]
+    assert kind == "histogram"
+    assert bounds(samples) == [*gm.POLICY_DECISION_BUCKETS, float("inf")]
+    assert gm.POLICY_DECISION_BUCKETS[0] == 0.00001 and 0.0002 in gm.POLICY_DECISION_BUCKETS
+    cumulative = {s.labels["le"]: s.value for s in samples if s.name.endswith("_bucket")}
+    # "Less or equal": 200 us lands in the 200 us bucket, the budget; 0.3 s only in +Inf.
+    assert (cumulative["1e-05"], cumulative["5e-05"], cumulative["0.0002"]) == (1, 2, 4)
+    assert (cumulative["0.1"], cumulative["+Inf"]) == (4, 5)
+    text = m.render().decode()
+    assert sample(text, "aviator_gateway_policy_decision_seconds_count") == 5
+    assert sample(text, "aviator_gateway_policy_decision_seconds_sum") == pytest.approx(0.300384)
+
+
 def test_the_recent_cache_ratio_follows_the_latest_answers() -> None:
     m, _ = fed_metrics()
     for _ in range(200):
