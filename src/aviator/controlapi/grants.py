@@ -31,13 +31,13 @@ from typing import Any, Literal
 
 import orjson
 from aiohttp import web
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from aviator.api import admission, errors, kinds
-from aviator.api.admission import errors_from_pydantic
 from aviator.api.errors import FieldError
 from aviator.api.grant import GrantStatus
 from aviator.api.meta import GROUP_VERSION, Model, dns1123_label_problem
+from aviator.controlapi.bodies import read_options
 from aviator.controlapi.governance import (
     GOVERNANCE,
     Governance,
@@ -139,25 +139,7 @@ async def request_grant(
 
 
 async def _verb_body(request: web.Request) -> VerbBody:
-    raw = await request.read()  # bounded by the app's client_max_size
-    if not raw.strip():
-        return VerbBody()
-    if request.content_type not in ("application/json", "application/octet-stream", ""):
-        raise errors.UnsupportedMediaType(
-            f"unsupported Content-Type {request.content_type!r}: use application/json"
-        )
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise errors.BadRequest(f"malformed JSON body: {exc}") from None
-    if not isinstance(body, dict):
-        raise errors.BadRequest('the body must be a JSON object like {"reason": "..."}')
-    try:
-        return VerbBody.model_validate(body)
-    except ValidationError as exc:
-        raise errors.Invalid(
-            "the request body is invalid", kind="Grant", causes=errors_from_pydantic(exc)
-        ) from None
+    return await read_options(request, VerbBody, kind="Grant", example='{"reason": "..."}')
 
 
 def _transition(

@@ -26,13 +26,13 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from aviator.api import errors, kinds
-from aviator.api.admission import errors_from_pydantic
 from aviator.api.agent import Agent
 from aviator.api.errors import FieldError
 from aviator.api.meta import GROUP_VERSION, Model, dns1123_label_problem, format_time
+from aviator.controlapi.bodies import read_options
 from aviator.controlapi.governance import admin_only
 from aviator.identity import JWKS_PATH, tokens
 from aviator.identity.keys import KeyRing
@@ -90,25 +90,9 @@ async def jwks(request: web.Request) -> web.Response:
 
 
 async def _token_body(request: web.Request) -> TokenRequestBody:
-    raw = await request.read()  # bounded by the app's client_max_size
-    if not raw.strip():
-        return TokenRequestBody()
-    if request.content_type not in ("application/json", "application/octet-stream", ""):
-        raise errors.UnsupportedMediaType(
-            f"unsupported Content-Type {request.content_type!r}: use application/json"
-        )
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise errors.BadRequest(f"malformed JSON body: {exc}") from None
-    if not isinstance(body, dict):
-        raise errors.BadRequest("a token request must be a JSON object")
-    try:
-        return TokenRequestBody.model_validate(body)
-    except ValidationError as exc:
-        raise errors.Invalid(
-            "token request is invalid", kind="TokenRequest", causes=errors_from_pydantic(exc)
-        ) from None
+    return await read_options(
+        request, TokenRequestBody, kind="TokenRequest", example='{"audience": "gateway"}'
+    )
 
 
 async def issue_token(request: web.Request) -> web.Response:
