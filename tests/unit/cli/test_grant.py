@@ -12,27 +12,16 @@ from pathlib import Path
 import pytest
 import typer
 from aiohttp import web
+from tests.unit.cli.apps import cli_app
 from tests.unit.controlapi.governed import ADMIN_TOKEN, BOT, NS, World, open_world
 from typer.testing import CliRunner, Result
 
 from aviator.api import kinds
 from aviator.cli import grant as grant_cli
-from aviator.cli.context import CliContext
 
 
 def make_app() -> typer.Typer:
-    app = typer.Typer(name="aviator", add_completion=False, pretty_exceptions_enable=False)
-
-    @app.callback()
-    def root(
-        ctx: typer.Context,
-        server: str | None = typer.Option(None, "--server"),
-        token: str | None = typer.Option(None, "--token"),
-    ) -> None:
-        ctx.obj = CliContext(data_dir=Path("/nonexistent"), server=server, token=token)
-
-    grant_cli.register(app)
-    return app
+    return cli_app(grant_cli.register)
 
 
 class Plane:

@@ -12,11 +12,11 @@ import jwt
 import pytest
 import typer
 from aiohttp import web
+from tests.unit.cli.apps import cli_app
 from typer.testing import CliRunner, Result
 
 from aviator.api import admission, kinds
 from aviator.cli import identity
-from aviator.cli.context import CliContext
 from aviator.controlapi.app import build_app
 from aviator.controlapi.identity import IdentityApi
 from aviator.identity.keys import KeyRing
@@ -27,18 +27,7 @@ from .conftest import TOKEN
 
 
 def make_app() -> typer.Typer:
-    app = typer.Typer(name="aviator", add_completion=False, pretty_exceptions_enable=False)
-
-    @app.callback()
-    def root(
-        ctx: typer.Context,
-        server: str | None = typer.Option(None, "--server"),
-        token: str | None = typer.Option(None, "--token"),
-    ) -> None:
-        ctx.obj = CliContext(data_dir=Path("/nonexistent"), server=server, token=token)
-
-    identity.register(app)
-    return app
+    return cli_app(identity.register)
 
 
 class Plane:
