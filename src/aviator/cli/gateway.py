@@ -8,6 +8,14 @@ the audit log and the server, and runs them until SIGTERM or SIGINT. ``aviator u
 same way, as a child process, passing on its own ``--identity-config`` so that both processes
 agree on the trust domain and the issuers.
 
+``--discovery kubernetes`` is the same gateway in a cluster (docs/kubernetes.md, "Gateway in a
+cluster"): the ModelDeployments, Agents, Policies and Grants come from the aviator CRDs through
+``aviator.kube.store.KubeStore``, the endpoints from the EndpointSlices of each ModelDeployment's
+Service (``aviator.kube.endpoints.SliceDiscovery``), credentials from the Pod's service account or
+``--kubeconfig``. There is no plane there, so no plane JWKS: agent tokens are accepted from the
+trusted issuers of ``--identity-config`` only (typically the cluster's projected service-account
+tokens), and ``--token-file`` optionally names an admin token.
+
 Callers authenticate with an agent token (audience ``gateway``), the admin token, or one of the
 optional ``--api-key-file`` keys. ``--insecure`` also lets callers without credentials in and
 enforces no policy or budget: for benchmarks only, and said loudly.
@@ -26,13 +34,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -42,6 +53,8 @@ from aviator.gateway.auth import load_api_keys
 from aviator.settings import GatewaySettings, IdentitySettings
 
 log = logging.getLogger("aviator.cli.gateway")
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 SHUTDOWN_GRACE_S = 3.0
 """In-flight requests get this long after SIGTERM; below the plane's 5 s before SIGKILL."""
@@ -84,17 +97,69 @@ def _control_api(
             raise _ConfigError("pass --control-url")
         control_url = cli.api_url()
     if token_file is not None:
-        try:
-            token = token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise _ConfigError(f"cannot read the token file {token_file}: {exc.strerror}") from None
-        if not token:
-            raise _ConfigError(f"the token file {token_file} is empty")
+        token = _read_token(token_file)
     elif cli is not None:
         token = cli.api_token()
     else:
         raise _ConfigError("pass --token-file")
     return control_url.rstrip("/"), token
+
+
+class DiscoveryMode(StrEnum):
+    """Where the gateway learns replicas, deployments, agents and policies."""
+
+    CONTROL_API = "control-api"
+    KUBERNETES = "kubernetes"
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise _ConfigError(f"cannot read the token file {path}: {exc.strerror}") from None
+    if not token:
+        raise _ConfigError(f"the token file {path} is empty")
+    return token
+
+
+def _home(
+    cli: CliContext | None,
+    *,
+    discovery: DiscoveryMode,
+    control_url: str | None,
+    token_file: Path | None,
+    kube_namespace: str | None,
+    kubeconfig: Path | None,
+    kube_context: str | None,
+) -> ControlApiHome | KubernetesHome:
+    """What to watch, from the command line; ``_ConfigError`` for options of the other mode."""
+    if discovery is DiscoveryMode.CONTROL_API:
+        given = [
+            flag
+            for flag, value in (
+                ("--kube-namespace", kube_namespace),
+                ("--kubeconfig", kubeconfig),
+                ("--kube-context", kube_context),
+            )
+            if value is not None
+        ]
+        if given:
+            raise _ConfigError(f"{', '.join(given)}: only with --discovery kubernetes")
+        url, token = _control_api(cli, control_url=control_url, token_file=token_file)
+        return ControlApiHome(url=url, token=token)
+    if control_url is not None:
+        raise _ConfigError("--control-url: not with --discovery kubernetes (there is no plane)")
+    if kube_namespace is not None and not _DNS_LABEL.fullmatch(kube_namespace):
+        raise _ConfigError(
+            f"--kube-namespace {kube_namespace!r}: not a namespace name (a DNS label: lowercase "
+            "letters, digits and '-', at most 63)"
+        )
+    return KubernetesHome(
+        namespace=kube_namespace,
+        kubeconfig=kubeconfig,
+        context=kube_context,
+        admin_token=_read_token(token_file) if token_file is not None else None,
+    )
 
 
 def load_identity_config(path: Path) -> IdentitySettings:
@@ -140,57 +205,133 @@ async def _exit_with_parent(stop: asyncio.Event) -> None:
             stop.set()
 
 
+@dataclass(frozen=True, slots=True)
+class ControlApiHome:
+    """The embedded plane: state and the plane's JWKS from its Control API."""
+
+    url: str
+    token: str
+    """The Control API admin token (never logged); also accepted as the gateway's admin."""
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesHome:
+    """A cluster: the aviator CRDs and EndpointSlices from the API server."""
+
+    namespace: str | None
+    """Watch only this namespace (None: the whole cluster)."""
+    kubeconfig: Path | None
+    """None: the Pod's service account in a cluster, else the default kubeconfig."""
+    context: str | None
+    admin_token: str | None
+    """An admin token callers may present (``--token-file``), or None for no admin."""
+
+
 async def _run(
     settings: GatewaySettings,
     *,
+    home: ControlApiHome | KubernetesHome,
     identity: IdentitySettings,
-    control_url: str,
-    token: str,
     api_keys: list[str],
     insecure: bool,
     audit_file: Path | None,
     exit_with_parent: bool,
     reuse_port: bool = False,
+    stop: asyncio.Event | None = None,
+    on_serving: Callable[[str], None] | None = None,
 ) -> None:
-    stop = asyncio.Event()
+    """Serve until SIGTERM/SIGINT, or until ``stop`` is set when one is given (then no signal
+    handler is installed). ``on_serving`` is called with the bound URL once listening."""
+    handle_signals = stop is None
+    stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if handle_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     # Imported here, not at the top: every other CLI command would pay for the server stack.
     from aviator.api.agent import DEFAULT_AUDIENCE
-    from aviator.client import Client
+    from aviator.cache import ListWatch
     from aviator.gateway.app import Gateway, GatewayServer
     from aviator.gateway.auth import Credentials
-    from aviator.gateway.discovery import Discovery
+    from aviator.gateway.discovery import Discovery, Feed
     from aviator.gateway.endpoints import EndpointTable
     from aviator.gateway.governance import Governance
+    from aviator.gateway.models import ModelDirectory
     from aviator.governance.view import PolicyView
     from aviator.identity import JWKS_PATH
     from aviator.identity.sources import JwksError, JwksUrl, TrustedIssuers
-    from aviator.identity.verify import TokenVerifier, plane_issuer
+    from aviator.identity.verify import Issuer, TokenVerifier, plane_issuer
 
     # First: the one constructor here that may refuse (settings checked when the file was read).
     trusted = TrustedIssuers(identity.trusted_issuers)
     orphan_watch = asyncio.create_task(_exit_with_parent(stop)) if exit_with_parent else None
-    client = Client(control_url, token=token)
-    jwks = JwksUrl(control_url + JWKS_PATH)
+    closers: list[Callable[[], Awaitable[None]]] = []
     try:
         # Before serving, not in the background: a JWKS file gone since the command line was
         # checked must stop the start, as it stops the plane's. URLs are retried by their tasks.
         await trusted.start()
         table = EndpointTable()
-        discovery = Discovery(source=client, table=table)
-        view = PolicyView(source=client)
-        verifier = TokenVerifier(
-            issuers=[
+        issuers: list[Issuer] = []
+        background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        feed: Feed
+        directory: ModelDirectory
+        source: ListWatch
+        if isinstance(home, ControlApiHome):
+            from aviator.client import Client
+
+            client = Client(home.url, token=home.token)
+            closers.append(client.aclose)
+            jwks = JwksUrl(home.url + JWKS_PATH)
+            closers.append(jwks.aclose)
+            discovery = Discovery(source=client, table=table)
+            feed, directory, source = discovery, discovery.directory, client
+            issuers.append(
                 plane_issuer(
                     identity,
                     keys=jwks,
                     audience=DEFAULT_AUDIENCE,
                     on_unknown_key=jwks.request_refresh,
-                ),
-                *trusted.issuers,
-            ],
+                )
+            )
+
+            async def keep_keys() -> None:
+                try:
+                    await jwks.refresh()
+                except JwksError as exc:  # retried by run(), with backoff
+                    log.warning("%s; agent tokens are refused until the keys are fetched", exc)
+                await jwks.run()
+
+            background.append(keep_keys)
+            admin_token: str | None = home.token
+            where = home.url
+            watched = "replicas, model deployments and policies"
+        else:
+            from aviator.kube.api import KubeApi, load_configuration
+            from aviator.kube.endpoints import SliceDiscovery
+            from aviator.kube.store import KubeStore
+
+            configuration = await load_configuration(
+                kubeconfig=home.kubeconfig, context=home.context, environ=os.environ
+            )
+            api = KubeApi(configuration)
+            closers.append(api.aclose)
+            store = KubeStore(api=api, namespace=home.namespace)
+            slices = SliceDiscovery(api=api, source=store, table=table, namespace=home.namespace)
+            feed, directory, source = slices, slices.directory, store
+            admin_token = home.admin_token
+            scope = f"namespace {home.namespace}" if home.namespace else "all namespaces"
+            where = f"{api.host} ({scope})"
+            watched = "endpoint slices, model deployments and policies"
+            if not identity.trusted_issuers:
+                log.warning(
+                    "no trusted issuers (--identity-config): in a cluster the plane's keys are not "
+                    "there, so agent tokens are refused; only API keys%s get in",
+                    " and the admin token" if admin_token else "",
+                )
+        view = PolicyView(source=source)
+        issuers.extend(trusted.issuers)
+        verifier = TokenVerifier(
+            issuers=issuers,
             trust_domain=identity.trust_domain,
             leeway_s=identity.leeway_s,
             cache_size=identity.cache_size,
@@ -199,18 +340,11 @@ async def _run(
         )
         if identity.trusted_issuers:
             log.info(
-                "trusting tokens of %s besides the plane's (trust domain %s)",
+                "trusting tokens of %s%s (trust domain %s)",
                 ", ".join(repr(i.issuer) for i in identity.trusted_issuers),
+                " besides the plane's" if isinstance(home, ControlApiHome) else "",
                 identity.trust_domain,
             )
-
-        async def keep_keys() -> None:
-            try:
-                await jwks.refresh()
-            except JwksError as exc:  # retried by run(), with backoff
-                log.warning("%s; agent tokens are refused until the keys are fetched", exc)
-            await jwks.run()
-
         if insecure:
             log.warning(
                 "INSECURE (--insecure): callers without credentials are let in, and no policy "
@@ -218,29 +352,36 @@ async def _run(
             )
         if audit_file is None:
             log.warning("no --audit-file: the gateway's decisions are not audited")
-        log.info("watching replicas, model deployments and policies at %s", control_url)
+        log.info("watching %s at %s", watched, where)
         gateway = Gateway(
             settings=settings,
             table=table,
-            feed=discovery,
+            feed=feed,
             authenticator=Credentials(
-                admin_token=token, api_keys=api_keys, verifier=verifier, insecure=insecure
+                admin_token=admin_token, api_keys=api_keys, verifier=verifier, insecure=insecure
             ),
             governance=Governance(view=view, insecure=insecure, audit_path=audit_file),
-            directory=discovery.directory,
-            background=[keep_keys],
+            directory=directory,
+            background=background,
         )
         server = GatewayServer(gateway, shutdown_grace_s=SHUTDOWN_GRACE_S, reuse_port=reuse_port)
-        await server.serve(stop)
+        await server.start()
+        try:
+            if on_serving is not None:
+                on_serving(server.url)
+            await stop.wait()
+        finally:
+            await server.stop()
         log.info("gateway stopped")
     finally:
         if orphan_watch is not None:
             orphan_watch.cancel()
         await trusted.aclose()
-        await jwks.aclose()
-        await client.aclose()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        for close in reversed(closers):
+            await close()
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -345,7 +486,8 @@ def gateway(
         None,
         "--token-file",
         help="File holding the Control API admin token used for the watch "
-        "(default: --token, or <data-dir>/admin.token).",
+        "(default: --token, or <data-dir>/admin.token). With --discovery kubernetes: an admin "
+        "token callers may present (optional; without it there is no admin).",
         show_default=False,
     ),
     api_key_file: Path | None = typer.Option(
@@ -391,9 +533,42 @@ def gateway(
         help="Gateway processes sharing the port (SO_REUSEPORT), each with its own watch and "
         "state (in-flight counts, prefix index, queues, breakers and metrics are per worker).",
     ),
+    discovery: DiscoveryMode = typer.Option(
+        DiscoveryMode.CONTROL_API,
+        "--discovery",
+        help="Where state comes from: 'control-api' (the plane's Control API: Replicas, "
+        "ModelDeployments, policies, the plane's agent keys) or 'kubernetes' (the aviator CRDs and "
+        "the EndpointSlices of each ModelDeployment's Service; agent tokens of --identity-config's "
+        "trusted issuers only).",
+    ),
+    kube_namespace: str | None = typer.Option(
+        None,
+        "--kube-namespace",
+        metavar="NS",
+        help="With --discovery kubernetes: watch only this namespace (default: all namespaces).",
+        show_default=False,
+    ),
+    kubeconfig: Path | None = typer.Option(
+        None,
+        "--kubeconfig",
+        metavar="FILE",
+        help="With --discovery kubernetes: the kubeconfig to use (default: the Pod's service "
+        "account in a cluster, else ~/.kube/config).",
+        show_default=False,
+    ),
+    kube_context: str | None = typer.Option(
+        None,
+        "--kube-context",
+        help="With --discovery kubernetes: the kubeconfig context (default: its current one).",
+        show_default=False,
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run the OpenAI-compatible gateway: it watches Replicas and routes requests to them.
+
+    With --discovery kubernetes it runs in a cluster instead: endpoints from the EndpointSlices of
+    each ModelDeployment's Service, agents and policies from the aviator CRDs, agent tokens from
+    the trusted issuers of --identity-config (e.g. projected service-account tokens).
 
     Clients call POST /v1/chat/completions, /v1/completions or /v1/embeddings with a model served
     by a ready Replica, authenticated by an agent token (aviator token issue agent/NAME), and
@@ -405,7 +580,15 @@ def gateway(
     cli: CliContext | None = ctx.obj if isinstance(ctx.obj, CliContext) else None
     try:
         api_keys = _api_keys(api_key_file)
-        url, token = _control_api(cli, control_url=control_url, token_file=token_file)
+        home = _home(
+            cli,
+            discovery=discovery,
+            control_url=control_url,
+            token_file=token_file,
+            kube_namespace=kube_namespace,
+            kubeconfig=kubeconfig,
+            kube_context=kube_context,
+        )
         identity = (
             load_identity_config(identity_config)
             if identity_config is not None
@@ -433,9 +616,8 @@ def gateway(
             runner(
                 _run(
                     settings,
+                    home=home,
                     identity=identity,
-                    control_url=url,
-                    token=token,
                     api_keys=api_keys,
                     insecure=insecure,
                     audit_file=audit_file,
@@ -447,6 +629,9 @@ def gateway(
             typer.echo(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}", err=True)
             return 1
         except JwksError as exc:  # a key file broken since it was checked
+            typer.echo(f"error: {exc}", err=True)
+            return 2
+        except AviatorError as exc:  # no Kubernetes credentials
             typer.echo(f"error: {exc}", err=True)
             return 2
         return 0
