@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,12 +27,29 @@ def valid(name: str = "chat") -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlaneProcess]:
+    """One plane for the module: every test leaves it as it found it (``api`` cleans up)."""
+    handle = PlaneProcess(data_dir=tmp_path_factory.mktemp("bad-input") / "aviator")
+    handle.start("--no-gateway")
+    try:
+        yield handle
+    finally:
+        handle.cleanup()
+
+
 @pytest.fixture
-def api(plane: PlaneProcess) -> httpx.Client:
+def api(plane: PlaneProcess) -> Iterator[httpx.Client]:
     with httpx.Client(
         base_url=plane.api_url, headers={"Authorization": f"Bearer {plane.admin_token}"}
     ) as c:
-        yield c  # type: ignore[misc]
+        yield c
+        for name in stored(c):  # what a test stored on purpose goes, so the next starts empty
+            c.delete(f"{MD_PATH}/{name}")
+        deadline = time.monotonic() + 10
+        while stored(c):
+            assert time.monotonic() < deadline, "deployments were not deleted in time"
+            time.sleep(0.05)
 
 
 def stored(api: httpx.Client) -> list[str]:
