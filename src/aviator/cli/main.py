@@ -9,6 +9,7 @@ import typer
 from aviator import __version__
 from aviator.cli import audit, gateway, grant, identity, portability, resources, sim, top, up
 from aviator.cli import install as install_cmd
+from aviator.cli import operator as operator_cmd
 from aviator.cli import render as render_cmd
 from aviator.cli.context import DEFAULT_DATA_DIR, CliContext
 
@@ -71,6 +72,7 @@ app.add_typer(audit.app, name="audit")
 identity.register(app)
 app.command("install")(install_cmd.install)
 app.command("render")(render_cmd.render_command)
+app.command("operator")(operator_cmd.operator)
 grant.register(app)
 
 

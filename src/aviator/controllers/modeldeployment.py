@@ -18,7 +18,6 @@ from aviator.api.meta import now_utc
 from aviator.api.modeldeployment import (
     CapacityPlan,
     ModelDeployment,
-    PathReplicas,
     ServiceLevelObjective,
     SimulatorOptions,
 )
@@ -193,22 +192,7 @@ class ModelDeploymentReconciler:
                 for p in paths
             ]
             rates = {i: self._rate(slo, model_class, path) for i, path in enumerate(inputs)}
-        result = capacity.plan_replicas(slo, paths=inputs, rates=rates)
-        return CapacityPlan(
-            replicas=result.replicas,
-            attainable=result.attainable,
-            message=result.message,
-            paths=[
-                PathReplicas(
-                    request=p.request,
-                    driver=p.driver,
-                    product=p.product,
-                    replica_rps=round(p.replica_rps, 3),
-                    replicas=p.replicas,
-                )
-                for p in result.paths
-            ],
-        )
+        return capacity.plan_status(capacity.plan_replicas(slo, paths=inputs, rates=rates))
 
     def _rate(
         self,

@@ -24,7 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aviator.api.modeldeployment import ServiceLevelObjective, SimulatorOptions
+from aviator.api.modeldeployment import (
+    CapacityPlan,
+    PathReplicas,
+    ServiceLevelObjective,
+    SimulatorOptions,
+)
 from aviator.placement import profiles
 
 __all__ = [
@@ -158,6 +163,26 @@ def plan_replicas(
         paths=tuple(planned),
         message=f"the fleet hosts replicas for {_rps(served)} of {_rps(target)} req/s; "
         f"{extra} more replica(s) wait for devices",
+    )
+
+
+def plan_status(plan: Plan) -> CapacityPlan:
+    """``plan`` as a ModelDeployment's ``status.capacity`` (rates rounded for display); the one
+    spelling both homes write."""
+    return CapacityPlan(
+        replicas=plan.replicas,
+        attainable=plan.attainable,
+        message=plan.message,
+        paths=[
+            PathReplicas(
+                request=p.request,
+                driver=p.driver,
+                product=p.product,
+                replica_rps=round(p.replica_rps, 3),
+                replicas=p.replicas,
+            )
+            for p in plan.paths
+        ],
     )
 
 
