@@ -27,7 +27,7 @@ from aviator.k8s.render import (
     default_aviator_image,
     parse_kubernetes_version,
 )
-from aviator.operator.kubeapi import ConfigError
+from aviator.kube.api import NoCredentials
 from aviator.operator.leader import LeadershipLost
 from aviator.operator.runner import OperatorOptions, default_identity, parse_liveness, run
 
@@ -188,7 +188,7 @@ def operator(
     _configure_logging(verbose=verbose)
     try:
         asyncio.run(_run_until_signalled(options))
-    except ConfigError as exc:
+    except NoCredentials as exc:
         raise _fail(str(exc)) from None
     except LeadershipLost as exc:
         # Exit non-zero so the Pod restarts as a follower: never act on stale leadership.

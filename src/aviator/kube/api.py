@@ -7,9 +7,11 @@ returned as if they were results. Every failure leaves this module as an ``aviat
 exception, translated in exactly one place (:func:`error_of`), so callers handle the same
 exceptions whichever home they run in.
 
-:func:`load_configuration` picks the credentials: an explicit kubeconfig, else the Pod's service
-account when running in a cluster, else the default kubeconfig. It never writes the kubeconfig
-back and never logs a token.
+:func:`load_configuration` picks the credentials: an explicit kubeconfig or context, else the
+Pod's service account when running in a cluster, else the default kubeconfig. It never writes the
+kubeconfig back and never logs a token. Both cluster homes use this one client: the gateway's
+store and discovery (:mod:`aviator.kube.store`, :mod:`aviator.kube.endpoints`) and the operator
+(:mod:`aviator.operator.objects`, object-level verbs over :meth:`KubeApi.request`).
 
 Pure helpers (:func:`resource_path`, :func:`selector_text`, :func:`error_of`) take and return
 plain data; only ``KubeApi`` and :func:`load_configuration` do I/O.
@@ -34,8 +36,10 @@ from aviator.api import errors
 from aviator.api.labels import Selector
 
 __all__ = [
+    "APPLY_PATCH",
     "MERGE_PATCH",
     "KubeApi",
+    "NoCredentials",
     "Resource",
     "error_of",
     "load_configuration",
@@ -46,6 +50,8 @@ __all__ = [
 log = logging.getLogger("aviator.kube")
 
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+"""Server-side apply; JSON is valid YAML, so the body is sent as JSON."""
 
 REQUEST_TIMEOUT_S = 30.0
 """A whole non-watch request (connect, send, read)."""
@@ -68,6 +74,10 @@ _STATUS_OF_CODE: Mapping[int, type[errors.ApiError]] = MappingProxyType(
         503: errors.ServiceUnavailable,
     }
 )
+
+
+class NoCredentials(errors.ServiceUnavailable):
+    """Neither a kubeconfig nor a Pod's service account says how to reach a cluster."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +188,13 @@ async def load_configuration(
     context: str | None = None,
     environ: Mapping[str, str],
 ) -> k8s_client.Configuration:
-    """Credentials and server address: ``kubeconfig`` if given, else the Pod's service account
-    when ``environ`` says we run in a cluster (``KUBERNETES_SERVICE_HOST``), else the default
-    kubeconfig. ``ServiceUnavailable`` says why none could be loaded."""
+    """Credentials and server address: ``kubeconfig`` (or a ``context`` of the default one) if
+    given, else the Pod's service account when ``environ`` says we run in a cluster
+    (``KUBERNETES_SERVICE_HOST``), else the default kubeconfig. :class:`NoCredentials` (a
+    ``ServiceUnavailable``) says why none could be loaded."""
     configuration = k8s_client.Configuration()
     try:
-        if kubeconfig is None and environ.get("KUBERNETES_SERVICE_HOST"):
+        if kubeconfig is None and context is None and environ.get("KUBERNETES_SERVICE_HOST"):
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             log.info("using the Pod's service account for the Kubernetes API")
         else:
@@ -195,7 +206,7 @@ async def load_configuration(
             )
             log.info("using the kubeconfig %s", kubeconfig or "at its default location")
     except (k8s_config.ConfigException, OSError) as exc:
-        raise errors.ServiceUnavailable(
+        raise NoCredentials(
             f"no Kubernetes credentials: {exc} (run in a Pod with a service account, or pass a "
             "kubeconfig)"
         ) from None
@@ -203,7 +214,8 @@ async def load_configuration(
 
 
 class KubeApi:
-    """Raw JSON requests and watches over one ``ApiClient``; ``aclose()`` when done."""
+    """Raw JSON requests and watches over one ``ApiClient``; ``aclose()`` (or ``async with``)
+    when done."""
 
     def __init__(self, configuration: k8s_client.Configuration) -> None:
         self._client = k8s_client.ApiClient(configuration)
@@ -218,6 +230,12 @@ class KubeApi:
         if not self._closed:
             self._closed = True
             await self._client.close()
+
+    async def __aenter__(self) -> KubeApi:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
 
     async def request(
         self,

@@ -3,7 +3,8 @@
 - ``plan``: the pure decisions (admission of a CR, the fleet from ResourceSlices, the replica
   count and capacity plan of the embedded controller, what to apply and prune, the status);
 - ``resources``: the kinds the operator touches and their REST paths (pure);
-- ``kubeapi``: a thin JSON client over ``kubernetes_asyncio`` (server-side apply, merge patch);
+- ``objects``: object-level verbs (server-side apply, merge patch, status) over the one
+  Kubernetes client, :class:`aviator.kube.api.KubeApi`;
 - ``reconciler``: the shell that reads the cluster, asks ``plan`` and writes;
 - ``handlers``: the kopf registry wiring events to the reconciler;
 - ``leader``: leader election over a ``coordination.k8s.io`` Lease;

@@ -24,11 +24,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import kopf
 
+from aviator.api import errors
 from aviator.api.replica import LABEL_DEPLOYMENT
-from aviator.operator.kubeapi import KubeError
 from aviator.operator.plan import MANAGED_BY, retry_delay
 from aviator.operator.reconciler import Reconciler, SpecRejected
 from aviator.operator.resources import DEPLOYMENTS, ENDPOINT_SLICES, MODEL_DEPLOYMENTS
@@ -38,7 +37,7 @@ __all__ = ["FINALIZER", "build_registry", "build_settings"]
 FINALIZER = "aviator.dev/operator"
 _ANNOTATIONS_PREFIX = "operator.aviator.dev"
 _SERVICE_NAME = "kubernetes.io/service-name"
-_TRANSIENT = (KubeError, aiohttp.ClientError, TimeoutError)
+_TRANSIENT = (errors.ApiError,)  # from the Kubernetes client: unreachable ones too
 
 log = logging.getLogger("aviator.operator")
 

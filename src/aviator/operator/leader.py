@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-import aiohttp
-
+from aviator.api import errors
 from aviator.api.meta import now_utc
-from aviator.operator.kubeapi import KubeApi, KubeError
+from aviator.operator.objects import ObjectApi
 from aviator.operator.resources import LEASES, ObjectRef
 
 __all__ = ["LeaderElector", "LeadershipLost", "LeaseDecision", "decide", "micro_time", "release"]
@@ -153,7 +152,7 @@ class LeaderElector:
     def __init__(
         self,
         *,
-        api: KubeApi,
+        api: ObjectApi,
         namespace: str,
         name: str,
         identity: str,
@@ -199,10 +198,8 @@ class LeaderElector:
                 await self._api.create(decision.body)
             else:
                 await self._api.patch(decision.body)
-        except KubeError as exc:
-            if exc.conflict:
-                return False  # another replica wrote first: read again next round
-            raise
+        except (errors.AlreadyExists, errors.Conflict):
+            return False  # another replica wrote first: read again next round
         if decision.action == "acquire":
             log.info("acquired lease %s (leader: %s)", self._ref, self._identity)
         return True
@@ -218,7 +215,7 @@ class LeaderElector:
                 holding: bool | None
                 try:
                     holding = await self._try(record)
-                except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+                except errors.ApiError as exc:
                     log.warning("lease %s: %s", self._ref, exc)
                     holding = False if renewed_at is None else None  # None: unknown, keep trying
                 if holding:
@@ -252,7 +249,7 @@ class LeaderElector:
                 await asyncio.wait({release_task}, timeout=self._retry_s * 2)
 
     async def _release(self) -> None:
-        with contextlib.suppress(KubeError, aiohttp.ClientError, TimeoutError):
+        with contextlib.suppress(errors.ApiError):
             lease = await self._api.get(self._ref)
             body = (
                 None if lease is None else release(lease, identity=self._identity, now=self._wall())

@@ -30,7 +30,7 @@ from aviator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from aviator.controllers import plans as controller_plans
 from aviator.k8s.render import RenderError, RenderOptions
 from aviator.operator import plan
-from aviator.operator.kubeapi import KubeApi, KubeError
+from aviator.operator.objects import ObjectApi
 from aviator.operator.resources import (
     DEPLOYMENTS,
     ENDPOINT_SLICES,
@@ -83,7 +83,7 @@ class Reconciler:
     def __init__(
         self,
         *,
-        api: KubeApi,
+        api: ObjectApi,
         field_manager: str,
         render_options: RenderOptions,
         clock: Callable[[], datetime] = now_utc,
@@ -145,14 +145,12 @@ class Reconciler:
         answer an apply to a missing object with 404)."""
         try:
             return await self._api.apply(obj, field_manager=self._field_manager)
-        except KubeError as exc:
-            if not exc.not_found:
-                raise
+        except errors.NotFound:
+            pass
         try:
             return await self._api.create(obj)
-        except KubeError as exc:
-            if not exc.conflict:
-                raise
+        except errors.AlreadyExists:
+            pass
         # Created meanwhile (a concurrent reconcile): apply over it.
         return await self._api.apply(obj, field_manager=self._field_manager)
 
@@ -191,7 +189,8 @@ class Reconciler:
 
     async def reconcile(self, body: Mapping[str, Any]) -> Outcome:
         """Make the cluster match the CR ``body``; raises :class:`SpecRejected` for a spec the
-        plane refuses (after saying so in status) and :class:`KubeError` for API failures."""
+        plane refuses (after saying so in status) and an ``aviator.api.errors.ApiError`` for API
+        failures."""
         current = plan.observed_status(body)
         try:
             md = plan.admit(body)

@@ -3,7 +3,8 @@
 A static table, not API discovery: the operator only ever touches the kinds
 :func:`aviator.k8s.render.render` produces, its own CR, the EndpointSlices and Deployment status
 it reports, and its leader-election Lease; knowing them up front keeps every path explicit and
-matches the RBAC :mod:`aviator.k8s.install` grants.
+matches the RBAC :mod:`aviator.k8s.install` grants. Paths are spelled by
+:func:`aviator.kube.api.resource_path`, as for every other caller of the Kubernetes client.
 
 Pure: no I/O.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from aviator.api.kinds import MODEL_DEPLOYMENT
 from aviator.api.meta import GROUP_VERSION
+from aviator.kube.api import Resource, resource_path
 
 __all__ = [
     "DEPLOYMENTS",
@@ -51,18 +53,14 @@ class ResourceType:
     def version(self) -> str:
         return self.api_version.rpartition("/")[2]
 
+    @property
+    def resource(self) -> Resource:
+        """The same type as the Kubernetes client names it."""
+        return Resource(self.group, self.version, self.plural, self.namespaced, self.kind)
+
     def path(self, *, namespace: str | None, name: str | None = None, sub: str = "") -> str:
         """The REST path of the collection (``name`` None) or of one object (or subresource)."""
-        root = f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
-        parts = [root]
-        if self.namespaced and namespace is not None:
-            parts.append(f"namespaces/{namespace}")
-        parts.append(self.plural)
-        if name is not None:
-            parts.append(name)
-            if sub:
-                parts.append(sub)
-        return "/".join(parts)
+        return resource_path(self.resource, namespace=namespace, name=name, subresource=sub or None)
 
 
 MODEL_DEPLOYMENTS = ResourceType(GROUP_VERSION, MODEL_DEPLOYMENT.kind, MODEL_DEPLOYMENT.plural)

@@ -1,10 +1,12 @@
 """The operator process: connect to the cluster, hold the leader Lease, run kopf, answer probes.
 
 Composition root of ``aviator operator`` (the CLI only parses flags into
-:class:`OperatorOptions`): one ``kubernetes_asyncio`` configuration feeds both the
-reconciler's client and kopf's login, so both act as the same identity (the Pod's service
-account in a cluster, the kubeconfig's user outside). Unless ``standalone``, kopf runs only
-while this replica holds the Lease (:mod:`aviator.operator.leader`); kopf's own peering is off.
+:class:`OperatorOptions`): one ``kubernetes_asyncio`` configuration, loaded by
+:func:`aviator.kube.api.load_configuration`, feeds both the reconciler's client (the one
+:class:`aviator.kube.api.KubeApi`) and kopf's login (:func:`connection_info`), so both act as
+the same identity (the Pod's service account in a cluster, the kubeconfig's user outside).
+Unless ``standalone``, kopf runs only while this replica holds the Lease
+(:mod:`aviator.operator.leader`); kopf's own peering is off.
 
 The liveness endpoint answers 200 while the event loop turns and, on the leader, while the
 Lease is renewed in time; a follower is alive as long as it keeps trying. This module MUST NOT
@@ -15,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import kopf
@@ -28,12 +33,20 @@ from aiohttp import web
 from kubernetes_asyncio import client as kclient
 
 from aviator.k8s.render import RenderOptions
+from aviator.kube.api import KubeApi, NoCredentials, load_configuration
 from aviator.operator.handlers import build_registry, build_settings
-from aviator.operator.kubeapi import KubeApi, connection_info, load_configuration
 from aviator.operator.leader import LeaderElector
+from aviator.operator.objects import ObjectApi
 from aviator.operator.reconciler import Reconciler
 
-__all__ = ["LivenessAddress", "OperatorOptions", "default_identity", "parse_liveness", "run"]
+__all__ = [
+    "LivenessAddress",
+    "OperatorOptions",
+    "connection_info",
+    "default_identity",
+    "parse_liveness",
+    "run",
+]
 
 log = logging.getLogger("aviator.operator")
 
@@ -83,6 +96,33 @@ class OperatorOptions:
     lease_retry_s: float = 2.0
 
 
+async def connection_info(configuration: kclient.Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same configuration the operator's own client uses, so both
+    talk to the same server as the same identity."""
+    found: Any = configuration.get_api_key_with_prefix("BearerToken")
+    # Awaitable since kubernetes_asyncio 33.3 (token refresh); a plain value before.
+    header = await found if inspect.isawaitable(found) else found
+    scheme: str | None = None
+    token: str | None = None
+    if header:
+        first, _, rest = str(header).partition(" ")
+        scheme, token = (first, rest) if rest else (None, first)
+    if not configuration.host:
+        raise NoCredentials("the Kubernetes configuration names no API server")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        proxy_url=configuration.proxy,
+    )
+
+
 async def _serve_liveness(
     address: LivenessAddress, healthy: Callable[[], bool]
 ) -> Callable[[], Awaitable[None]]:
@@ -101,9 +141,13 @@ async def _serve_liveness(
 
 async def run(options: OperatorOptions) -> None:
     """Run until cancelled (or, when electing, until leadership is lost: ``LeadershipLost``)."""
-    configuration = await load_configuration(kubeconfig=options.kubeconfig, context=options.context)
-    async with kclient.ApiClient(configuration=configuration) as api_client:
-        api = KubeApi(api_client=api_client)
+    configuration = await load_configuration(
+        kubeconfig=Path(options.kubeconfig) if options.kubeconfig is not None else None,
+        context=options.context,
+        environ=os.environ,
+    )
+    async with KubeApi(configuration) as kube:
+        api = ObjectApi(kube=kube)
         reconciler = Reconciler(
             api=api, field_manager=options.field_manager, render_options=options.render
         )

@@ -5,12 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from kubernetes_asyncio.config import kube_config
+from tests.unit.kube.kubeconfig import write_kubeconfig
 
 from aviator.api import errors, labels
-from aviator.kube.api import Resource, error_of, load_configuration, resource_path, selector_text
+from aviator.kube.api import (
+    NoCredentials,
+    Resource,
+    error_of,
+    load_configuration,
+    resource_path,
+    selector_text,
+)
 
 SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", namespaced=True, kind="EndpointSlice")
 PODS = Resource("", "v1", "pods", namespaced=True, kind="Pod")
@@ -101,41 +109,40 @@ def test_a_status_body_keeps_its_details() -> None:
     assert bare.message == "the Kubernetes API answered 502 to a get"
 
 
-def _kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": server}}],
-                "users": [{"name": "u", "user": {"token": "secret-token-1"}}],
-                "contexts": [
-                    {"name": "one", "context": {"cluster": "c", "user": "u"}},
-                    {"name": "two", "context": {"cluster": "c", "user": "u", "namespace": "x"}},
-                ],
-                "current-context": "one",
-            }
-        )
-    )
-    return path
-
-
 async def test_a_kubeconfig_names_the_server(tmp_path: Path) -> None:
-    path = _kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:6443")
+    path = write_kubeconfig(
+        tmp_path / "kubeconfig", "http://127.0.0.1:6443", contexts=("one", "two"), namespace="x"
+    )
     before = path.read_text()
     configuration = await load_configuration(kubeconfig=path, context="two", environ={})
     assert configuration.host == "http://127.0.0.1:6443"
     assert path.read_text() == before  # never written back
 
 
+async def test_a_context_picks_the_kubeconfig_even_in_a_pod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_kubeconfig(
+        tmp_path / "kubeconfig", "http://127.0.0.1:6443", contexts=("one", "two"), namespace="x"
+    )
+    # The library reads $KUBECONFIG once, at import: point its default at our file instead.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    in_a_pod = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    # No service account files here: taking the Pod's path would fail instead.
+    configuration = await load_configuration(context="two", environ=in_a_pod)
+    assert configuration.host == "http://127.0.0.1:6443"
+
+
 async def test_missing_credentials_are_service_unavailable(tmp_path: Path) -> None:
-    with pytest.raises(errors.ServiceUnavailable, match="no Kubernetes credentials"):
+    with pytest.raises(NoCredentials, match="no Kubernetes credentials"):
         await load_configuration(kubeconfig=tmp_path / "nope", environ={})
     with pytest.raises(errors.ServiceUnavailable, match="no Kubernetes credentials"):
         # "in a cluster" but without the service account's files (this is no Pod)
         await load_configuration(
             environ={"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
         )
-    path = _kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:6443")
+    path = write_kubeconfig(
+        tmp_path / "kubeconfig", "http://127.0.0.1:6443", contexts=("one", "two"), namespace="x"
+    )
     with pytest.raises(errors.ServiceUnavailable, match="no Kubernetes credentials"):
         await load_configuration(kubeconfig=path, context="three", environ={})

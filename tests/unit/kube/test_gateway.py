@@ -15,7 +15,6 @@ import aiohttp
 import jwt
 import pytest
 import typer
-import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,6 +29,7 @@ from aviator.kube.store import KubeStore
 from aviator.settings import GatewaySettings
 
 from .conftest import agent
+from .kubeconfig import write_kubeconfig
 
 K8S = "https://kubernetes.default.svc.cluster.local"
 ADMIN_TOKEN = "cluster-admin-secret-7"
@@ -64,22 +64,6 @@ async def upstream() -> AsyncIterator[TestServer]:
     await server.start_server()
     yield server
     await server.close()
-
-
-def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-                "users": [{"name": "gateway", "user": {"token": "sa-token-not-checked"}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "gateway"}}],
-                "current-context": "kmock",
-            }
-        )
-    )
-    return path
 
 
 async def test_the_gateway_routes_to_the_pods_an_endpoint_slice_lists(
@@ -163,7 +147,9 @@ async def test_the_gateway_routes_to_the_pods_an_endpoint_slice_lists(
 
     home = KubernetesHome(
         namespace=None,
-        kubeconfig=kubeconfig(tmp_path / "kubeconfig", str(cluster.url).rstrip("/")),
+        kubeconfig=write_kubeconfig(
+            tmp_path / "kubeconfig", str(cluster.url).rstrip("/"), token="sa-token-not-checked"
+        ),
         context=None,
         admin_token=ADMIN_TOKEN,
     )

@@ -18,9 +18,11 @@ import kopf
 from kubernetes_asyncio import client as kclient
 
 from aviator.k8s.render import RenderOptions
+from aviator.kube.api import KubeApi
 from aviator.operator.handlers import build_registry, build_settings
-from aviator.operator.kubeapi import KubeApi, connection_info
+from aviator.operator.objects import ObjectApi
 from aviator.operator.reconciler import Reconciler
+from aviator.operator.runner import connection_info
 
 T = TypeVar("T")
 
@@ -163,9 +165,9 @@ async def running_operator(
 ) -> AsyncIterator[Reconciler]:
     """The operator, as ``aviator operator`` wires it, running against ``emulator``."""
     cfg = configuration(emulator)
-    async with kclient.ApiClient(configuration=cfg) as api_client:
+    async with KubeApi(cfg) as kube:
         reconciler = Reconciler(
-            api=KubeApi(api_client=api_client),
+            api=ObjectApi(kube=kube),
             field_manager="aviator",
             render_options=options or RenderOptions(aviator_image="aviator:test"),
         )

@@ -11,7 +11,6 @@ from typing import Any
 
 import kmock
 import pytest
-from kubernetes_asyncio import client as kclient
 from tests.unit.operator.cluster import (
     DEPLOYMENTS,
     MD,
@@ -23,8 +22,9 @@ from tests.unit.operator.cluster import (
     running_operator,
 )
 
+from aviator.kube.api import KubeApi
 from aviator.operator.handlers import FINALIZER
-from aviator.operator.kubeapi import KubeApi
+from aviator.operator.objects import ObjectApi
 from aviator.operator.resources import MODEL_DEPLOYMENTS, ObjectRef
 
 pytestmark = pytest.mark.kmock(cls=VersionedEmulator)
@@ -57,8 +57,8 @@ def cluster(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
 
 
 async def create_md(cluster: kmock.KubernetesEmulator, body: dict[str, Any]) -> None:
-    async with kclient.ApiClient(configuration=configuration(cluster)) as client:
-        await KubeApi(api_client=client).create(body)
+    async with KubeApi(configuration(cluster)) as kube:
+        await ObjectApi(kube=kube).create(body)
 
 
 def of_kind(cluster: kmock.KubernetesEmulator, resource: str) -> dict[str, Any]:
@@ -105,8 +105,8 @@ async def test_create_makes_the_rendered_objects(cluster: kmock.KubernetesEmulat
 
 
 async def replace_md(cluster: kmock.KubernetesEmulator, body: dict[str, Any]) -> None:
-    async with kclient.ApiClient(configuration=configuration(cluster)) as client:
-        await KubeApi(api_client=client).patch(body)
+    async with KubeApi(configuration(cluster)) as kube:
+        await ObjectApi(kube=kube).patch(body)
 
 
 def rendered_names(cluster: kmock.KubernetesEmulator) -> set[tuple[str, str]]:
@@ -193,8 +193,8 @@ async def test_deletion_cleans_up_under_the_finalizer(cluster: kmock.KubernetesE
         await create_md(cluster, cr())
         await eventually(lambda: len(rendered_names(cluster)) == 5)
         # Someone else's object in the namespace, with a name of ours: not touched.
-        async with kclient.ApiClient(configuration=configuration(cluster)) as client:
-            api = KubeApi(api_client=client)
+        async with KubeApi(configuration(cluster)) as kube:
+            api = ObjectApi(kube=kube)
             await api.create(
                 {
                     "apiVersion": "v1",
@@ -224,8 +224,8 @@ async def test_status_follows_the_deployment_and_its_endpoints(
         available = {c["type"]: c for c in md["status"]["conditions"]}["Available"]
         assert (available["status"], available["reason"]) == ("False", "MinimumReplicasUnavailable")
         assert md["status"]["desiredReplicas"] == 2
-        async with kclient.ApiClient(configuration=configuration(cluster)) as client:
-            api = KubeApi(api_client=client)
+        async with KubeApi(configuration(cluster)) as kube:
+            api = ObjectApi(kube=kube)
             # The Deployment controller's part: two Pods up, then the EndpointSlice controller's.
             await api.patch_status(
                 ObjectRef("apps/v1", "Deployment", NS, "chat"),

@@ -11,7 +11,6 @@ import kmock
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kubernetes_asyncio import client as kclient
 from tests.unit.operator.cluster import (
     VersionedEmulator,
     configuration,
@@ -20,8 +19,9 @@ from tests.unit.operator.cluster import (
     objects,
 )
 
-from aviator.operator.kubeapi import KubeApi
+from aviator.kube.api import KubeApi
 from aviator.operator.leader import LeaderElector, LeadershipLost, decide, micro_time, release
+from aviator.operator.objects import ObjectApi
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 LEASES = "coordination.k8s.io/v1/leases"
@@ -127,8 +127,8 @@ async def test_one_of_two_replicas_leads_and_the_other_takes_over_on_release(
 
         return lead
 
-    async with kclient.ApiClient(configuration=configuration(kmock)) as client:
-        api = KubeApi(api_client=client)
+    async with KubeApi(configuration(kmock)) as kube:
+        api = ObjectApi(kube=kube)
         electors = {
             # A long lease: "b" can only take over this fast because "a" releases it.
             name: LeaderElector(
@@ -166,8 +166,8 @@ async def test_a_leader_that_loses_its_lease_stops_working(kmock: kmock.Kubernet
         finally:
             stopped.set()
 
-    async with kclient.ApiClient(configuration=configuration(kmock)) as client:
-        api = KubeApi(api_client=client)
+    async with KubeApi(configuration(kmock)) as kube:
+        api = ObjectApi(kube=kube)
         elector = LeaderElector(
             api=api, namespace="sys", name="op", identity="a", duration_s=3, retry_s=0.05
         )

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import kmock
 import pytest
-import yaml
+from tests.unit.kube.kubeconfig import write_kubeconfig
 from tests.unit.operator.cluster import (
     DEPLOYMENTS,
     WATCHED,
@@ -84,22 +84,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-                "users": [{"name": "op", "user": {"token": "not-a-real-token"}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "op"}}],
-                "current-context": "kmock",
-            }
-        )
-    )
-    return path
-
-
 @pytest.mark.kmock(cls=VersionedEmulator)
 async def test_the_operator_runs_elected_from_a_kubeconfig(
     kmock: kmock.KubernetesEmulator, tmp_path: Path
@@ -110,7 +94,7 @@ async def test_the_operator_runs_elected_from_a_kubeconfig(
         liveness=parse_liveness(f"http://127.0.0.1:{port}/healthz"),
         lease_namespace="aviator-system",
         identity="operator-0",
-        kubeconfig=str(kubeconfig(tmp_path / "config", str(kmock.url).rstrip("/"))),
+        kubeconfig=str(write_kubeconfig(tmp_path / "config", str(kmock.url).rstrip("/"))),
         resync_s=None,
         lease_retry_s=0.2,
     )
