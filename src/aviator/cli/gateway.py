@@ -48,6 +48,7 @@ from typing import Any
 import typer
 
 from aviator.api.errors import AviatorError
+from aviator.cli import stderrlog
 from aviator.cli.context import CliContext
 from aviator.gateway.auth import load_api_keys
 from aviator.settings import GatewaySettings, IdentitySettings
@@ -62,17 +63,6 @@ SHUTDOWN_GRACE_S = 3.0
 
 class _ConfigError(AviatorError):
     """The command line does not say enough to start (message is shown as is)."""
-
-
-def _configure_logging(*, verbose: bool) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("aiohttp.access", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _api_keys(api_key_file: Path | None) -> list[str]:
@@ -576,7 +566,7 @@ def gateway(
     200 once the replicas and policies are loaded, /metrics is for Prometheus. SIGTERM or Ctrl-C
     stops it after a short grace for requests in flight.
     """
-    _configure_logging(verbose=verbose)
+    stderrlog.configure(verbose=verbose, quiet=("httpx", "httpcore", "kubernetes_asyncio"))
     cli: CliContext | None = ctx.obj if isinstance(ctx.obj, CliContext) else None
     try:
         api_keys = _api_keys(api_key_file)

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 import signal
-import sys
 
 import typer
 
+from aviator.cli import stderrlog
 from aviator.cli.render import parse_endpoint_picker, parse_engine_images
 from aviator.k8s.render import (
     RenderError,
@@ -40,17 +39,6 @@ _FIELD_MANAGER = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.:]{0,127}")
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(2)
-
-
-def _configure_logging(*, verbose: bool) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("aiohttp.access", "kubernetes_asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def options_from_flags(
@@ -185,7 +173,7 @@ def operator(
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    _configure_logging(verbose=verbose)
+    stderrlog.configure(verbose=verbose, quiet=("kubernetes_asyncio",))
     try:
         asyncio.run(_run_until_signalled(options))
     except NoCredentials as exc:
