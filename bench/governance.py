@@ -1,12 +1,14 @@
 """Cost of governance in the gateway's request path: throughput, latency and CPU per request with
 governance off and on, and how long the policy decisions take inside the gateway under that load.
 
-One fast upstream (``bench/gateway.py``'s fixed 259-byte chat completion) behind four gateway
+One fast upstream (``bench/gateway.py``'s fixed 259-byte chat completion) behind five gateway
 processes, each composed as ``aviator gateway`` composes it but with fixed objects in place of
 the Control API:
 
 - ``off``: ``--insecure``, no audit log: no authentication, no policy, no budgets, nothing
   recorded (what ``bench/gateway.py --insecure`` measures);
+- ``off-objects``: the same with the bench's objects loaded (routing configuration and priorities
+  from the ModelDeployment): the control that tells governance's cost from the objects';
 - ``admin``: the admin token (admitted without a policy evaluation), audit log on;
 - ``agent``: the production path: agent JWTs (ES256, from a ``KeyRing`` in a temporary directory,
   verified by ``TokenVerifier`` against a JWKS file), the Policies of ``examples/governance.yaml``
@@ -212,6 +214,8 @@ class Target:
 _GOVERNED = ("--objects", "{objects}", "--jwks", "{jwks}")
 TARGETS = (
     Target("off", ("--insecure",), "none"),
+    # The control: governance off, but the same objects (routing configuration, priorities).
+    Target("off-objects", ("--insecure", "--objects", "{objects}"), "none"),
     Target("admin", (*_GOVERNED, "--audit-file", "{audit}"), "admin"),
     Target("agent", (*_GOVERNED, "--audit-file", "{audit}"), "agent"),
     Target("agent-noaudit", _GOVERNED, "agent"),
