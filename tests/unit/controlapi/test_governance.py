@@ -36,21 +36,6 @@ MDS = f"{GROUP}/namespaces/{NS}/modeldeployments"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = await open_world(tmp_path)
-    yield w
-    await w.close()
-
-
-@pytest.fixture
-async def base_url(world: World) -> AsyncIterator[str]:
-    server = TestServer(world.app)
-    await server.start_server()
-    yield str(server.make_url(""))
-    await server.close()
-
-
 def client(base_url: str, token: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"})
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import pytest
-from aiohttp.test_utils import TestServer
-from tests.unit.controlapi.governed import ADMIN_TOKEN, BOT, GROUP, NS, World, grant, open_world
+from tests.unit.controlapi.governed import ADMIN_TOKEN, BOT, GROUP, NS, World, grant
 
 from aviator.api import kinds
 from aviator.api.principal import Principal
@@ -18,21 +16,6 @@ from aviator.api.principal import Principal
 GRANTS = f"{GROUP}/namespaces/{NS}/grants"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 BOT_PRINCIPAL = Principal(kind="agent", id=BOT, namespace=NS, name="bot")
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = await open_world(tmp_path)
-    yield w
-    await w.close()
-
-
-@pytest.fixture
-async def base_url(world: World) -> AsyncIterator[str]:
-    server = TestServer(world.app)
-    await server.start_server()
-    yield str(server.make_url(""))
-    await server.close()
 
 
 @pytest.fixture
