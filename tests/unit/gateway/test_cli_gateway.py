@@ -160,38 +160,9 @@ async def control_api(
 async def test_the_process_serves_what_it_watches_and_exits_0_on_sigterm(
     tmp_path: Path, control_api: str
 ) -> None:
-    (tmp_path / "admin.token").write_text(ADMIN_TOKEN + "\n")
-    (tmp_path / "keys").write_text(f"# test clients\n{API_KEY}\n")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aviator",
-        "gateway",
-        "--port",
-        "0",
-        "--control-url",
-        control_api,
-        "--token-file",
-        str(tmp_path / "admin.token"),
-        "--api-key-file",
-        str(tmp_path / "keys"),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process, url, output = await _start(tmp_path, control_api)
     assert process.stdout is not None
-    output: list[str] = []
     try:
-        url = ""
-        async with asyncio.timeout(20):
-            while not url:
-                line = (await process.stdout.readline()).decode()
-                assert line, "the gateway exited early:\n" + "".join(output)
-                output.append(line)
-                if "gateway listening on " in line:
-                    url = line.rsplit(" ", 1)[1].strip()
         async with aiohttp.ClientSession() as session:
             async with asyncio.timeout(10):
                 while True:
@@ -235,7 +206,7 @@ async def _start(
 ) -> tuple[asyncio.subprocess.Process, str, list[str]]:
     """``aviator gateway`` with ``extra`` options; the process, its URL, and its output so far."""
     (tmp_path / "admin.token").write_text(ADMIN_TOKEN + "\n")
-    (tmp_path / "keys").write_text(f"{API_KEY}\n")
+    (tmp_path / "keys").write_text(f"# test clients\n{API_KEY}\n")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
