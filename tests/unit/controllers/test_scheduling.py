@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from tests.unit.listwatch import Static
 
 from aviator.api import admission, kinds
 from aviator.api.replica import Replica
@@ -15,24 +16,6 @@ from aviator.controllers.scheduling import Scheduler, binding_patch, model_class
 from aviator.placement import profiles
 from aviator.placement.allocator import Unschedulable
 from aviator.placement.deviceclasses import builtin_device_classes
-
-
-class Static:
-    """A ListWatch over fixed objects (no events)."""
-
-    def __init__(self, items: list[dict[str, Any]]) -> None:
-        self.items = items
-
-    async def list(
-        self, kind: Any, *, namespace: str | None = None
-    ) -> tuple[list[dict[str, Any]], str]:
-        return self.items, "1"
-
-    async def watch(
-        self, kind: Any, *, namespace: str | None = None, resource_version: str | None = None
-    ) -> Any:
-        await asyncio.Event().wait()
-        yield  # pragma: no cover
 
 
 def h100_node(name: str, gpus: int, *, discovered: bool = False) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.unit.listwatch import Static
 
 from aviator.api import admission, kinds
 from aviator.api.modeldeployment import ModelDeployment
@@ -67,24 +68,6 @@ def resource_slice(node: dict[str, Any]) -> dict[str, Any]:
             ],
         },
     }
-
-
-class Static:
-    """A ListWatch over fixed objects."""
-
-    def __init__(self, items: list[dict[str, Any]]) -> None:
-        self.items = items
-
-    async def list(
-        self, kind: Any, *, namespace: str | None = None
-    ) -> tuple[list[dict[str, Any]], str]:
-        return self.items, "1"
-
-    async def watch(
-        self, kind: Any, *, namespace: str | None = None, resource_version: str | None = None
-    ) -> Any:
-        await asyncio.Event().wait()
-        yield  # pragma: no cover
 
 
 @pytest.fixture
