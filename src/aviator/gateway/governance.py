@@ -146,12 +146,22 @@ class Admission:
     action: str
     resource: str
     request_id: str
-    estimate: int
+    operation: str
+    body: Mapping[str, Any]
     policies: tuple[str, ...] = ()
     reason: str = ""
     reservation: Reservation | None = None
     lease: GrantLease | None = None
     extra: dict[str, ExtraValue] = field(default_factory=dict)
+    _estimate: int | None = None
+
+    @property
+    def estimate(self) -> int:
+        """The request's token estimate (``estimate_tokens``), computed on first use: the admin's
+        and an insecure gateway's requests need it only for a record without reported usage."""
+        if self._estimate is None:
+            self._estimate = estimate_tokens(self.operation, self.body)
+        return self._estimate
 
 
 class Governance:
@@ -230,13 +240,13 @@ class Governance:
         action = "embed" if operation == "embeddings" else "infer"
         namespace, _, name = deployment.partition("/")
         uid = object_uid("ModelDeployment", namespace, name) if name else None
-        estimate = estimate_tokens(operation, body)
         admission = Admission(
             principal=principal,
             action=action,
             resource=str(uid) if uid is not None else f"model:{model}",
             request_id=request_id,
-            estimate=estimate,
+            operation=operation,
+            body=body,
         )
         if self.insecure or principal.kind == "admin":
             admission.reason = (
@@ -247,6 +257,7 @@ class Governance:
             self._audit_ready()
             return admission
         assert self.view is not None  # checked at construction
+        estimate = admission.estimate
         deciding = time.perf_counter()
         compiled = self.view.compiled
         declared = {"intent": "", "grant": ""}
