@@ -6,7 +6,7 @@ token, gateway API key) produces one; nothing downstream looks at credentials ag
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = ["ADMIN", "ANONYMOUS", "Principal", "PrincipalKind", "spiffe_id"]
@@ -27,13 +27,15 @@ class Principal:
     """An agent's name."""
     token_id: str | None = None
     """The ``jti`` of the token that authenticated an agent (for revocation and audit)."""
+    agent_key: str | None = field(init=False, repr=False, compare=False)
+    """``namespace/name`` of an agent principal, else None. (Derived once: every gateway
+    request reads it several times.)"""
 
-    @property
-    def agent_key(self) -> str | None:
-        """``namespace/name`` of an agent principal, else None."""
-        if self.kind != "agent" or self.namespace is None or self.name is None:
-            return None
-        return f"{self.namespace}/{self.name}"
+    def __post_init__(self) -> None:
+        key = None
+        if self.kind == "agent" and self.namespace is not None and self.name is not None:
+            key = f"{self.namespace}/{self.name}"
+        object.__setattr__(self, "agent_key", key)
 
     def __str__(self) -> str:
         return self.id

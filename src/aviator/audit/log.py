@@ -366,7 +366,11 @@ class AuditLog:
         Does not wait for the disk. Blocks only while the queue is full, and raises
         ``AuditUnavailable`` if it stays full for ``full_timeout_s``.
         """
-        data = record.to_json()
+        self.append_json(record.to_json())
+
+    def append_json(self, data: bytes) -> None:
+        """``append`` for a record already encoded: ``data`` MUST be a record's canonical JSON
+        (``AuditRecord.to_json`` or ``RecordTemplate.encode``), which is what gets chained."""
         with self._lock:
             if self._closing:
                 raise AuditClosed(f"the audit log {self.path} is closed")
@@ -446,6 +450,12 @@ class AuditLog:
     async def aclose(self, timeout: float | None = None) -> None:
         """``close`` without blocking the event loop."""
         await asyncio.to_thread(self.close, timeout)
+
+    @property
+    def pending(self) -> int:
+        """Records acknowledged and waiting to be written: cheaper than ``stats``, without the
+        lock (a deque's length is read atomically), for a caller that asks on every request."""
+        return len(self._pending)
 
     @property
     def stats(self) -> AuditStats:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +32,9 @@ __all__ = [
     "AuditRecord",
     "Decision",
     "ExtraValue",
+    "RecordTemplate",
     "Source",
+    "Stamps",
     "Tokens",
     "audit_time",
 ]
@@ -73,8 +76,20 @@ _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 def audit_time(when: datetime | None = None) -> str:
     """RFC 3339 in UTC with microseconds: ``2026-11-27T10:15:30.123456Z`` (now by default)."""
-    value = datetime.now(UTC) if when is None else when.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if when is not None:
+        return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # Now, without a datetime: every gateway request stamps a record, and this is 3x cheaper.
+    micros = time.time_ns() // 1000
+    t = time.gmtime(micros // 1_000_000)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 (faster than format here)
+        t.tm_year,
+        t.tm_mon,
+        t.tm_mday,
+        t.tm_hour,
+        t.tm_min,
+        t.tm_sec,
+        micros % 1_000_000,
+    )
 
 
 def _cut(text: str, limit: int) -> str:
@@ -101,6 +116,14 @@ class Tokens:
     completion: int
 
     def __post_init__(self) -> None:
+        prompt, completion = self.prompt, self.completion
+        if (
+            type(prompt) is int
+            and type(completion) is int
+            and 0 <= prompt <= _INT_MAX
+            and 0 <= completion <= _INT_MAX
+        ):
+            return
         for name in ("prompt", "completion"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _INT_MAX:
@@ -111,17 +134,33 @@ class Tokens:
 
 
 def _extra(values: Mapping[str, ExtraValue]) -> Mapping[str, ExtraValue]:
-    if not isinstance(values, Mapping):
+    return MappingProxyType(_extra_dict(values))
+
+
+def _extra_dict(values: Mapping[str, ExtraValue]) -> dict[str, ExtraValue]:
+    """``values`` checked and cut (see the module docstring), as a new dict in key order."""
+    if type(values) is not dict and not isinstance(values, Mapping):
         raise ValueError(f"audit record: extra must be a mapping, not {type(values).__name__}")
     if len(values) > MAX_EXTRA_KEYS:
         raise ValueError(f"audit record: extra has {len(values)} keys, at most {MAX_EXTRA_KEYS}")
     clean: dict[str, ExtraValue] = {}
     for key in sorted(values):
+        value = values[key]
+        # The common case, checked cheaply: a short key and a short string or a plain int.
+        if (
+            type(key) is str
+            and 0 < len(key) <= _MAX_EXTRA_KEY
+            and (
+                (type(value) is str and len(value) <= _MAX_EXTRA_TEXT)
+                or (type(value) is int and _INT_MIN <= value <= _INT_MAX)
+            )
+        ):
+            clean[key] = value
+            continue
         if not isinstance(key, str) or not key or len(key) > _MAX_EXTRA_KEY:
             raise ValueError(
                 f"audit record: extra key {key!r} must be a string of 1-{_MAX_EXTRA_KEY} characters"
             )
-        value = values[key]
         if isinstance(value, str):
             value = _cut(value, _MAX_EXTRA_TEXT)
         elif isinstance(value, bool) or value is None:
@@ -138,7 +177,7 @@ def _extra(values: Mapping[str, ExtraValue]) -> Mapping[str, ExtraValue]:
                 f"not {type(value).__name__}"
             )
         clean[key] = value
-    return MappingProxyType(clean)
+    return clean
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,22 +212,41 @@ class AuditRecord:
             raise ValueError(f"audit record: source must be one of {sorted(SOURCES)}")
         if self.decision not in DECISIONS:
             raise ValueError(f"audit record: decision must be one of {sorted(DECISIONS)}")
-        if not isinstance(self.time, str) or not _TIME.match(self.time):
+        if type(self.time) is not str or not _TIME.match(self.time):
             raise ValueError(
                 f"audit record: time {self.time!r} must be RFC 3339 UTC with microseconds "
                 "(use audit_time())"
             )
-        # Fast path first: the checks below touch a field only when it needs fixing or refusing.
-        for name, limit, empty in _TEXT_FIELDS:
-            value = getattr(self, name)
-            if type(value) is not str or len(value) > limit or not (value or empty):
-                object.__setattr__(self, name, _text(name, value, limit, empty=empty))
-        policies = self.policies
-        if (
-            type(policies) is not tuple
-            or len(policies) > _MAX_POLICIES
-            or any(type(p) is not str or len(p) > _MAX_ID for p in policies)
+        # Fast paths first (every gateway request builds a record): the loops below touch a
+        # field only when it needs fixing or refusing.
+        principal, kind, action = self.principal, self.principal_kind, self.action
+        resource, reason, request_id = self.resource, self.reason, self.request_id
+        if not (
+            type(principal) is str
+            and 0 < len(principal) <= _MAX_ID
+            and type(kind) is str
+            and 0 < len(kind) <= _MAX_ID
+            and type(action) is str
+            and 0 < len(action) <= _MAX_ID
+            and type(resource) is str
+            and 0 < len(resource) <= _MAX_RESOURCE
+            and type(reason) is str
+            and len(reason) <= _MAX_REASON
+            and type(request_id) is str
+            and len(request_id) <= _MAX_ID
         ):
+            for name, limit, empty in _TEXT_FIELDS:
+                value = getattr(self, name)
+                if type(value) is not str or len(value) > limit or not (value or empty):
+                    object.__setattr__(self, name, _text(name, value, limit, empty=empty))
+        policies = self.policies
+        names_ok = type(policies) is tuple and len(policies) <= _MAX_POLICIES
+        if names_ok:
+            for name in policies:
+                if type(name) is not str or len(name) > _MAX_ID:
+                    names_ok = False
+                    break
+        if not names_ok:
             if isinstance(policies, str) or not isinstance(policies, Iterable):
                 raise ValueError("audit record: policies must be a sequence of names")
             policies = tuple(policies)
@@ -300,6 +358,98 @@ class AuditRecord:
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"an audit record is JSON: {exc}") from exc
         return cls.from_dict(parsed)
+
+
+class Stamps:
+    """``audit_time()`` for a caller that stamps many records: the date and time to the second
+    are formatted once per second, the microseconds per call. Not thread-safe: one per thread
+    (the gateway's event loop owns one)."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self) -> str:
+        micros = time.time_ns() // 1000
+        second = micros // 1_000_000
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{micros % 1_000_000:06d}Z"
+
+
+class RecordTemplate:
+    """What repeats from one record to the next — source, principal, action, resource, decision,
+    policies, reason — checked and cut once, so that ``encode`` only adds what changes per
+    request. ``encode`` returns exactly the bytes ``AuditRecord.to_json`` would for the same
+    fields (the tests prove it), for a caller that records every request of a hot path (the
+    gateway) and must not pay for a whole ``AuditRecord`` each time."""
+
+    __slots__ = ("_fixed",)
+
+    def __init__(
+        self,
+        principal: Principal,
+        *,
+        source: Source,
+        action: str,
+        resource: str,
+        decision: Decision,
+        policies: Iterable[str] = (),
+        reason: str = "",
+    ) -> None:
+        """``ValueError`` as ``AuditRecord`` raises it, for the same fields."""
+        checked = AuditRecord.of(
+            principal,
+            source=source,
+            action=action,
+            resource=resource,
+            decision=decision,
+            policies=policies,
+            reason=reason,
+        ).to_dict()
+        for key in ("request_id", "tokens", "extra", "time"):
+            del checked[key]
+        self._fixed = checked
+
+    def encode(
+        self,
+        *,
+        request_id: str,
+        time: str,
+        tokens: tuple[int, int] | None = None,
+        extra: Mapping[str, ExtraValue] | None = None,
+    ) -> bytes:
+        """The canonical JSON of the record this template makes with these fields: ``time``
+        from ``audit_time`` or ``Stamps``, ``tokens`` as ``(prompt, completion)`` (a ``Tokens``
+        each time would cost more than the rest). ``ValueError`` for what ``AuditRecord``
+        refuses."""
+        if type(time) is not str or not _TIME.match(time):
+            raise ValueError(
+                f"audit record: time {time!r} must be RFC 3339 UTC with microseconds "
+                "(use audit_time())"
+            )
+        if type(request_id) is not str or len(request_id) > _MAX_ID:
+            request_id = _text("request_id", request_id, _MAX_ID)
+        data = self._fixed.copy()
+        data["request_id"] = request_id
+        data["time"] = time
+        if tokens is None:
+            data["tokens"] = None
+        else:
+            prompt, completion = tokens
+            if not (
+                type(prompt) is int
+                and type(completion) is int
+                and 0 <= prompt <= _INT_MAX
+                and 0 <= completion <= _INT_MAX
+            ):
+                Tokens(prompt=prompt, completion=completion)  # raises, saying which and why
+            data["tokens"] = {"completion": completion, "prompt": prompt}
+        data["extra"] = _extra_dict(extra) if extra else {}
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 
 
 _FIELDS: Final = frozenset(

@@ -9,6 +9,9 @@ A bearer credential is tried, in order, as:
    subject to policy like an agent;
 3. an agent token (a JWT-SVID) checked by a ``TokenVerifier`` → the agent's principal.
 
+(An agent token the verifier verified lately goes straight to it: the order matters only for a
+secret that is also a valid JWT, which random secrets never are.)
+
 Anything else is ``Unauthenticated``, carrying the RFC 6750 ``WWW-Authenticate`` value of why
 (``missing``, ``malformed``, ``expired``…). Only an ``insecure`` chain lets a request that sends no
 credential at all in, as ``ANONYMOUS``; a credential that is sent is checked even then.
@@ -106,6 +109,14 @@ class Credentials:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated.of(InvalidToken("missing"))
+        verifier = self._verifier
+        if verifier is not None and verifier.remembers(token):
+            # An agent token verified lately: no need to hash it to compare with the secrets.
+            # (Which tokens are remembered says nothing about the admin token or the keys.)
+            try:
+                return verifier.verify(token)
+            except InvalidToken as exc:
+                raise Unauthenticated.of(exc) from None
         presented = _digest(token)
         # Every digest is compared, whatever matched earlier: the time taken says nothing about
         # which secret (if any) matched. Digests have one length, so length leaks nothing either.
@@ -117,10 +128,10 @@ class Credentials:
                 found = principal
         if found is not None:
             return found
-        if self._verifier is None:
+        if verifier is None:
             raise Unauthenticated.of(InvalidToken("malformed"))
         try:
-            return self._verifier.verify(token)
+            return verifier.verify(token)
         except InvalidToken as exc:
             raise Unauthenticated.of(exc) from None
 

@@ -37,13 +37,13 @@ from typing import Any, Final, Protocol
 from aviator.api import grant as grant_api
 from aviator.api.principal import Principal
 from aviator.audit.log import AuditClosed, AuditLog, AuditUnavailable
-from aviator.audit.record import AuditRecord, ExtraValue, Tokens
+from aviator.audit.record import AuditRecord, ExtraValue, RecordTemplate, Stamps
 from aviator.gateway import openai
 from aviator.gateway.usage import Usage
 from aviator.governance.budgets import Budgets, Limits, Refusal, Reservation
 from aviator.governance.view import PolicyView
 from aviator.policy.engine import CompiledPolicies, Decision, inference_context
-from aviator.policy.entities import object_uid
+from aviator.policy.entities import EntityUid, object_uid
 from aviator.settings import AuditSettings
 
 __all__ = [
@@ -60,6 +60,7 @@ CHARS_PER_TOKEN: Final = 4
 """The estimate's rule of thumb for English text (tokenizers average 3.5-4.5 characters)."""
 _INTENT_MAX: Final = 256
 _LIMITS_CACHED: Final = 10_000
+_TEMPLATES_CACHED: Final = 10_000
 
 
 def _text_chars(value: Any) -> int:
@@ -195,6 +196,9 @@ class Governance:
         self.recorder = recorder
         self._log = logger or logging.getLogger("aviator.gateway.governance")
         self._leases: set[GrantLease] = set()
+        self._resources: dict[str, tuple[EntityUid | None, str]] = {}
+        self._stamps = Stamps()
+        self._templates: dict[tuple[object, ...], RecordTemplate] = {}
         self._limits: dict[str, tuple[Mapping[str, Any], Limits]] = {}
         """Per agent: the Agent object its limits were read from, and them (the reflector
         replaces the object when the Agent changes, so identity says whether they are current)."""
@@ -238,12 +242,11 @@ class Governance:
         the refusal. ``deployment`` is ``namespace/name`` of the ModelDeployment serving ``model``
         ("" when none is known)."""
         action = "embed" if operation == "embeddings" else "infer"
-        namespace, _, name = deployment.partition("/")
-        uid = object_uid("ModelDeployment", namespace, name) if name else None
+        uid, resource = self._resource(deployment)
         admission = Admission(
             principal=principal,
             action=action,
-            resource=str(uid) if uid is not None else f"model:{model}",
+            resource=resource if uid is not None else f"model:{model}",
             request_id=request_id,
             operation=operation,
             body=body,
@@ -258,6 +261,7 @@ class Governance:
             return admission
         assert self.view is not None  # checked at construction
         estimate = admission.estimate
+        now = self._clock()
         deciding = time.perf_counter()
         compiled = self.view.compiled
         declared = {"intent": "", "grant": ""}
@@ -276,7 +280,7 @@ class Governance:
                 model=model,
                 estimated_tokens=estimate,
                 priority=priority,
-                now=datetime.fromtimestamp(self._clock(), UTC),
+                now=datetime.fromtimestamp(now, UTC),
                 intent=declared["intent"],
                 grant=declared["grant"],
             )
@@ -292,7 +296,7 @@ class Governance:
             limits = self._limits_of(principal)
             if not limits.unlimited:
                 outcome = self.budgets.admit(
-                    principal.agent_key, limits, estimate=estimate, now=self._clock()
+                    principal.agent_key, limits, estimate=estimate, now=now
                 )
                 if isinstance(outcome, Refusal):
                     self._refuse(
@@ -312,7 +316,11 @@ class Governance:
             self._release(admission)
             raise
         sources = decision.decided_by
-        if sources and all(s.startswith("grant:") for s in sources):
+        if (
+            sources
+            and sources[0].startswith("grant:")
+            and all(s.startswith("grant:") for s in sources)
+        ):
             admission.lease = self._lease(tuple(s.removeprefix("grant:") for s in sources))
         return admission
 
@@ -326,7 +334,8 @@ class Governance:
     ) -> None:
         """Settle the request's budget, drop its lease, and record it."""
         self._release(admission, usage=usage)
-        if self.audit is None:
+        audit = self.audit
+        if audit is None:
             return
         extra = dict(admission.extra)
         extra["status"] = code
@@ -334,26 +343,33 @@ class Governance:
             extra["cutOff"] = cut
         tokens = None
         if usage is not None:
-            tokens = Tokens(prompt=usage.prompt_tokens, completion=usage.completion_tokens)
+            tokens = (usage.prompt_tokens, usage.completion_tokens)
         else:
             extra["estimatedTokens"] = admission.estimate
-        self._append(
-            AuditRecord.of(
-                admission.principal,
-                source="gateway",
-                action=admission.action,
-                resource=admission.resource,
-                decision="allow",
-                policies=admission.policies,
-                reason=admission.reason,
-                request_id=admission.request_id,
-                tokens=tokens,
-                extra=extra,
-            ),
-            admitted=True,
+        # Every admitted request is recorded: from a template of what repeats (see
+        # RecordTemplate), not a whole AuditRecord each time.
+        data = self._template(admission).encode(
+            request_id=admission.request_id, time=self._stamps(), tokens=tokens, extra=extra
         )
+        try:
+            audit.append_json(data)
+        except (AuditUnavailable, AuditClosed) as exc:
+            # Already answered: all that is left is to say it was not recorded.
+            self._log.error("request %s was not audited: %s", admission.request_id, exc)
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _resource(self, deployment: str) -> tuple[EntityUid | None, str]:
+        """The uid of the ModelDeployment ``namespace/name`` and its text (None, "" for none)."""
+        known = self._resources.get(deployment)
+        if known is None:
+            namespace, _, name = deployment.partition("/")
+            uid = object_uid("ModelDeployment", namespace, name) if name else None
+            known = (uid, str(uid) if uid is not None else "")
+            if len(self._resources) >= _LIMITS_CACHED:
+                self._resources.clear()  # deployments come and go; a rebuild is one string each
+            self._resources[deployment] = known
+        return known
 
     def _limits_of(self, principal: Principal) -> Limits:
         assert self.view is not None
@@ -417,7 +433,7 @@ class Governance:
     def _audit_ready(self) -> None:
         """Refuse (503) a request whose record the log could not take when it ends."""
         audit = self.audit
-        if audit is not None and audit.stats.pending >= self._audit_settings.queue_bound:
+        if audit is not None and audit.pending >= self._audit_settings.queue_bound:
             raise openai.audit_unavailable()
 
     def _refuse(
@@ -442,18 +458,42 @@ class Governance:
                 reason=reason,
                 request_id=admission.request_id,
                 extra=facts,
-            ),
-            admitted=False,
+            )
         )
 
-    def _append(self, record: AuditRecord, *, admitted: bool) -> None:
+    def _template(self, admission: Admission) -> RecordTemplate:
+        """The record template of an admitted request (one per principal, resource and
+        decision: few, and each reused by every request that repeats them)."""
+        principal = admission.principal
+        key = (
+            principal.id,
+            principal.kind,
+            admission.action,
+            admission.resource,
+            admission.policies,
+            admission.reason,
+        )
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= _TEMPLATES_CACHED:
+                self._templates.clear()  # a rebuild costs one AuditRecord each
+            template = self._templates[key] = RecordTemplate(
+                principal,
+                source="gateway",
+                action=admission.action,
+                resource=admission.resource,
+                decision="allow",
+                policies=admission.policies,
+                reason=admission.reason,
+            )
+        return template
+
+    def _append(self, record: AuditRecord) -> None:
+        """Record a refusal before it is answered: 503 when the log cannot take it."""
         audit = self.audit
         if audit is None:
             return
         try:
             audit.append(record)
-        except (AuditUnavailable, AuditClosed) as exc:
-            if admitted:  # already answered: all that is left is to say it was not recorded
-                self._log.error("request %s was not audited: %s", record.request_id, exc)
-                return
+        except (AuditUnavailable, AuditClosed):
             raise openai.audit_unavailable() from None

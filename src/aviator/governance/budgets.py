@@ -22,7 +22,7 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 __all__ = [
     "DAY",
@@ -130,15 +130,14 @@ class _Window:
         """``[bucket index, tokens]``, by index."""
         self.total = 0
 
-    def index(self, now: float) -> int:
-        return math.floor(now / self._shape.bucket_s)
-
-    def slide(self, now: float) -> None:
-        """Forget the buckets that left the window at ``now``."""
-        first = self.index(now) - self._shape.buckets + 1
+    def slide(self, now: float) -> int:
+        """Forget the buckets that left the window at ``now``; return ``now``'s bucket index."""
+        current = math.floor(now / self._shape.bucket_s)
+        first = current - self._shape.buckets + 1
         buckets = self._buckets
         while buckets and buckets[0][0] < first:
             self.total -= buckets.popleft()[1]
+        return current
 
     def add(self, index: int, tokens: int) -> None:
         """Add ``tokens`` (may be negative) to bucket ``index`` if it is still kept, or to a new
@@ -156,6 +155,19 @@ class _Window:
             else:
                 return
         self.total += tokens
+
+    def settle(self, bucket: int, *, reserved: int, actual: int, now: float) -> None:
+        """Replace ``reserved`` tokens counted in ``bucket`` with ``actual`` counted now."""
+        current = self.slide(now)
+        if bucket == current:  # the common case: the request ended in the bucket it started in
+            self.add(current, actual - reserved)
+        else:
+            self.add(bucket, -reserved)
+            self.add(current, actual)
+
+    @property
+    def length_s(self) -> float:
+        return self._shape.length_s
 
     def retry_after(self, now: float, *, excess: int) -> float:
         """Seconds until at least ``excess`` tokens have left the window (its length if never)."""
@@ -180,9 +192,9 @@ class _Agent:
         self.inflight = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """What ``admit`` took for one request; give it back to ``settle`` when the request ends."""
+class Reservation(NamedTuple):
+    """What ``admit`` took for one request; give it back to ``settle`` when the request ends.
+    (A named tuple: one is made per request, and it is cheaper to make than a dataclass.)"""
 
     agent: str
     estimate: int
@@ -212,34 +224,38 @@ class Budgets:
         state = self._agents.get(agent)
         if state is None:
             state = self._agents[agent] = _Agent(self._minute, self._day)
-        state.minute.slide(now)
-        state.day.slide(now)
+        minute, day = state.minute, state.day
+        minute_bucket, day_bucket = minute.slide(now), day.slide(now)
         cap = limits.max_concurrent_requests
         if cap is not None and state.inflight >= cap:
             self._forget_if_idle(agent, state)
             return Refusal("maxConcurrentRequests", cap, state.inflight, 1, 1)
-        for budget, limit, window in (
-            ("tokensPerMinute", limits.tokens_per_minute, state.minute),
-            ("tokensPerDay", limits.tokens_per_day, state.day),
-        ):
-            if limit is not None and window.total + estimate > limit:
-                if estimate > limit:
-                    wait = self._minute.length_s if window is state.minute else self._day.length_s
-                else:
-                    wait = window.retry_after(now, excess=window.total + estimate - limit)
-                self._forget_if_idle(agent, state)
-                return Refusal(
-                    budget,  # type: ignore[arg-type]
-                    limit,
-                    window.total,
-                    estimate,
-                    max(1, math.ceil(wait)),
-                )
-        minute_bucket, day_bucket = state.minute.index(now), state.day.index(now)
-        state.minute.add(minute_bucket, estimate)
-        state.day.add(day_bucket, estimate)
+        limit = limits.tokens_per_minute
+        if limit is not None and minute.total + estimate > limit:
+            return self._refuse(agent, state, "tokensPerMinute", limit, minute, estimate, now)
+        limit = limits.tokens_per_day
+        if limit is not None and day.total + estimate > limit:
+            return self._refuse(agent, state, "tokensPerDay", limit, day, estimate, now)
+        minute.add(minute_bucket, estimate)
+        day.add(day_bucket, estimate)
         state.inflight += 1
         return Reservation(agent, estimate, minute_bucket, day_bucket)
+
+    def _refuse(
+        self,
+        agent: str,
+        state: _Agent,
+        budget: Budget,
+        limit: int,
+        window: _Window,
+        estimate: int,
+        now: float,
+    ) -> Refusal:
+        # A request larger than the limit never fits: then the wait is the window's length.
+        excess = window.total + estimate - limit
+        wait = window.length_s if estimate > limit else window.retry_after(now, excess=excess)
+        self._forget_if_idle(agent, state)
+        return Refusal(budget, limit, window.total, estimate, max(1, math.ceil(wait)))
 
     def settle(self, reservation: Reservation, *, used: int | None, now: float) -> None:
         """The request of ``reservation`` ended having used ``used`` tokens (None: unknown, the
@@ -248,14 +264,10 @@ class Budgets:
         if state is None:  # cannot happen while the reservation is outstanding
             return
         state.inflight = max(0, state.inflight - 1)
-        actual = reservation.estimate if used is None else max(0, used)
-        for window, bucket in (
-            (state.minute, reservation.minute_bucket),
-            (state.day, reservation.day_bucket),
-        ):
-            window.slide(now)
-            window.add(bucket, -reservation.estimate)
-            window.add(window.index(now), actual)
+        reserved = reservation.estimate
+        actual = reserved if used is None else max(0, used)
+        state.minute.settle(reservation.minute_bucket, reserved=reserved, actual=actual, now=now)
+        state.day.settle(reservation.day_bucket, reserved=reserved, actual=actual, now=now)
         self._forget_if_idle(reservation.agent, state)
 
     def used(self, agent: str, *, now: float) -> tuple[int, int, int]:

@@ -299,6 +299,11 @@ class TokenVerifier:
             _fail("missing", "no bearer token in the Authorization header")
         return self.verify(token.strip())
 
+    def remembers(self, token: str) -> bool:
+        """Whether ``token`` verified lately (it is in the cache; ``verify`` still checks that
+        it has not expired and that its key is still published)."""
+        return token in self._cache
+
     def verify(self, token: str | None) -> Principal:
         """The agent ``token`` authenticates, or ``InvalidToken`` saying why it does not."""
         if not token:
