@@ -302,13 +302,17 @@ def _lua_string(text: str) -> str:
     return f"[{'=' * level}[{text}]{'=' * level}]"
 
 
-def _wrk_script(headers: dict[str, str], variants: Sequence[Request] | None) -> str:
+def _wrk_script(
+    headers: dict[str, str], variants: Sequence[Request] | None, *, delay_ms: float | None = None
+) -> str:
     """A wrk script sending one fixed request, or cycling through ``variants``: each formatted
-    once in ``init``, so that the per-request Lua is an index, not string building."""
+    once in ``init``, so that the per-request Lua is an index, not string building. With
+    ``delay_ms``, each connection waits that long before each request (a paced load)."""
+    pacing = [] if delay_ms is None else [f"function delay() return {delay_ms:.3f} end", ""]
     if not variants:
         lines = ['wrk.method = "POST"', f"wrk.body = '{REQUEST_BODY.decode()}'"]
         lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, *pacing]) + "\n"
     entries = []
     for extra, body in variants:
         fields = ", ".join(
@@ -332,6 +336,7 @@ def _wrk_script(headers: dict[str, str], variants: Sequence[Request] | None) -> 
             "  return formatted[i]",
             "end",
             "",
+            *pacing,
         ]
     )
 
@@ -354,9 +359,10 @@ def _run_wrk(
     headers: dict[str, str],
     script_dir: Path,
     variants: Sequence[Request] | None = None,
+    delay_ms: float | None = None,
 ) -> tuple[int, int, float, float, float]:
     script = script_dir / "post.lua"
-    script.write_text(_wrk_script(headers, variants))
+    script.write_text(_wrk_script(headers, variants, delay_ms=delay_ms))
     out = subprocess.run(
         [
             "wrk",
@@ -450,10 +456,13 @@ def _measure(
     script_dir: Path,
     requests: Sequence[Request] | None = None,
     seconds: float | None = None,
+    delay_ms: float | None = None,
 ) -> Result:
     """One run against ``url``: the fixed request, or ``requests`` in turn; ``seconds``
-    overrides ``args.seconds``."""
+    overrides ``args.seconds``; ``delay_ms`` paces each connection (wrk only)."""
     seconds = args.seconds if seconds is None else seconds
+    if delay_ms is not None and args.driver != "wrk":
+        raise ValueError("a paced load needs wrk")
     cpu_before = sum(cpu_seconds(pid) for pid in pids)
     if args.driver == "wrk":
         n, errors, rate, p50, p99 = _run_wrk(
@@ -463,6 +472,7 @@ def _measure(
             headers=headers,
             script_dir=script_dir,
             variants=requests,
+            delay_ms=delay_ms,
         )
     else:
         n, errors, rate, p50, p99 = asyncio.run(
