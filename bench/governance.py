@@ -50,7 +50,7 @@ time. Profiling slows everything down: its figures are for attribution only.
 
     .venv/bin/python bench/governance.py [--seconds 10] [--concurrency 1 16] [--rounds 3]
         [--agents 8] [--variants 512] [--seed 7] [--driver auto|wrk|aiohttp]
-        [--paced REQ_PER_S] [--profile N] [--json]
+        [--paced REQ_PER_S] [--instructions] [--profile N] [--json]
 """
 
 from __future__ import annotations
@@ -61,9 +61,11 @@ import json
 import os
 import pstats
 import random
+import re
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -331,6 +333,36 @@ class Run:
     result: Result
     round: int
     decisions: Histogram = EMPTY
+    instructions: float | None = None
+    """User-space instructions the gateway process (all threads) retired per request."""
+
+
+@contextlib.contextmanager
+def counting_instructions(pid: int, *, enabled: bool) -> Iterator[list[int]]:
+    """Count the user-space instructions process ``pid`` (every thread) retires in the block
+    with ``perf stat``; the count is appended to the yielded list at the end (nothing when not
+    ``enabled`` or perf could not count). Instructions do not depend on what else the machine
+    runs, which CPU time and throughput on a shared machine do."""
+    found: list[int] = []
+    if not enabled:
+        yield found
+        return
+    with tempfile.TemporaryDirectory() as name:
+        out = Path(name) / "perf.txt"
+        perf = subprocess.Popen(
+            ["perf", "stat", "-x", ",", "-e", "instructions:u", "-o", str(out), "-p", str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.2)  # attached well before the run starts (the gateway idles meanwhile)
+        try:
+            yield found
+        finally:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=10)
+            match = re.search(r"^(\d+),[^,]*,instructions:u", out.read_text(), re.MULTILINE)
+            if match:
+                found.append(int(match.group(1)))
 
 
 @dataclass
@@ -352,6 +384,10 @@ class Row:
     """Throughput lost against ``off`` of the same round: median, min, max."""
     cpu_cost: tuple[float, float, float] | None = None
     """CPU per request added against ``off`` of the same round: median, min, max."""
+    instructions: float | None = None
+    """Median instructions per request (``--instructions``)."""
+    instructions_cost: tuple[float, float, float] | None = None
+    """Instructions per request added against ``off`` of the same round: median, min, max."""
 
 
 def _spread(values: Sequence[float]) -> tuple[float, float, float]:
@@ -387,7 +423,18 @@ def summarise(runs: dict[tuple[str, int], list[Run]], *, targets: Sequence[Targe
                     row.decision_p99_us = merged.quantile(0.99) * 1e6
                     row.decision_mean_us = merged.total_s / merged.count * 1e6
                     row.within_budget = merged.share_within(BUDGET_S)
+            counts = [r.instructions for r in found if r.instructions]
+            if counts:
+                row.instructions = statistics.median(counts)
             if name != "off":
+                off_runs = {r.round: r for r in runs[("off", concurrency)]}
+                added = []
+                for r in found:
+                    base = off_runs[r.round].instructions if r.round in off_runs else None
+                    if r.instructions and base:
+                        added.append(r.instructions / base - 1)
+                if added:
+                    row.instructions_cost = _spread(added)
                 off = {r.round: r.result for r in runs[("off", concurrency)]}
                 paired = [(r.result, off[r.round]) for r in found if r.round in off]
                 row.req_s_cost = _spread([1 - mine.req_s / base.req_s for mine, base in paired])
@@ -426,6 +473,15 @@ def report(rows: Sequence[Row], *, paced: float | None = None) -> str:
             f"{m.p99_ms:>7.3f} {cpu:>10} {cpu_range:>13} {cost(r.req_s_cost):>17} "
             f"{cost(r.cpu_cost):>17} {f'{r.load_range[0]:.1f}-{r.load_range[1]:.1f}':>9}"
         )
+    if any(r.instructions for r in rows):
+        lines.append("")
+        lines.append("user-space instructions per request of the gateway process (perf stat):")
+        for r in rows:
+            if r.instructions:
+                lines.append(
+                    f"  {r.target:<14} c={r.concurrency:<3} {r.instructions / 1e3:7.0f}k"
+                    f"{'' if r.instructions_cost is None else '  ' + cost(r.instructions_cost)}"
+                )
     lines.append("")
     lines.append("policy decisions in the request path (aviator_gateway_policy_decision_seconds):")
     for r in rows:
@@ -537,29 +593,32 @@ def measure_all(
             for target in order:
                 pid, url = started[target.name]
                 before = scrape(url) if target.decides else EMPTY
-                result = _measure(
-                    target.name,
-                    url,
-                    pids=[pid],
-                    concurrency=concurrency,
-                    args=args,
-                    headers=headers,
-                    script_dir=tmp,
-                    requests=sent[target.name],
-                    delay_ms=delay_ms,
-                )
+                with counting_instructions(pid, enabled=args.instructions) as counted:
+                    result = _measure(
+                        target.name,
+                        url,
+                        pids=[pid],
+                        concurrency=concurrency,
+                        args=args,
+                        headers=headers,
+                        script_dir=tmp,
+                        requests=sent[target.name],
+                        delay_ms=delay_ms,
+                    )
                 if result.errors:
                     raise RuntimeError(
                         f"{target.name} c={concurrency}: {result.errors} of {result.requests} "
                         "requests failed; governance must admit every bench request"
                     )
                 decisions = scrape(url) - before if target.decides else EMPTY
+                per_request = counted[0] / result.requests if counted and result.requests else None
                 runs.setdefault((target.name, concurrency), []).append(
-                    Run(result, round_, decisions)
+                    Run(result, round_, decisions, per_request)
                 )
+                counts = f", {per_request / 1e3:.0f}k instructions/req" if per_request else ""
                 print(
                     f"round {round_ + 1} c={concurrency:<3} {target.name:<14} "
-                    f"{result.req_s:>7.0f} req/s, cpu {result.cpu_ms_per_req} ms/req, "
+                    f"{result.req_s:>7.0f} req/s, cpu {result.cpu_ms_per_req} ms/req{counts}, "
                     f"load {result.load}",
                     flush=True,
                 )
@@ -711,6 +770,11 @@ def main() -> None:
         metavar="N",
         help="Also profile the off and agent gateways and print the top N functions.",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="Also count each gateway's user-space instructions per request (needs perf).",
+    )
     parser.add_argument("--json", action="store_true", help="Print the results as JSON too.")
     args = parser.parse_args()
     if args.rounds < 1 or args.agents < 1 or args.variants < 1:
@@ -719,6 +783,8 @@ def main() -> None:
         args.driver = "wrk" if shutil.which("wrk") else "aiohttp"
     if args.paced is not None and (args.paced <= 0 or args.driver != "wrk"):
         parser.error("--paced needs a positive rate and wrk")
+    if args.instructions and not shutil.which("perf"):
+        parser.error("--instructions needs perf (linux-tools)")
 
     cycle = variants(random.Random(args.seed), count=args.variants, agents=args.agents)
     load_before = os.getloadavg()

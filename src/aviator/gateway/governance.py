@@ -42,7 +42,7 @@ from aviator.gateway import openai
 from aviator.gateway.usage import Usage
 from aviator.governance.budgets import Budgets, Limits, Refusal, Reservation
 from aviator.governance.view import PolicyView
-from aviator.policy.engine import CompiledPolicies, Decision, inference_context
+from aviator.policy.engine import CompiledPolicies, Decision
 from aviator.policy.entities import EntityUid, object_uid
 from aviator.settings import AuditSettings
 
@@ -276,15 +276,17 @@ class Governance:
                 reason=f"model {model!r} is served by no ModelDeployment the gateway knows",
             )
         else:
-            context = inference_context(
+            decision = compiled.decide_inference(
+                principal,
+                action,
+                uid,
                 model=model,
                 estimated_tokens=estimate,
                 priority=priority,
-                now=datetime.fromtimestamp(now, UTC),
+                hour=int(now // 3600) % 24,  # UTC: POSIX time has no leap seconds
                 intent=declared["intent"],
                 grant=declared["grant"],
             )
-            decision = compiled.decide(principal, action, uid, context)
         if self.recorder is not None:
             self.recorder.decided(time.perf_counter() - deciding)
         admission.policies = decision.decided_by

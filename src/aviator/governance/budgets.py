@@ -158,10 +158,15 @@ class _Window:
 
     def settle(self, bucket: int, *, reserved: int, actual: int, now: float) -> None:
         """Replace ``reserved`` tokens counted in ``bucket`` with ``actual`` counted now."""
-        current = self.slide(now)
-        if bucket == current:  # the common case: the request ended in the bucket it started in
-            self.add(current, actual - reserved)
+        current = math.floor(now / self._shape.bucket_s)
+        buckets = self._buckets
+        if bucket == current and buckets and buckets[-1][0] == current:
+            # The common case: the request ended in the bucket it started in, the newest (no
+            # bucket is added, so none needs to leave first).
+            buckets[-1][1] += actual - reserved
+            self.total += actual - reserved
         else:
+            self.slide(now)
             self.add(bucket, -reserved)
             self.add(current, actual)
 
@@ -263,12 +268,12 @@ class Budgets:
         state = self._agents.get(reservation.agent)
         if state is None:  # cannot happen while the reservation is outstanding
             return
-        state.inflight = max(0, state.inflight - 1)
+        if state.inflight > 0:
+            state.inflight -= 1
         reserved = reservation.estimate
-        actual = reserved if used is None else max(0, used)
+        actual = reserved if used is None else used if used > 0 else 0
         state.minute.settle(reservation.minute_bucket, reserved=reserved, actual=actual, now=now)
         state.day.settle(reservation.day_bucket, reserved=reserved, actual=actual, now=now)
-        self._forget_if_idle(reservation.agent, state)
 
     def used(self, agent: str, *, now: float) -> tuple[int, int, int]:
         """(tokens in the minute window, tokens in the day window, requests in flight)."""

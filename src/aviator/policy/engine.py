@@ -203,6 +203,9 @@ def _authorize(
     }
 
 
+_LONG_MAX: Final = 2**63 - 1
+"""Cedar's Long."""
+
 def inference_context(
     *,
     model: str,
@@ -829,7 +832,57 @@ class CompiledPolicies:
                 overlay = (*entities, resource)
                 resource = resource.uid
             return self._evaluate(p_uid, action, resource, context, overlay)
-        r_uid = resource
+        return self._remembered(p_uid, action, resource, context)
+
+    def decide_inference(
+        self,
+        principal: Principal,
+        action: str,
+        resource: ent.EntityUid,
+        *,
+        model: str,
+        estimated_tokens: int,
+        priority: str,
+        hour: int,
+        intent: str = "",
+        grant: str = "",
+    ) -> Decision:
+        """``decide`` for a gateway request (``infer`` or ``embed`` on an entity of the graph),
+        given the context's values rather than the context: the same decision (the tests prove
+        it) without building and checking a context that is well-formed by construction."""
+        context = {
+            "model": model,
+            "estimatedTokens": estimated_tokens,
+            "priority": priority,
+            "hour": hour,
+            "intent": intent,
+            "grant": grant,
+        }
+        key = principal.agent_key
+        if (
+            key is None
+            or principal.kind != "agent"
+            or action not in schema.INFERENCE_ACTIONS
+            or type(estimated_tokens) is not int
+            or not 0 <= estimated_tokens <= _LONG_MAX
+            or type(hour) is not int
+            or not 0 <= hour <= 23
+            or type(model) is not str
+            or type(priority) is not str
+            or type(intent) is not str
+            or type(grant) is not str
+        ):  # anything unusual takes the general path, with its checks and messages
+            return self.decide(principal, action, resource, context)
+        return self._remembered(ent.EntityUid("Agent", key), action, resource, context)
+
+    def _remembered(
+        self,
+        p_uid: ent.EntityUid,
+        action: str,
+        r_uid: ent.EntityUid,
+        context: Mapping[str, Any] | None,
+    ) -> Decision:
+        """The decision about entities of the graph, remembered (see ``decide``)."""
         if self.decision_cache_size <= 0:
             return self._evaluate(p_uid, action, r_uid, context, ())
         try:

@@ -102,6 +102,45 @@ def test_remembered_decisions_are_cedars(
         assert remembering.decide(*request) == fresh.decide(*request)
 
 
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    requests=st.lists(
+        st.tuples(
+            st.sampled_from([*AGENTS, Principal(kind="admin", id="admin")]),
+            st.sampled_from(["infer", "embed", "create"]),
+            st.sampled_from(TARGETS),
+            contexts,
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_decide_inference_is_decide_with_that_context(
+    pair: tuple[engine.CompiledPolicies, engine.CompiledPolicies],
+    requests: list[tuple[Principal, str, ent.EntityUid, dict[str, Any]]],
+) -> None:
+    """The gateway's shortcut gives Cedar's decision, for every principal kind and action (the
+    unusual ones, such as a negative estimate or a write action, through the general path)."""
+    remembering, fresh = pair
+    for principal, action, target, context in requests:
+        short = remembering.decide_inference(
+            principal,
+            action,
+            target,
+            model=context["model"],
+            estimated_tokens=context["estimatedTokens"],
+            priority=context["priority"],
+            hour=context["hour"],
+            intent=context["intent"],
+            grant=context["grant"],
+        )
+        assert short == fresh.decide(principal, action, target, context)
+
+
 def test_the_cache_is_hit_within_a_class_and_missed_across(
     pair: tuple[engine.CompiledPolicies, engine.CompiledPolicies],
     monkeypatch: pytest.MonkeyPatch,
