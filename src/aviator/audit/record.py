@@ -71,7 +71,8 @@ _TEXT_FIELDS: Final = (
 """Text fields: name, longest kept, whether empty is allowed."""
 _NO_EXTRA: Final[Mapping[str, ExtraValue]] = MappingProxyType({})
 
-_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z", re.ASCII)
+"""Matched whole (``fullmatch``): ASCII digits only, nothing after the ``Z``."""
 
 
 def audit_time(when: datetime | None = None) -> str:
@@ -212,7 +213,7 @@ class AuditRecord:
             raise ValueError(f"audit record: source must be one of {sorted(SOURCES)}")
         if self.decision not in DECISIONS:
             raise ValueError(f"audit record: decision must be one of {sorted(DECISIONS)}")
-        if type(self.time) is not str or not _TIME.match(self.time):
+        if type(self.time) is not str or not _TIME.fullmatch(self.time):
             raise ValueError(
                 f"audit record: time {self.time!r} must be RFC 3339 UTC with microseconds "
                 "(use audit_time())"
@@ -387,7 +388,7 @@ class RecordTemplate:
     fields (the tests prove it), for a caller that records every request of a hot path (the
     gateway) and must not pay for a whole ``AuditRecord`` each time."""
 
-    __slots__ = ("_fixed",)
+    __slots__ = ("_parts",)
 
     def __init__(
         self,
@@ -410,9 +411,19 @@ class RecordTemplate:
             policies=policies,
             reason=reason,
         ).to_dict()
-        for key in ("request_id", "tokens", "extra", "time"):
-            del checked[key]
-        self._fixed = checked
+        # The canonical JSON, cut where the fields that change go: in key order (extra,
+        # request_id, time, tokens), each fixed value encoded as to_json would.
+        parts: list[bytes] = []
+        part = b"{"
+        for key in sorted(checked):
+            part += (b"," if part != b"{" else b"") + orjson.dumps(key) + b":"
+            if key in _PER_REQUEST:
+                parts.append(part)
+                part = b""
+            else:
+                part += orjson.dumps(checked[key], option=orjson.OPT_SORT_KEYS)
+        parts.append(part + b"}")
+        self._parts = tuple(parts)
 
     def encode(
         self,
@@ -426,18 +437,15 @@ class RecordTemplate:
         from ``audit_time`` or ``Stamps``, ``tokens`` as ``(prompt, completion)`` (a ``Tokens``
         each time would cost more than the rest). ``ValueError`` for what ``AuditRecord``
         refuses."""
-        if type(time) is not str or not _TIME.match(time):
+        if type(time) is not str or not _TIME.fullmatch(time):
             raise ValueError(
                 f"audit record: time {time!r} must be RFC 3339 UTC with microseconds "
                 "(use audit_time())"
             )
         if type(request_id) is not str or len(request_id) > _MAX_ID:
             request_id = _text("request_id", request_id, _MAX_ID)
-        data = self._fixed.copy()
-        data["request_id"] = request_id
-        data["time"] = time
         if tokens is None:
-            data["tokens"] = None
+            counts = b"null"
         else:
             prompt, completion = tokens
             if not (
@@ -447,11 +455,25 @@ class RecordTemplate:
                 and 0 <= completion <= _INT_MAX
             ):
                 Tokens(prompt=prompt, completion=completion)  # raises, saying which and why
-            data["tokens"] = {"completion": completion, "prompt": prompt}
-        data["extra"] = _extra_dict(extra) if extra else {}
-        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+            counts = b'{"completion":%d,"prompt":%d}' % (completion, prompt)
+        head, after_extra, after_id, after_time, tail = self._parts
+        return b"".join(
+            (
+                head,
+                orjson.dumps(_extra_dict(extra), option=orjson.OPT_SORT_KEYS) if extra else b"{}",
+                after_extra,
+                orjson.dumps(request_id),
+                after_id,
+                b'"' + time.encode() + b'"',  # _TIME allows nothing JSON would escape
+                after_time,
+                counts,
+                tail,
+            )
+        )
 
 
+_PER_REQUEST: Final = ("extra", "request_id", "time", "tokens")
+"""The fields a ``RecordTemplate`` leaves to ``encode``, in canonical (sorted) order."""
 _FIELDS: Final = frozenset(
     {
         "action",
