@@ -546,15 +546,13 @@ class AuditLog:
         try:
             row = conn.execute("SELECT seq, hash FROM head WHERE id = 0").fetchone()
             seq, prev = (int(row[0]), str(row[1])) if row is not None else (0, GENESIS)
-            rows = []
-            for data in batch:
-                seq += 1
-                digest = chain.entry_hash(prev, seq, data)
-                rows.append((seq, prev, digest, data.decode()))
-                prev = digest
+            rows = chain.link_rows(prev, seq, batch)
+            # The record as TEXT (what readers and older writers store and read back).
             conn.executemany(
-                "INSERT INTO entries (seq, prev_hash, hash, record) VALUES (?, ?, ?, ?)", rows
+                "INSERT INTO entries (seq, prev_hash, hash, record) VALUES (?, ?, ?, ?)",
+                [(s, p, h, r.decode()) for s, p, h, r in rows],
             )
+            seq, _, prev, _ = rows[-1]
             conn.execute(
                 "INSERT OR REPLACE INTO head (id, seq, hash) VALUES (0, ?, ?)", (seq, prev)
             )

@@ -378,7 +378,7 @@ class Stamps:
         if second != self._second:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        return f"{self._prefix}.{micros % 1_000_000:06d}Z"
+        return "%s.%06dZ" % (self._prefix, micros % 1_000_000)  # noqa: UP031 (cheaper here)
 
 
 class RecordTemplate:

@@ -8,11 +8,13 @@ import hashlib
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aviator.audit import chain
 from aviator.audit.chain import GENESIS, GENESIS_HEAD, Entry, Head, Unreadable
 
-from .helpers import entries, record
+from .helpers import entries, record, record_bytes
 
 
 def test_the_hash_covers_the_previous_hash_and_the_canonical_seq_and_record() -> None:
@@ -170,3 +172,17 @@ def test_several_changes_are_all_reported() -> None:
     tampered.append(log[0])
     kinds = {(f.kind, f.seq) for f in chain.verify(tampered, head=log[-1].head).findings}
     assert kinds == {("edited", 2), ("deleted", 6), ("inserted", 1)}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    records=st.lists(record_bytes | st.binary(max_size=200), max_size=10),
+    seq=st.integers(0, 2**40),
+    prev=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+)
+def test_the_writers_rows_are_the_chain_build_makes(
+    records: list[bytes], seq: int, prev: str
+) -> None:
+    head = Head(seq, prev)
+    expected = [(e.seq, e.prev_hash, e.hash, e.record) for e in chain.build(records, head=head)]
+    assert chain.link_rows(prev, seq, records) == expected
