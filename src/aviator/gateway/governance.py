@@ -266,12 +266,14 @@ class Governance:
         now = self._clock()
         deciding = time.perf_counter()
         compiled = self.view.compiled
-        declared = {"intent": "", "grant": ""}
+        intent = grant = ""
         if intent_header and intent_header.strip():
             declared = compiled.declared_intent(principal, intent_header[:_INTENT_MAX])
-            for key in ("intent", "grant"):
-                if declared[key]:
-                    admission.extra[key] = declared[key]
+            intent, grant = declared["intent"], declared["grant"]
+            if intent:
+                admission.extra["intent"] = intent
+            if grant:
+                admission.extra["grant"] = grant
         if uid is None:
             decision = Decision(
                 allowed=False,
@@ -286,8 +288,8 @@ class Governance:
                 estimated_tokens=estimate,
                 priority=priority,
                 hour=int(now // 3600) % 24,  # UTC: POSIX time has no leap seconds
-                intent=declared["intent"],
-                grant=declared["grant"],
+                intent=intent,
+                grant=grant,
             )
         if self.recorder is not None:
             self.recorder.decided(time.perf_counter() - deciding)
