@@ -206,6 +206,7 @@ def _authorize(
 _LONG_MAX: Final = 2**63 - 1
 """Cedar's Long."""
 
+
 def inference_context(
     *,
     model: str,
