@@ -6,10 +6,10 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 from tests.integration.plane import REPO, PlaneProcess, async_wait_until, pid_alive, wait_until
 
 from aviator.api import errors, kinds
@@ -34,11 +34,18 @@ def external_md(name: str) -> dict[str, Any]:
     }
 
 
+def apply_quickstart(plane: PlaneProcess) -> None:
+    """``aviator apply -f examples/quickstart.yaml`` (its code, in this process), then wait
+    (through the API) until chat is Available."""
+    plane.apply(REPO / "examples" / "quickstart.yaml")
+    plane.wait_for_condition("modeldeployments", "chat", "Available", timeout=30)
+
+
 def ready_replicas(plane: PlaneProcess) -> list[dict[str, Any]]:
-    items = orjson.loads(plane.cli("get", "rep", "-o", "json").stdout)["items"]
+    """The Ready replicas, read through the API (this is polled)."""
     return [
         r
-        for r in items
+        for r in plane.items("replicas")
         if any(
             c["type"] == "Ready" and c["status"] == "True"
             for c in r["status"].get("conditions", [])
@@ -47,11 +54,7 @@ def ready_replicas(plane: PlaneProcess) -> list[dict[str, Any]]:
 
 
 def test_a_killed_engine_is_restarted_and_routed_around(plane: PlaneProcess) -> None:
-    assert plane.cli("apply", "-f", str(REPO / "examples" / "quickstart.yaml")).returncode == 0
-    assert (
-        plane.cli("wait", "--for", "condition=Available", "md/chat", "--timeout", "30s").returncode
-        == 0
-    )
+    apply_quickstart(plane)
     victim = ready_replicas(plane)[0]
     name, pid = victim["metadata"]["name"], victim["status"]["pid"]
     routed_as = f"default/{name}"  # the gateway names replicas namespace/name
@@ -81,7 +84,7 @@ def test_a_killed_engine_is_restarted_and_routed_around(plane: PlaneProcess) -> 
         wait_until(
             lambda: ready_again(plane, name), timeout=20, message="replica restarted and Ready"
         )
-        rep = orjson.loads(plane.cli("get", "rep", name, "-o", "json").stdout)
+        rep = plane.get("replicas", name)
         assert rep["status"]["restarts"] >= 1
         assert rep["status"]["pid"] != pid
         assert rep["status"]["lastExit"]["signal"] == signal.SIGKILL
@@ -114,11 +117,7 @@ def ready_again(plane: PlaneProcess, name: str) -> bool:
 async def test_kill9_of_the_plane_during_a_burst_of_applies_loses_nothing(
     plane: PlaneProcess,
 ) -> None:
-    assert plane.cli("apply", "-f", str(REPO / "examples" / "quickstart.yaml")).returncode == 0
-    assert (
-        plane.cli("wait", "--for", "condition=Available", "md/chat", "--timeout", "30s").returncode
-        == 0
-    )
+    apply_quickstart(plane)
     engines_before = {r["metadata"]["name"]: r["status"]["pid"] for r in ready_replicas(plane)}
     gateway_before = int(plane.info["gatewayPid"])
 
@@ -188,11 +187,7 @@ async def test_kill9_of_the_plane_during_a_burst_of_applies_loses_nothing(
 
 
 def test_sigint_stops_the_plane_and_every_engine(plane: PlaneProcess) -> None:
-    assert plane.cli("apply", "-f", str(REPO / "examples" / "quickstart.yaml")).returncode == 0
-    assert (
-        plane.cli("wait", "--for", "condition=Available", "md/chat", "--timeout", "30s").returncode
-        == 0
-    )
+    apply_quickstart(plane)
     pids = plane.record_engine_pids()
     assert len(pids) == 2
     started = time.monotonic()
@@ -202,13 +197,20 @@ def test_sigint_stops_the_plane_and_every_engine(plane: PlaneProcess) -> None:
     assert not (plane.data_dir / "plane.json").exists()
     # A second plane can take the data directory over and finds the deployment again.
     plane.start()
-    assert (
-        plane.cli("wait", "--for", "condition=Available", "md/chat", "--timeout", "30s").returncode
-        == 0
-    )
+    plane.wait_for_condition("modeldeployments", "chat", "Available", timeout=30)
 
 
-def test_a_second_plane_on_the_same_data_directory_is_refused(plane: PlaneProcess) -> None:
-    second = plane.cli("up", "--api-port", "0", "--gateway-port", "0", timeout=30)
+def test_a_second_plane_on_the_same_data_directory_is_refused(plane_dir: Path) -> None:
+    # A plane of its own, and no gateway (what refuses is the data directory's lock).
+    plane = PlaneProcess(data_dir=plane_dir)
+    plane.start("--no-gateway")
+    try:
+        info = (plane_dir / "plane.json").read_text()
+        second = plane.cli("up", "--api-port", "0", "--gateway-port", "0", timeout=30)
+        # The refused plane leaves the running one's plane.json alone: it stays reachable.
+        assert (plane_dir / "plane.json").read_text() == info
+        assert plane.cli("get", "md").returncode == 0
+    finally:
+        plane.cleanup()
     assert second.returncode == 1
     assert "another aviator plane is running" in second.stderr

@@ -261,9 +261,11 @@ class Plane:
         if self._store is not None:
             await self._store.close()
             self._store = None
-        with contextlib.suppress(FileNotFoundError):
-            self.data_dir.plane_info.unlink()
         if self._lock is not None:
+            # Only the plane that holds the directory owns its plane.json: a plane refused at
+            # start (another one runs there) must not unlink the running one's.
+            with contextlib.suppress(FileNotFoundError):
+                self.data_dir.plane_info.unlink()
             self._lock.close()
             self._lock = None
         log.info("plane stopped")
