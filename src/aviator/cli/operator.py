@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import re
 import signal
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -26,9 +27,12 @@ from aviator.k8s.render import (
     default_aviator_image,
     parse_kubernetes_version,
 )
-from aviator.kube.api import NoCredentials
-from aviator.operator.leader import LeadershipLost
-from aviator.operator.runner import OperatorOptions, default_identity, parse_liveness, run
+
+if TYPE_CHECKING:
+    from aviator.operator.runner import OperatorOptions
+
+# kopf and kubernetes_asyncio are imported when the operator runs, not with the CLI: every other
+# `aviator` command would otherwise pay half a second to import them.
 
 __all__ = ["operator"]
 
@@ -60,6 +64,8 @@ def options_from_flags(
     resync_s: float,
 ) -> OperatorOptions:
     """The options, or ``ValueError`` naming the flag that is wrong."""
+    from aviator.operator.runner import OperatorOptions, default_identity, parse_liveness
+
     if namespaces and all_namespaces:
         raise ValueError("--namespace and --all-namespaces exclude each other")
     for ns in (*namespaces, lease_namespace):
@@ -93,6 +99,8 @@ def options_from_flags(
 
 
 async def _run_until_signalled(options: OperatorOptions) -> None:
+    from aviator.operator.runner import run
+
     task = asyncio.ensure_future(run(options))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -173,6 +181,9 @@ def operator(
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    from aviator.kube.api import NoCredentials
+    from aviator.operator.leader import LeadershipLost
+
     stderrlog.configure(verbose=verbose, quiet=("kubernetes_asyncio",))
     try:
         asyncio.run(_run_until_signalled(options))
