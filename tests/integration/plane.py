@@ -10,12 +10,15 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from aviator.cli.manifests import apply as apply_manifests
+from aviator.cli.manifests import parse_text as parse_manifests
 from aviator.client import Client
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,8 +178,99 @@ class PlaneProcess:
             env=self.env(),
         )
 
+    def cli_concurrently(
+        self, *commands: tuple[str, ...]
+    ) -> list[subprocess.CompletedProcess[str]]:
+        """Independent ``cli`` commands run side by side (each spends seconds starting its
+        interpreter, which on two cores need not be spent one after the other)."""
+        with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+            return list(pool.map(lambda args: self.cli(*args), commands))
+
     def client(self) -> Client:
         return Client(self.api_url, token=self.admin_token)
+
+    def apply(self, manifests: str | Path) -> list[str]:
+        """What ``aviator apply -f`` does, run in this process: the same parsing and
+        create-or-replace code (``aviator.cli.manifests``), without the seconds an ``aviator``
+        interpreter takes to start. Tests of the command itself call ``cli`` instead. Returns the
+        lines the command would print."""
+        if isinstance(manifests, Path):
+            text, source = manifests.read_text(), str(manifests)
+        else:
+            text, source = manifests, "-"
+        documents = parse_manifests(text, source=source)
+
+        async def run() -> list[str]:
+            async with self.client() as client:
+                results = await apply_manifests(client, documents)
+            assert results.failed == 0, "\n".join(results.lines)
+            return results.lines
+
+        # A thread of its own: async tests call this with their event loop running.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, run()).result()
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One Control API request as the administrator. Tests read state through this, not
+        through ``cli``: each ``aviator`` command is a fresh interpreter that takes seconds to
+        import, which polling loops would pay on every round."""
+        return httpx.request(
+            method,
+            f"{self.api_url}{path}",
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=10.0,
+            **kwargs,
+        )
+
+    def get(self, plural: str, name: str, *, namespace: str | None = "default") -> dict[str, Any]:
+        """One object, as ``aviator get <kind> <name> -o json`` prints it."""
+        got = self.api("GET", f"{collection_path(plural, namespace)}/{name}")
+        assert got.status_code == 200, got.text
+        obj: dict[str, Any] = got.json()
+        return obj
+
+    def items(self, plural: str, *, namespace: str | None = "default") -> list[dict[str, Any]]:
+        """The objects of a kind, as ``aviator get <kind> -o json`` lists them."""
+        got = self.api("GET", collection_path(plural, namespace))
+        assert got.status_code == 200, got.text
+        listed: list[dict[str, Any]] = got.json()["items"]
+        return listed
+
+    def delete_all(self, plural: str, *, namespace: str = "default") -> None:
+        """Delete every object of a kind (without waiting for finalizers): what a test on a
+        shared plane leaves behind, so that its engines do not take the CPU from the next's."""
+        for obj in self.items(plural, namespace=namespace):
+            path = f"{collection_path(plural, namespace)}/{obj['metadata']['name']}"
+            deleted = self.api("DELETE", path)
+            assert deleted.status_code in (200, 202, 404), deleted.text
+
+    def wait_for_condition(
+        self,
+        plural: str,
+        name: str,
+        condition: str = "Available",
+        *,
+        timeout: float,
+        namespace: str = "default",
+    ) -> dict[str, Any]:
+        """The object once ``condition`` is True for its current generation (what ``aviator wait
+        --for condition=<condition>`` waits for), polled at a short interval."""
+        found: dict[str, Any] = {}
+
+        def met() -> bool:
+            got = self.api("GET", f"{collection_path(plural, namespace)}/{name}")
+            if got.status_code != 200:
+                return False
+            found.clear()
+            found.update(got.json())
+            return condition_met(found, condition)
+
+        try:
+            wait_until(met, timeout=timeout, message=f"{plural}/{name} {condition}")
+        except AssertionError as exc:
+            last = found.get("status")
+            raise AssertionError(f"{exc}; last status: {last}\n{self.output()}") from None
+        return found
 
     def gateway(self) -> httpx.Client:
         return httpx.Client(
@@ -199,6 +293,28 @@ class PlaneProcess:
             if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
+
+
+GROUP_PATH = "/apis/aviator.dev/v1alpha1"
+
+
+def collection_path(plural: str, namespace: str | None) -> str:
+    """The collection path of a kind (cluster-scoped kinds: ``namespace=None``)."""
+    if namespace is None:
+        return f"{GROUP_PATH}/{plural}"
+    return f"{GROUP_PATH}/namespaces/{namespace}/{plural}"
+
+
+def condition_met(obj: dict[str, Any], condition: str, status: str = "True") -> bool:
+    """``condition`` has ``status`` and has caught up with the object's generation (as ``aviator
+    wait`` and kubectl decide)."""
+    conds = (obj.get("status") or {}).get("conditions") or ()
+    cond = next((c for c in conds if c.get("type") == condition), None)
+    if cond is None or str(cond.get("status", "")).lower() != status.lower():
+        return False
+    observed = cond.get("observedGeneration", (obj.get("status") or {}).get("observedGeneration"))
+    generation = (obj.get("metadata") or {}).get("generation")
+    return observed is None or generation is None or int(observed) >= int(generation)
 
 
 async def async_wait_until(

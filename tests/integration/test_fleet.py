@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import orjson
+from pathlib import Path
+
 from tests.integration.plane import REPO, PlaneProcess
 
 
@@ -10,7 +11,7 @@ def test_inventory_nodes_and_builtin_device_classes(plane_dir: object) -> None:
     plane = PlaneProcess(data_dir=plane_dir)  # type: ignore[arg-type]
     plane.start("--no-gateway", "--inventory", str(REPO / "examples" / "inventory-mixed.yaml"))
     try:
-        nodes = orjson.loads(plane.cli("get", "nodes", "-o", "json").stdout)["items"]
+        nodes = plane.items("nodes", namespace=None)
         assert sorted(n["metadata"]["name"] for n in nodes) == [
             "cpu-a", "cpu-b", "gaudi3-a", "h100-a", "l40s-a", "mi300x-a",
         ]  # fmt: skip
@@ -26,13 +27,18 @@ def test_inventory_nodes_and_builtin_device_classes(plane_dir: object) -> None:
         # A second start with the same inventory updates in place instead of failing.
         assert plane.stop() == 0
         plane.start("--no-gateway", "--inventory", str(REPO / "examples" / "inventory-mixed.yaml"))
-        assert len(orjson.loads(plane.cli("get", "nodes", "-o", "json").stdout)["items"]) == 6
+        assert len(plane.items("nodes", namespace=None)) == 6
     finally:
         plane.cleanup()
 
 
-def test_without_an_inventory_the_local_machine_is_discovered(plane: PlaneProcess) -> None:
-    nodes = orjson.loads(plane.cli("get", "nodes", "-o", "json").stdout)["items"]
+def test_without_an_inventory_the_local_machine_is_discovered(plane_dir: Path) -> None:
+    plane = PlaneProcess(data_dir=plane_dir)
+    plane.start("--no-gateway")
+    try:
+        nodes = plane.items("nodes", namespace=None)
+    finally:
+        plane.cleanup()
     assert len(nodes) == 1
     [node] = nodes
     assert node["metadata"]["labels"]["aviator.dev/discovered"] == "true"

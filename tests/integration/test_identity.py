@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import jwt
+import pytest
 from tests.integration.plane import PlaneProcess
 
 AGENT = """
@@ -39,24 +42,30 @@ def check(plane: PlaneProcess, token: str) -> dict[str, object]:
     return claims
 
 
+@pytest.fixture
+def plane(plane_dir: Path) -> Iterator[PlaneProcess]:
+    """A plane without the gateway: nothing here talks to it."""
+    handle = PlaneProcess(data_dir=plane_dir)
+    handle.start("--no-gateway")
+    try:
+        yield handle
+    finally:
+        handle.cleanup()
+
+
 def test_issue_verify_rotate_restart(plane: PlaneProcess) -> None:
-    applied = plane.cli("apply", "-f", "-", input=AGENT)
-    assert applied.returncode == 0, applied.stderr
-    listed = plane.cli("get", "agents", "-n", "support")
+    assert plane.apply(AGENT) == ["agent.aviator.dev/support-bot created"]
+    # Four independent commands at once (each spends seconds starting its interpreter).
+    listed, issued, refused, missing = plane.cli_concurrently(
+        ("get", "agents", "-n", "support"),
+        ("token", "issue", "agent/support-bot", "-n", "support", "--ttl", "10m",
+         "--audience", "gateway"),
+        ("token", "issue", "agent/support-bot", "-n", "support", "--ttl", "2h"),
+        ("token", "issue", "agent/nobody", "-n", "support"),
+    )  # fmt: skip
     assert listed.stdout.split()[:4] == ["NAME", "OWNER", "PURPOSE", "AGE"], listed.stdout
     assert "support-bot" in listed.stdout and "team-support" in listed.stdout
 
-    issued = plane.cli(
-        "token",
-        "issue",
-        "agent/support-bot",
-        "-n",
-        "support",
-        "--ttl",
-        "10m",
-        "--audience",
-        "gateway",
-    )
     assert issued.returncode == 0, issued.stderr
     token = issued.stdout.strip()
     assert issued.stdout == token + "\n"
@@ -72,9 +81,7 @@ def test_issue_verify_rotate_restart(plane: PlaneProcess) -> None:
     assert httpx.get(jwks_url(plane)).status_code == 200
     assert httpx.get(f"{plane.api_url}/apis/aviator.dev/v1alpha1/keys").status_code == 401
 
-    refused = plane.cli("token", "issue", "agent/support-bot", "-n", "support", "--ttl", "2h")
     assert refused.returncode == 1 and "at most 3600 seconds" in refused.stderr
-    missing = plane.cli("token", "issue", "agent/nobody", "-n", "support")
     assert missing.returncode == 1 and "NotFound" in missing.stderr
 
     # Key files are private.
@@ -90,13 +97,13 @@ def test_issue_verify_rotate_restart(plane: PlaneProcess) -> None:
     assert new_kid != old_kid
     # The old token still verifies against the published JWKS; new tokens use the new key.
     assert check(plane, token)["sub"] == claims["sub"]
-    fresh = plane.cli("token", "issue", "agent/support-bot", "-n", "support").stdout.strip()
+    fresh = plane.agent_token("support-bot", namespace="support")  # what `token issue` calls
     assert jwt.get_unverified_header(fresh)["kid"] == new_kid
     check(plane, fresh)
 
     # A restart keeps the keys: both tokens still verify, the same key is active.
     plane.stop()
-    plane.start()
+    plane.start("--no-gateway")
     assert check(plane, token)["jti"] == claims["jti"]
     check(plane, fresh)
     listing = plane.cli("keys", "list")

@@ -35,9 +35,8 @@ def cached(usage: dict[str, Any]) -> int:
 def test_gateway_metrics_count_the_answers_and_top_shows_both_replicas(
     plane: PlaneProcess,
 ) -> None:
-    assert plane.cli("apply", "-f", str(REPO / "examples" / "quickstart.yaml")).returncode == 0
-    waited = plane.cli("wait", "--for", "condition=Available", "md/chat", "--timeout", "30s")
-    assert waited.returncode == 0, waited.stderr + plane.output()
+    plane.apply(REPO / "examples" / "quickstart.yaml")
+    plane.wait_for_condition("modeldeployments", "chat", "Available", timeout=30)
 
     usages: list[dict[str, Any]] = []
     with plane.gateway() as gw:
@@ -94,7 +93,7 @@ def test_gateway_metrics_count_the_answers_and_top_shows_both_replicas(
         assert series(gw, duration, error_type="", gen_ai_provider_name="aviator", **genai) == 4
         assert series(gw, "aviator_gateway_routing_decisions_total", model=MODEL) == 4
 
-    top = plane.cli("top", "--once", "-o", "json")
+    top, table = plane.cli_concurrently(("top", "--once", "-o", "json"), ("top",))
     assert top.returncode == 0, top.stderr
     items = orjson.loads(top.stdout)["items"]
     assert len(items) == 2
@@ -110,8 +109,7 @@ def test_gateway_metrics_count_the_answers_and_top_shows_both_replicas(
     assert medians, "the replicas that served requests report a TTFT median"
     assert all(0.01 < m < 1.0 for m in medians)  # the simulator's TTFT is 40 ms
 
-    table = plane.cli("top")  # not a terminal: one table
-    assert table.returncode == 0, table.stderr
+    assert table.returncode == 0, table.stderr  # not a terminal: one table
     lines = table.stdout.splitlines()
     assert lines[0].split()[:3] == ["MODEL", "REPLICA", "NODE"]
     assert len(lines) == 3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from tests.integration.plane import INVENTORY, PlaneProcess, claiming_deployment, wait_until
 
 AT_LEAST_80GI = "device.capacity['{d}'].memory.compareTo(quantity('80Gi')) >= 0"
@@ -14,12 +13,15 @@ md = claiming_deployment
 
 
 def replicas_of(plane: PlaneProcess, name: str) -> list[dict[str, Any]]:
-    items = orjson.loads(plane.cli("get", "rep", "-o", "json").stdout)["items"]
-    return [r for r in items if r["metadata"]["labels"]["aviator.dev/model-deployment"] == name]
+    return owned_by(plane.items("replicas"), name)
+
+
+def owned_by(replicas: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [r for r in replicas if r["metadata"]["labels"]["aviator.dev/model-deployment"] == name]
 
 
 def status_of(plane: PlaneProcess, name: str) -> dict[str, Any]:
-    return orjson.loads(plane.cli("get", "md", name, "-o", "json").stdout)["status"]  # type: ignore[no-any-return]
+    return plane.get("modeldeployments", name)["status"]  # type: ignore[no-any-return]
 
 
 def test_claims_land_on_what_fits_and_keep_their_devices_across_a_restart(
@@ -52,20 +54,21 @@ def test_claims_land_on_what_fits_and_keep_their_devices_across_a_restart(
         md("sovereign", sovereign, sovereignty={"excludedDrivers": ["gpu.nvidia.com"]}),
         md("impossible", impossible),
     ])  # fmt: skip
-    assert fleet.cli("apply", "-f", "-", input=docs).returncode == 0
+    fleet.apply(docs)
+    # Through the API, not `aviator wait` (each command is an interpreter start of seconds).
     for name in ("big", "sovereign"):
-        waited = fleet.cli("wait", "--for", "condition=Available", f"md/{name}", "--timeout", "60s")
-        assert waited.returncode == 0, waited.stderr + fleet.output()
+        fleet.wait_for_condition("modeldeployments", name, "Available", timeout=60)
 
     # >= 80 GiB per device: the H100 node takes four replicas of two devices sharing a PCIe root,
     # the fifth goes to the next alternative (MI300X). Never an L40S (48 GiB).
-    placement = {p["replica"]: p for p in status_of(fleet, "big")["placement"]}
+    big_status = status_of(fleet, "big")
+    placement = {p["replica"]: p for p in big_status["placement"]}
     assert len(placement) == 5
     nodes = sorted(p["node"] for p in placement.values())
     assert nodes == ["h100-a"] * 4 + ["mi300x-a"]
     devices = [d for p in placement.values() for d in p["devices"] if p["node"] == "h100-a"]
     assert len(devices) == len(set(devices)) == 8
-    paths = {(p["driver"], p["product"]) for p in status_of(fleet, "big")["alternatives"]}
+    paths = {(p["driver"], p["product"]) for p in big_status["alternatives"]}
     assert paths == {
         ("gpu.nvidia.com", "NVIDIA H100 80GB HBM3"),
         ("gpu.amd.com", "AMD Instinct MI300X"),
@@ -76,7 +79,8 @@ def test_claims_land_on_what_fits_and_keep_their_devices_across_a_restart(
     assert sov["node"] in ("mi300x-a", "gaudi3-a")
 
     # The impossible claim waits, Pending, saying which constraint excluded how many devices.
-    [waiting] = replicas_of(fleet, "impossible")
+    replicas = fleet.items("replicas")
+    [waiting] = owned_by(replicas, "impossible")
     assert waiting["status"]["phase"] == "Pending"
     cond = next(c for c in waiting["status"]["conditions"] if c["type"] == "Scheduled")
     assert cond["status"] == "False"
@@ -88,21 +92,19 @@ def test_claims_land_on_what_fits_and_keep_their_devices_across_a_restart(
     assert md_cond["status"] == "False"
 
     # A simulated replica placed on an H100 answers with that device's profile.
-    h100_replica = next(r for r in replicas_of(fleet, "big") if r["spec"]["node"] == "h100-a")
+    big_replicas = owned_by(replicas, "big")
+    h100_replica = next(r for r in big_replicas if r["spec"]["node"] == "h100-a")
     assert h100_replica["spec"]["engine"] == "sim"
     assert h100_replica["spec"]["simulator"]["itlMs"] < 40
 
     # A restart keeps every allocation: same nodes, same devices, nothing given twice.
     before = {
         r["metadata"]["name"]: (r["spec"]["node"], [d["device"] for d in r["spec"]["devices"]])
-        for r in replicas_of(fleet, "big")
+        for r in big_replicas
     }
     assert fleet.stop() == 0
     fleet.start("--no-gateway", "--inventory", INVENTORY)
-    assert (
-        fleet.cli("wait", "--for", "condition=Available", "md/big", "--timeout", "60s").returncode
-        == 0
-    )
+    fleet.wait_for_condition("modeldeployments", "big", "Available", timeout=60)
     after = {
         r["metadata"]["name"]: (r["spec"]["node"], [d["device"] for d in r["spec"]["devices"]])
         for r in replicas_of(fleet, "big")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 import pytest
 from tests.integration.plane import PlaneProcess, claiming_deployment, wait_until
@@ -14,22 +12,17 @@ NVIDIA, AMD = "gpu.nvidia.com", "gpu.amd.com"
 md = claiming_deployment
 
 
-def get_json(plane: PlaneProcess, *args: str) -> Any:
-    result = plane.cli(*args, "-o", "json")
-    assert result.returncode == 0, result.stderr
-    return orjson.loads(result.stdout)
-
-
 def placed(plane: PlaneProcess, expected: dict[str, int]) -> bool:
-    """Every expected replica holds its devices and each deployment reported its paths."""
-    replicas = get_json(plane, "get", "rep")["items"]
+    """Every expected replica holds its devices and each deployment reported its paths (read
+    through the API: a poll through the CLI would start an interpreter every round)."""
+    replicas = plane.items("replicas")
     for name, count in expected.items():
         mine = [
             r for r in replicas if r["metadata"]["labels"]["aviator.dev/model-deployment"] == name
         ]
         if len(mine) != count or not all(r["spec"].get("devices") for r in mine):
             return False
-        status = get_json(plane, "get", "md", name)["status"]
+        status = plane.get("modeldeployments", name)["status"]
         if status.get("observedGeneration") != 1 or not status.get("alternatives"):
             return False
     return True
@@ -41,16 +34,18 @@ def test_single_vendor_deployments_are_flagged_and_the_hhi_follows_the_allocatio
     locked = {"deviceClassName": NVIDIA}
     portable = {"firstAvailable": [{"deviceClassName": AMD}, {"deviceClassName": NVIDIA}]}
     docs = "\n---\n".join([md("locked", locked, replicas=2), md("portable", portable, replicas=1)])
-    applied = fleet.cli("apply", "-f", "-", input=docs)
-    assert applied.returncode == 0, applied.stderr
+    fleet.apply(docs)
     wait_until(
         lambda: placed(fleet, {"locked": 2, "portable": 1}),
         timeout=60,
-        interval=0.2,
-        message="replicas placed and paths reported\n" + fleet.output(),
+        interval=0.1,
+        message="replicas placed and paths reported",
     )
 
-    report = get_json(fleet, "portability")
+    # Both forms of the report at once (each command spends seconds starting its interpreter).
+    as_json, table = fleet.cli_concurrently(("portability", "-o", "json"), ("portability",))
+    assert as_json.returncode == 0, as_json.stderr
+    report = orjson.loads(as_json.stdout)
     rows = {d["name"]: d for d in report["deployments"]}
     assert rows["locked"]["flags"] == ["single-path"]
     assert rows["locked"]["vendors"] == ["NVIDIA"]
@@ -66,7 +61,7 @@ def test_single_vendor_deployments_are_flagged_and_the_hhi_follows_the_allocatio
 
     # The fleet index, from the devices the replicas actually hold (each vendor one driver here).
     held: dict[tuple[str, str], str] = {}
-    for r in get_json(fleet, "get", "rep")["items"]:
+    for r in fleet.items("replicas"):
         for device in r["spec"]["devices"]:
             held[r["spec"]["node"], device["device"]] = device["driver"]
     by_driver = {d: list(held.values()).count(d) for d in set(held.values())}
@@ -79,7 +74,6 @@ def test_single_vendor_deployments_are_flagged_and_the_hhi_follows_the_allocatio
     assert fleet_doc["concentration"] == "highly concentrated"
     assert {v["vendor"]: v["devices"] for v in fleet_doc["byVendor"]} == {"NVIDIA": 2, "AMD": 1}
 
-    table = fleet.cli("portability")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["NAME", "PATHS", "VENDORS", "ENGINES", "RUNS-ON", "FLAGS"]

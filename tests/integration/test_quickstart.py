@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from tests.integration.plane import REPO, PlaneProcess
+from tests.integration.plane import REPO, PlaneProcess, pid_alive, wait_until
 
 from aviator.api import kinds
 
@@ -49,8 +49,7 @@ def test_quickstart_serves_chat_completions_through_the_gateway(quickstart: Plan
     assert "token issue agent/assistant" in output
     token = _printed_token(output)
 
-    got = plane.cli("get", "md", "chat", "-o", "json")
-    md = orjson.loads(got.stdout)
+    md = plane.get("modeldeployments", "chat")
     assert md["status"]["readyReplicas"] == 2
     assert len(md["status"]["endpoints"]) == 2
 
@@ -100,26 +99,35 @@ def test_quickstart_serves_chat_completions_through_the_gateway(quickstart: Plan
         assert unknown.json()["error"]["code"] == "model_not_found"
 
 
+@pytest.fixture
+def plane(plane_dir: Path) -> Iterator[PlaneProcess]:
+    """A plane without the gateway, which the commands below never talk to."""
+    handle = PlaneProcess(data_dir=plane_dir)
+    handle.start("--no-gateway")
+    try:
+        yield handle
+    finally:
+        handle.cleanup()
+
+
 def test_get_describe_and_delete_with_cascade(plane: PlaneProcess) -> None:
     assert plane.cli("apply", "-f", str(REPO / "examples" / "quickstart.yaml")).returncode == 0
     assert (
         plane.cli("wait", "--for", "condition=Available", "md/chat", "--timeout", "30s").returncode
         == 0
     )
-    table = plane.cli("get", "rep", "-o", "wide")
+    table, described = plane.cli_concurrently(
+        ("get", "rep", "-o", "wide"), ("describe", "md", "chat")
+    )
     assert table.returncode == 0
     assert table.stdout.count("Running") == 2
-    described = plane.cli("describe", "md", "chat")
     assert described.returncode == 0 and "Available" in described.stdout
     pids = plane.record_engine_pids()
     assert len(pids) == 2
 
     deleted = plane.cli("delete", "md", "chat", "--timeout", "30s")
     assert deleted.returncode == 0, deleted.stderr
-    reps = plane.cli("get", "rep", "-o", "json")
-    assert orjson.loads(reps.stdout)["items"] == []
-    from tests.integration.plane import pid_alive, wait_until
-
+    assert plane.items("replicas") == []
     wait_until(
         lambda: not any(pid_alive(p) for p in pids),
         timeout=10,

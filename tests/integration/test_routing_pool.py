@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,10 +31,9 @@ INVENTORY = str(REPO / "examples" / "inventory-mixed.yaml")
 
 
 def replicas_of(plane: PlaneProcess, name: str) -> list[dict[str, Any]]:
-    """The deployment's Replicas as ``aviator get rep -o json`` shows them, by name."""
-    got = plane.cli("get", "rep", "-o", "json")
-    assert got.returncode == 0, got.stderr
-    items = orjson.loads(got.stdout)["items"]
+    """The deployment's Replicas as ``aviator get rep -o json`` shows them (through the API),
+    by name."""
+    items = plane.items("replicas")
     return sorted(
         (r for r in items if r["metadata"]["labels"]["aviator.dev/model-deployment"] == name),
         key=lambda r: r["metadata"]["name"],
@@ -68,8 +66,7 @@ def deploy(
         "metadata": {"name": name, "namespace": "default"},
         "spec": {"model": {"name": model}, "replicas": replicas, **spec},
     }  # fmt: skip
-    applied = plane.cli("apply", "-f", "-", input=orjson.dumps(body).decode())
-    assert applied.returncode == 0, applied.stderr
+    plane.apply(orjson.dumps(body).decode())
     # The gateway routes only to Ready replicas: this waits for both at once.
     with plane.gateway() as gw:
         wait_until(
@@ -105,22 +102,32 @@ def chat(model: str, text: str, *, max_tokens: int, **extra: Any) -> dict[str, A
     }
 
 
-# --- 1. a heterogeneous pool --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlaneProcess]:
+    """One plane with the gateway on the mixed inventory (declared devices; simulated replicas)
+    for the module: each test deploys its own model. Deployments that claim no accelerators
+    (tests 2 to 4) run here with the simulator's fixed latencies, as on a plane without one."""
+    handle = PlaneProcess(data_dir=tmp_path_factory.mktemp("routing-pool") / "aviator")
+    handle.start("--inventory", INVENTORY)
+    try:
+        yield handle
+    finally:
+        handle.cleanup()
 
 
 @pytest.fixture
-def fleet(plane_dir: Path) -> Iterator[PlaneProcess]:
-    """A plane with the gateway on the mixed inventory (declared devices; simulated replicas)."""
-    plane = PlaneProcess(data_dir=plane_dir)
-    plane.start("--inventory", INVENTORY)
-    try:
-        yield plane
-    finally:
-        plane.cleanup()
+def plane(fleet: PlaneProcess) -> Iterator[PlaneProcess]:
+    """The shared plane; a test's deployments are deleted after it, so that its engines (and
+    the gateway's scrapes of them) do not take the CPU or the devices from the next test's."""
+    yield fleet
+    fleet.delete_all("modeldeployments")
+
+
+# --- 1. a heterogeneous pool --------------------------------------------------------------------
 
 
 async def test_a_heterogeneous_pool_serves_every_request_and_the_slowest_replica_gets_the_fewest(
-    fleet: PlaneProcess,
+    plane: PlaneProcess,
 ) -> None:
     model = "org/pool-8B"
     # firstAvailable always takes the earliest alternative that fits, so each alternative asks
@@ -134,7 +141,7 @@ async def test_a_heterogeneous_pool_serves_every_request_and_the_slowest_replica
             {"name": "cpu", "deviceClassName": "cpu"},
         ],
     }
-    reps = deploy(fleet, "pool", model=model, replicas=3, engine="auto", accelerators=accelerators)
+    reps = deploy(plane, "pool", model=model, replicas=3, engine="auto", accelerators=accelerators)
     profile = {
         f"default/{r['metadata']['name']}": r["spec"]["simulator"]["deviceProfile"] for r in reps
     }
@@ -149,7 +156,7 @@ async def test_a_heterogeneous_pool_serves_every_request_and_the_slowest_replica
     served: Counter[str] = Counter()
     failures: list[str] = []
     todo = iter(range(120))
-    async with async_gateway(fleet) as gw:
+    async with async_gateway(plane) as gw:
 
         async def client() -> None:
             for i in todo:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,14 +12,23 @@ import pytest
 from tests.integration.plane import PlaneProcess, async_wait_until, wait_until
 
 
-@pytest.fixture
-def plane(plane_dir: Path) -> Any:
-    handle = PlaneProcess(data_dir=plane_dir)
+@pytest.fixture(scope="module")
+def shared_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlaneProcess]:
+    """One plane for the module: each test deploys under its own name."""
+    handle = PlaneProcess(data_dir=tmp_path_factory.mktemp("scaling") / "aviator")
     handle.start("--no-gateway")
     try:
         yield handle
     finally:
         handle.cleanup()
+
+
+@pytest.fixture
+def plane(shared_plane: PlaneProcess) -> Iterator[PlaneProcess]:
+    """The shared plane; what a test deployed is deleted after it, so its engines do not take
+    the CPU from the next test's."""
+    yield shared_plane
+    shared_plane.delete_all("modeldeployments")
 
 
 def apply(plane: PlaneProcess, name: str, **spec: Any) -> None:
@@ -28,14 +37,12 @@ def apply(plane: PlaneProcess, name: str, **spec: Any) -> None:
         "metadata": {"name": name, "namespace": "default"},
         "spec": {"model": {"name": "org/small-8B"}, "engine": "sim", **spec},
     }  # fmt: skip
-    result = plane.cli("apply", "-f", "-", input=orjson.dumps(body).decode())
-    assert result.returncode == 0, result.stderr
+    plane.apply(orjson.dumps(body).decode())
 
 
 def md(plane: PlaneProcess, name: str) -> dict[str, Any]:
-    result = plane.cli("get", "md", name, "-o", "json")
-    assert result.returncode == 0, result.stderr
-    return orjson.loads(result.stdout)  # type: ignore[no-any-return]
+    """The deployment, read through the API (polls call this many times a second)."""
+    return plane.get("modeldeployments", name)
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from aviator.audit.chain import Entry, Finding, Head, Item, Unreadable, VerifyRe
 
 from .helpers import HEX, chains, record_bytes, records
 
-PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def head_of(entries: list[Entry]) -> Head:

@@ -308,7 +308,7 @@ _ISSUER_KEYS = st.sampled_from(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     issuers=st.lists(st.dictionaries(_ISSUER_KEYS, _JSONISH, max_size=8), max_size=3),
     domain=_JSONISH,
