@@ -27,6 +27,17 @@ def plane(plane_dir: Path) -> Iterator[PlaneProcess]:
 
 
 @pytest.fixture
+def headless_plane(plane_dir: Path) -> Iterator[PlaneProcess]:
+    """A plane without the gateway, for tests that never talk to it (it starts faster)."""
+    handle = PlaneProcess(data_dir=plane_dir)
+    handle.start("--no-gateway")
+    try:
+        yield handle
+    finally:
+        handle.cleanup()
+
+
+@pytest.fixture
 async def client(plane: PlaneProcess) -> AsyncIterator[Client]:
     async with plane.client() as c:
         yield c

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import jwt
@@ -43,14 +41,9 @@ def check(plane: PlaneProcess, token: str) -> dict[str, object]:
 
 
 @pytest.fixture
-def plane(plane_dir: Path) -> Iterator[PlaneProcess]:
+def plane(headless_plane: PlaneProcess) -> PlaneProcess:
     """A plane without the gateway: nothing here talks to it."""
-    handle = PlaneProcess(data_dir=plane_dir)
-    handle.start("--no-gateway")
-    try:
-        yield handle
-    finally:
-        handle.cleanup()
+    return headless_plane
 
 
 def test_issue_verify_rotate_restart(plane: PlaneProcess) -> None:

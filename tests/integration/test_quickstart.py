@@ -100,14 +100,9 @@ def test_quickstart_serves_chat_completions_through_the_gateway(quickstart: Plan
 
 
 @pytest.fixture
-def plane(plane_dir: Path) -> Iterator[PlaneProcess]:
+def plane(headless_plane: PlaneProcess) -> PlaneProcess:
     """A plane without the gateway, which the commands below never talk to."""
-    handle = PlaneProcess(data_dir=plane_dir)
-    handle.start("--no-gateway")
-    try:
-        yield handle
-    finally:
-        handle.cleanup()
+    return headless_plane
 
 
 def test_get_describe_and_delete_with_cascade(plane: PlaneProcess) -> None:
