@@ -79,18 +79,7 @@ def audit_time(when: datetime | None = None) -> str:
     """RFC 3339 in UTC with microseconds: ``2026-11-27T10:15:30.123456Z`` (now by default)."""
     if when is not None:
         return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-    # Now, without a datetime: every gateway request stamps a record, and this is 3x cheaper.
-    micros = time.time_ns() // 1000
-    t = time.gmtime(micros // 1_000_000)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 (faster than format here)
-        t.tm_year,
-        t.tm_mon,
-        t.tm_mday,
-        t.tm_hour,
-        t.tm_min,
-        t.tm_sec,
-        micros % 1_000_000,
-    )
+    return Stamps()()  # now: cheaper than through a datetime (every record is stamped)
 
 
 def _cut(text: str, limit: int) -> str:
