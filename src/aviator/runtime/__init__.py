@@ -21,7 +21,21 @@ Engine adapters (``aviator.runtime.engines``) are pure: argv, endpoint, probe pa
 
 from __future__ import annotations
 
-from aviator.runtime.local import LocalRuntime
+from typing import TYPE_CHECKING
+
 from aviator.runtime.state import ExitInfo, Phase, ProcessState
+
+if TYPE_CHECKING:
+    from aviator.runtime.local import LocalRuntime
+
+
+def __getattr__(name: str) -> object:
+    # LocalRuntime on first use (PEP 562): the pure engine adapters are imported by the renderer,
+    # and through it by every `aviator` command, which need none of the runtime's I/O (aiohttp).
+    if name == "LocalRuntime":
+        from aviator.runtime.local import LocalRuntime
+
+        return LocalRuntime
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["ExitInfo", "LocalRuntime", "Phase", "ProcessState"]
