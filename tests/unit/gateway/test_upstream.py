@@ -369,10 +369,12 @@ async def test_a_closed_idle_connection_is_replaced_not_failed(client: UpstreamC
 
 async def test_cancelling_the_caller_closes_the_connection(client: UpstreamClient, raw) -> None:
     gone = asyncio.Event()
+    received = asyncio.Event()
     head_first = True
 
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
+        received.set()
         if head_first:  # part of an answer, then nothing; else no answer at all
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
         await reader.read()  # returns at the client's close
@@ -390,8 +392,11 @@ async def test_cancelling_the_caller_closes_the_connection(client: UpstreamClien
 
     head_first = False
     gone.clear()
+    received.clear()
     waiting = asyncio.create_task(client.request("POST", url, "/x", headers=JSON))
-    await asyncio.sleep(0.05)
+    # Cancelled once the replica has the request (a fixed pause could cancel it while it is
+    # still connecting, on a busy machine, and then no replica would ever see it go).
+    await asyncio.wait_for(received.wait(), 5)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
