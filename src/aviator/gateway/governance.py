@@ -59,8 +59,9 @@ INTENT_HEADER: Final = "x-aviator-intent"
 CHARS_PER_TOKEN: Final = 4
 """The estimate's rule of thumb for English text (tokenizers average 3.5-4.5 characters)."""
 _INTENT_MAX: Final = 256
-_LIMITS_CACHED: Final = 10_000
-_TEMPLATES_CACHED: Final = 10_000
+_REMEMBERED: Final = 10_000
+"""Entries each per-key memo holds (limits per agent, uids per deployment, record templates)
+before it starts over: agents and deployments come and go, a rebuild is one read each."""
 
 
 def _text_chars(value: Any) -> int:
@@ -372,7 +373,7 @@ class Governance:
             namespace, _, name = deployment.partition("/")
             uid = object_uid("ModelDeployment", namespace, name) if name else None
             known = (uid, str(uid) if uid is not None else "")
-            if len(self._resources) >= _LIMITS_CACHED:
+            if len(self._resources) >= _REMEMBERED:
                 self._resources.clear()  # deployments come and go; a rebuild is one string each
             self._resources[deployment] = known
         return known
@@ -386,7 +387,7 @@ class Governance:
             return known[1]
         limits = Limits.from_spec((agent.get("spec") or {}).get("budgets"))
         if agent:
-            if len(self._limits) >= _LIMITS_CACHED:
+            if len(self._limits) >= _REMEMBERED:
                 self._limits.clear()  # agents come and go; a rebuild costs one read each
             self._limits[principal.agent_key] = (agent, limits)
         return limits
@@ -481,7 +482,7 @@ class Governance:
         )
         template = self._templates.get(key)
         if template is None:
-            if len(self._templates) >= _TEMPLATES_CACHED:
+            if len(self._templates) >= _REMEMBERED:
                 self._templates.clear()  # a rebuild costs one AuditRecord each
             template = self._templates[key] = RecordTemplate(
                 principal,
