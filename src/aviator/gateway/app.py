@@ -1,4 +1,4 @@
-"""The gateway's aiohttp application and ``GatewayServer``, the one place it is composed.
+"""The gateway's application and ``GatewayServer``, the one place it is composed.
 
 Routes::
 
@@ -8,10 +8,11 @@ Routes::
                                                                 policies have synced
     GET  /metrics                                               Prometheus text format
 
-Every dependency lives in one typed ``Gateway`` object under the ``GATEWAY`` app key; the
-upstream client, the feed, the policy view, the audit log and any ``background`` task (the JWKS
-refresher) are opened and closed by its cleanup context, so an application (or a test server) owns
-all it starts. Every response carries ``x-request-id``.
+The application is one handler (``build_app``) for the data plane's HTTP server (``server``),
+routing by method and path. Every dependency lives in one typed ``Gateway`` object; the upstream
+client, the feed, the policy view, the audit log and any ``background`` task (the JWKS refresher)
+are opened and closed by ``Gateway.running``, so a server (or a test) owns all it starts. Every
+response carries ``x-request-id``.
 
 A proxied request goes: authenticate (401) → parse (400, 404 unknown model, 503 no ready replica)
 → governance (403 policy, 429 budget, 503 audit; ``governance``) → flow control → proxy, and
@@ -21,14 +22,15 @@ governance records it when it ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
-from aiohttp import web
+import orjson
 
 from aviator.gateway import openai
 from aviator.gateway.auth import Authenticator, Unauthenticated
@@ -41,7 +43,7 @@ from aviator.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from aviator.gateway.models import ModelDirectory
 from aviator.gateway.picking import InFlight, Picker
 from aviator.gateway.prefix import PrefixIndex
-from aviator.gateway.proxy import CLIENT_CLOSED, REQUEST_ID, STARTED, Proxy, error_response
+from aviator.gateway.proxy import CLIENT_CLOSED, REQUEST_ID, Proxy, error_response
 from aviator.gateway.routing import (
     InFlightScorer,
     KvCacheScorer,
@@ -51,14 +53,15 @@ from aviator.gateway.routing import (
     SessionScorer,
 )
 from aviator.gateway.scrape import EngineSignals, Scraper
+from aviator.gateway.server import Handler, HttpServer, Request, Response, ResponseStream
 from aviator.gateway.upstream import UpstreamClient
 from aviator.settings import GatewaySettings
 
-__all__ = ["GATEWAY", "Gateway", "GatewayServer", "build_app"]
+__all__ = ["Gateway", "GatewayServer", "build_app"]
 
 log = logging.getLogger("aviator.gateway")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Answer = Response | ResponseStream | None
 
 _REQUEST_ID_MAX = 128
 SESSION_ID = "x-session-id"
@@ -73,9 +76,9 @@ class _RequestIds:
         self._prefix = os.urandom(6).hex()
         self._counter = itertools.count(1)
 
-    def take(self, request: web.Request) -> str:
+    def take(self, request: Request | None) -> str:
         """The client's ``x-request-id`` if it is sane (visible ASCII, bounded), else a new one."""
-        given = request.headers.get(REQUEST_ID)
+        given = request.headers.get(REQUEST_ID) if request is not None else None
         if (
             given
             and len(given) <= _REQUEST_ID_MAX
@@ -157,9 +160,10 @@ class Gateway:
         route = self.directory.route(model)
         return None if route is None else route.priority
 
-    async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
-        """Cleanup context: the upstream client, the feed, the policy view, the audit log and the
-        background tasks live as long as the app."""
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The upstream client, the feed, the policy view, the audit log and the background
+        tasks, for as long as the gateway serves."""
         await self.governance.start()
         client = UpstreamClient(
             connect_timeout_s=self.settings.connect_timeout_s,
@@ -205,9 +209,6 @@ class Gateway:
             await self.governance.aclose()
 
 
-GATEWAY = web.AppKey("gateway", Gateway)
-
-
 def _report_view_exit(task: asyncio.Task[None]) -> None:
     """The policy view only ends when cancelled; otherwise decisions stay on the last compiled
     set (grant expiries still end leases by their deadline), so say so loudly."""
@@ -231,19 +232,10 @@ def _report_feed_exit(task: asyncio.Task[None]) -> None:
     )
 
 
-def _proxy_handler(operation: str) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await _proxy(request, operation)
-
-    handler.__name__ = f"proxy_{operation}"
-    return handler
-
-
-async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
-    started = time.perf_counter()
-    request[STARTED] = started
+async def _proxy(gw: Gateway, request: Request, operation: str) -> Answer:
+    started = request.started
     request_id = gw.request_ids.take(request)
+    headers = request.headers
     model = ""
     code = 500
     admission: Admission | None = None
@@ -251,19 +243,14 @@ async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
     cut = None
     try:
         try:
-            principal = gw.authenticator.authenticate(request.headers)
+            principal = gw.authenticator.authenticate(headers)
         except Unauthenticated as exc:
             gw.metrics.governance.refused("unauthenticated")
             raise openai.unauthorized(exc.reason, exc.challenge) from None
-        limit = gw.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise openai.too_large(limit)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise openai.too_large(limit) from None
+        if request.oversized:
+            raise openai.too_large(gw.settings.max_body_bytes)
         route = openai.parse_request(
-            body, operation=operation, session=request.headers.get(SESSION_ID)
+            request.body, operation=operation, session=headers.get(SESSION_ID)
         )
         candidates = gw.table.lookup(route.model)
         if candidates is None and gw.directory.route(route.model) is None:
@@ -271,7 +258,7 @@ async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
         model = route.model
         if not candidates:  # deployed, but no replica is ready (or it is scaled to zero)
             raise openai.no_ready_replica(model)
-        priority = gw.flow.priority(model, request.headers.get(PRIORITY_HEADER))
+        priority = gw.flow.priority(model, headers.get(PRIORITY_HEADER))
         served_by = gw.directory.route(model)
         try:
             admission = gw.governance.admit(
@@ -281,7 +268,7 @@ async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
                 deployment=served_by.deployment if served_by is not None else "",
                 body=route.body,
                 priority=priority,
-                intent_header=request.headers.get(INTENT_HEADER),
+                intent_header=headers.get(INTENT_HEADER),
                 request_id=request_id,
             )
         except openai.OpenAIError as err:
@@ -299,7 +286,7 @@ async def _proxy(request: web.Request, operation: str) -> web.StreamResponse:
                 request,
                 route=route,
                 candidates=candidates,
-                body=body,
+                body=request.body,
                 request_id=request_id,
                 lease=admission.lease,
             )
@@ -328,75 +315,79 @@ _REFUSALS = {403: "policy", 429: "budget", 503: "audit"}
 """Metric reason of a refusal by governance, by status."""
 
 
-async def _models(request: web.Request) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
+def _models(gw: Gateway, request: Request) -> Response:
     request_id = gw.request_ids.take(request)
     try:
         gw.authenticator.authenticate(request.headers)
     except Unauthenticated as exc:
         gw.metrics.governance.refused("unauthenticated")
         return error_response(openai.unauthorized(exc.reason, exc.challenge), request_id=request_id)
-    return web.Response(
-        body=openai.model_list(sorted({*gw.table.models(), *gw.directory.models()})),
-        content_type="application/json",
-        headers={REQUEST_ID: request_id},
+    return Response(
+        200,
+        openai.model_list(sorted({*gw.table.models(), *gw.directory.models()})),
+        headers=[("content-type", "application/json"), (REQUEST_ID, request_id)],
     )
 
 
-async def _health(request: web.Request) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
+def _health(gw: Gateway, request: Request) -> Response:
     synced = gw.feed.synced.is_set() and gw.governance.synced
-    return web.json_response(
-        {"status": "ok" if synced else "syncing", "endpoints": len(gw.table)},
-        status=200 if synced else 503,
+    return Response(
+        200 if synced else 503,
+        orjson.dumps({"status": "ok" if synced else "syncing", "endpoints": len(gw.table)}),
+        headers=[
+            ("content-type", "application/json"),
+            (REQUEST_ID, gw.request_ids.take(request)),
+        ],
     )
 
 
-async def _metrics(request: web.Request) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
-    return web.Response(body=gw.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+def _metrics(gw: Gateway, request: Request) -> Response:
+    return Response(
+        200,
+        gw.metrics.render(),
+        headers=[("content-type", CONTENT_TYPE), (REQUEST_ID, gw.request_ids.take(request))],
+    )
 
 
-async def _unknown(request: web.Request) -> web.StreamResponse:
-    request_id = request.app[GATEWAY].request_ids.take(request)
-    if request.path in openai.OPERATIONS or request.path == "/v1/models":
-        allowed = "GET" if request.path == "/v1/models" else "POST"
-        response = error_response(
-            openai.method_not_allowed(request.method, request.path, allowed=allowed),
-            request_id=request_id,
-        )
-        response.headers["Allow"] = allowed
-        return response
-    return error_response(openai.unknown_url(request.method, request.path), request_id=request_id)
+_PAGES: dict[str, Callable[[Gateway, Request], Response]] = {
+    "/v1/models": _models,
+    "/health": _health,
+    "/metrics": _metrics,
+}
+"""``GET`` (and ``HEAD``) routes answered by the gateway itself."""
 
 
-async def _stop_queueing(app: web.Application) -> None:
-    """``on_shutdown``, before in-flight requests get their grace: requests still queued for a
-    saturated pool are answered 503 at once instead of waiting out the grace to be cut off."""
-    await app[GATEWAY].flow.close()
+def _unknown(gw: Gateway, request: Request) -> Response:
+    request_id = gw.request_ids.take(request)
+    path = request.path
+    allowed = "POST" if path in openai.OPERATIONS else "GET, HEAD" if path in _PAGES else None
+    if allowed is None:
+        return error_response(openai.unknown_url(request.method, path), request_id=request_id)
+    response = error_response(
+        openai.method_not_allowed(request.method, path, allowed=allowed), request_id=request_id
+    )
+    response.headers.append(("allow", allowed))
+    return response
 
 
-async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: responses aiohttp makes itself get an ``x-request-id`` too."""
-    if REQUEST_ID not in response.headers:
-        response.headers[REQUEST_ID] = request.app[GATEWAY].request_ids.take(request)
+def build_app(gateway: Gateway) -> Handler:
+    """The gateway's application: one handler that routes a request by method and path."""
+    operations = openai.OPERATIONS
 
+    async def handle(request: Request) -> Answer:
+        method = request.method
+        path = request.path
+        if method == "POST":
+            operation = operations.get(path)
+            if operation is not None:
+                return await _proxy(gateway, request, operation)
+        elif method in ("GET", "HEAD"):
+            page = _PAGES.get(path)
+            if page is not None:
+                return page(gateway, request)
+        return _unknown(gateway, request)
 
-def build_app(gateway: Gateway) -> web.Application:
-    """The aiohttp application around ``gateway`` (started by a runner or a test server)."""
-    # aiohttp enforces client_max_size while reading; the handler turns that into an OpenAI 413.
-    app = web.Application(client_max_size=gateway.settings.max_body_bytes)
-    app[GATEWAY] = gateway
-    for path, operation in openai.OPERATIONS.items():
-        app.router.add_post(path, _proxy_handler(operation))
-    app.router.add_get("/v1/models", _models)
-    app.router.add_route("*", "/v1/{tail:.*}", _unknown)
-    app.router.add_get("/health", _health)
-    app.router.add_get("/metrics", _metrics)
-    app.cleanup_ctx.append(gateway.lifespan)
-    app.on_shutdown.append(_stop_queueing)
-    app.on_response_prepare.append(_stamp_request_id)
-    return app
+    return handle
 
 
 class GatewayServer:
@@ -410,47 +401,52 @@ class GatewayServer:
         self.gateway = gateway
         self._grace = shutdown_grace_s
         self._reuse_port = reuse_port
-        self._runner: web.AppRunner | None = None
+        self._http: HttpServer | None = None
+        self._running: contextlib.AsyncExitStack | None = None
 
     @property
     def port(self) -> int:
         """The bound port (useful with ``port=0``)."""
-        if self._runner is None or not self._runner.addresses:
+        sockets = self._http.sockets if self._http is not None else ()
+        if not sockets:
             raise RuntimeError("the gateway is not listening")
-        port: int = self._runner.addresses[0][1]
+        port: int = sockets[0].getsockname()[1]
         return port
 
     @property
     def url(self) -> str:
         return f"http://{self.gateway.settings.host}:{self.port}"
 
-    async def start(self) -> None:
-        runner = web.AppRunner(
-            build_app(self.gateway),
-            handler_cancellation=True,
-            access_log=None,
-            shutdown_timeout=self._grace,
+    def _error_page(self, status: int, message: str, request: Request | None) -> Response:
+        return error_response(
+            openai.protocol_error(status, message),
+            request_id=self.gateway.request_ids.take(request),
         )
-        await runner.setup()
-        try:
-            site = web.TCPSite(
-                runner,
-                self.gateway.settings.host,
-                self.gateway.settings.port,
-                reuse_port=self._reuse_port or None,
+
+    async def start(self) -> None:
+        settings = self.gateway.settings
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self.gateway.running())
+            http = HttpServer(
+                build_app(self.gateway),
+                errors=self._error_page,
+                max_body_bytes=settings.max_body_bytes,
             )
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+            await http.start(settings.host, settings.port, reuse_port=self._reuse_port)
+            self._http, self._running = http, stack.pop_all()
         log.info("gateway listening on %s", self.url)
 
     async def stop(self) -> None:
-        """Stop accepting, give in-flight requests the grace period, then close everything."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        """Stop accepting, answer what is still queued for a saturated pool with 503 at once,
+        give requests in flight the grace period, then close everything."""
+        http, self._http = self._http, None
+        running, self._running = self._running, None
+        if http is not None:
+            http.stop_listening()
+            await self.gateway.flow.close()
+            await http.close(self._grace)
+        if running is not None:
+            await running.aclose()
 
     async def serve(self, until: asyncio.Event) -> None:
         """Run until ``until`` is set."""

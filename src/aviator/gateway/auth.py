@@ -66,7 +66,8 @@ class Unauthenticated(AviatorError):
 
 class Authenticator(Protocol):
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        """The caller behind ``headers`` (case-insensitive), or raise ``Unauthenticated``."""
+        """The caller behind ``headers`` (looked up by lower-case name: a ``server.Request``'s, or
+        any case-insensitive mapping), or raise ``Unauthenticated``."""
         ...
 
 
@@ -100,7 +101,7 @@ class Credentials:
         self.insecure = insecure
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        header = headers.get("Authorization")
+        header = headers.get("authorization")
         if not header or not header.strip():
             if self.insecure:
                 return ANONYMOUS

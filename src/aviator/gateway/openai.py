@@ -27,6 +27,7 @@ __all__ = [
     "no_ready_replica",
     "parse_request",
     "policy_denied",
+    "protocol_error",
     "too_large",
     "unauthorized",
     "unknown_url",
@@ -192,6 +193,12 @@ def unknown_url(method: str, path: str) -> OpenAIError:
 
 def method_not_allowed(method: str, path: str, *, allowed: str) -> OpenAIError:
     return OpenAIError(405, f"Method {method} is not allowed on {path}; use {allowed}.")
+
+
+def protocol_error(status: int, message: str) -> OpenAIError:
+    """The HTTP server's own refusals (malformed request, limits) and unhandled failures."""
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return OpenAIError(status, message, type=kind)
 
 
 def parse_request(body: bytes, *, operation: str, session: str | None = None) -> RouteRequest:

@@ -18,8 +18,8 @@ A request admitted on a grant carries a ``Lease``: once its grant is revoked or 
 chunk is not relayed and the client connection is aborted (the check is one attribute read and
 one clock read per chunk).
 
-A client that goes away cancels the handler (aiohttp's ``handler_cancellation``), which closes the
-upstream connection, which the replica sees as a cancellation.
+A client that goes away cancels the handler (see ``server``), which closes the upstream
+connection, which the replica sees as a cancellation.
 
 Requests go out through ``upstream.UpstreamClient`` (a lean keep-alive HTTP/1.1 client; see
 there why not aiohttp's), whose three errors map onto the rules above: ``ConnectFailed`` and a
@@ -35,14 +35,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiohttp import web
-from multidict import CIMultiDict
-
 from aviator.gateway import openai
 from aviator.gateway.breaker import CircuitBreakers
 from aviator.gateway.endpoints import Endpoint, EndpointTable
 from aviator.gateway.metrics import AnswerMeter, GatewayMetrics
 from aviator.gateway.picking import InFlight, Picker, RouteRequest
+from aviator.gateway.server import Request, Response, ResponseStream
 from aviator.gateway.upstream import Answer, ReadTimeout, UpstreamClient, UpstreamError
 from aviator.gateway.usage import Usage
 
@@ -58,10 +56,6 @@ __all__ = [
 
 REQUEST_ID = "x-request-id"
 REPLICA = "x-aviator-replica"
-
-STARTED = web.RequestKey("aviator_started", float)
-"""``time.perf_counter()`` when the request arrived (set by the app): the zero of the time to the
-first byte, so that time includes everything the gateway did before forwarding."""
 
 CLIENT_CLOSED = 499
 """Status recorded in metrics when the client went away before the answer was complete (nginx's
@@ -99,48 +93,48 @@ _DROP_DOWNSTREAM_DECODED = _DROP_DOWNSTREAM | {"content-encoding"}
 
 def _dropped(headers: Mapping[str, str], always: frozenset[str]) -> frozenset[str]:
     """``always`` plus the headers the ``Connection`` header names (hop-by-hop by declaration)."""
-    value = headers.get("Connection")
+    value = headers.get("connection")
     if not value:
         return always
     return always | {token.strip().lower() for token in value.split(",")}
 
 
 def request_headers(headers: Mapping[str, str], *, request_id: str) -> list[tuple[str, str]]:
-    """The client's headers as a replica should see them."""
+    """The client's headers (lower-case names, as ``server.Request`` has them) as a replica
+    should see them."""
     drop = _dropped(headers, _DROP_UPSTREAM)
-    out = [(k, v) for k, v in headers.items() if k.lower() not in drop]
-    if "Content-Type" not in headers:
-        out.append(("Content-Type", "application/json"))
+    out = [(k, v) for k, v in headers.items() if k not in drop]
+    if "content-type" not in headers:
+        out.append(("content-type", "application/json"))
     out.append((REQUEST_ID, request_id))
     return out
 
 
 def response_headers(
     headers: Mapping[str, str], *, request_id: str, replica: str, decoded: bool = True
-) -> CIMultiDict[str]:
-    """A replica's response headers as the client should see them (``decoded``: the body is
-    relayed decoded, so its ``Content-Encoding`` does not apply any more)."""
+) -> list[tuple[str, str]]:
+    """A replica's response headers (any case, e.g. the upstream client's ``CIMultiDict``) as
+    the client should see them (``decoded``: the body is relayed decoded, so its
+    ``Content-Encoding`` does not apply any more)."""
     drop = _dropped(headers, _DROP_DOWNSTREAM_DECODED if decoded else _DROP_DOWNSTREAM)
-    out = CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in drop])
-    out[REQUEST_ID] = request_id
-    out[REPLICA] = replica
+    out = [(k, v) for k, v in headers.items() if k.lower() not in drop]
+    out.append((REQUEST_ID, request_id))
+    out.append((REPLICA, replica))
     return out
 
 
 def error_response(
     err: openai.OpenAIError, *, request_id: str, replica: str | None = None
-) -> web.Response:
+) -> Response:
     """An OpenAI-shaped error with the gateway's headers."""
-    headers = {REQUEST_ID: request_id}
+    headers = [("content-type", "application/json"), (REQUEST_ID, request_id)]
     if err.retry_after_s is not None:
-        headers["Retry-After"] = str(err.retry_after_s)
+        headers.append(("retry-after", str(err.retry_after_s)))
     if err.status == 401:
-        headers["WWW-Authenticate"] = err.challenge or 'Bearer realm="aviator"'
+        headers.append(("www-authenticate", err.challenge or 'Bearer realm="aviator"'))
     if replica is not None:
-        headers[REPLICA] = replica
-    return web.Response(
-        status=err.status, body=err.body(), content_type="application/json", headers=headers
-    )
+        headers.append((REPLICA, replica))
+    return Response(err.status, err.body(), headers=headers)
 
 
 def _describe(exc: BaseException) -> str:
@@ -162,7 +156,9 @@ class Lease(Protocol):
 class Forwarded:
     """What became of a forwarded request."""
 
-    response: web.StreamResponse
+    response: Response | ResponseStream | None
+    """What the client gets: an answer to send, the stream already sent, or None (the client
+    has gone: nothing to send)."""
     code: int
     """Status for metrics: what was sent, ``CLIENT_CLOSED`` if the client left, 502 if the
     replica broke off mid-stream, 403 if the request's grant ended while it was answered."""
@@ -205,7 +201,7 @@ class Proxy:
 
     async def forward(
         self,
-        request: web.Request,
+        request: Request,
         *,
         route: RouteRequest,
         candidates: Sequence[Endpoint],
@@ -219,7 +215,7 @@ class Proxy:
         failed is not tried next. ``lease``: the answer is cut off once it ends.
         """
         headers = request_headers(request.headers, request_id=request_id)
-        target = request.raw_path
+        target = request.target
         tried: set[str] = set()
         # Why the last attempt failed, safe to tell the client (no addresses, no internals).
         outcome = "no replica was available"
@@ -303,7 +299,7 @@ class Proxy:
 
     async def _relay(
         self,
-        request: web.Request,
+        request: Request,
         upstream: Answer,
         *,
         operation: str,
@@ -317,7 +313,7 @@ class Proxy:
             model=model,
             status=upstream.status,
             content_type=upstream.headers.get("Content-Type", ""),
-            started=request.get(STARTED),
+            started=request.started,
         )
         try:
             headers = response_headers(
@@ -352,9 +348,7 @@ class Proxy:
                     )
                 meter.whole(body)
                 return Forwarded(
-                    web.Response(
-                        status=upstream.status, reason=upstream.reason, body=body, headers=headers
-                    ),
+                    Response(upstream.status, body, headers=headers, reason=upstream.reason),
                     upstream.status,
                     replica,
                     meter.usage,
@@ -375,22 +369,23 @@ class Proxy:
 
     async def _stream(
         self,
-        request: web.Request,
+        request: Request,
         upstream: Answer,
         *,
-        headers: CIMultiDict[str],
+        headers: list[tuple[str, str]],
         meter: AnswerMeter,
         replica: str,
         request_id: str,
         lease: Lease | None,
     ) -> Forwarded:
-        response = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=headers
-        )
-        if upstream.content_length is not None and not upstream.decoded:
-            response.content_length = upstream.content_length
+        length = upstream.content_length if not upstream.decoded else None
         try:
-            await response.prepare(request)
+            response = await request.stream(
+                upstream.status, headers, reason=upstream.reason, content_length=length
+            )
+        except ConnectionError:
+            return Forwarded(None, CLIENT_CLOSED, replica)
+        try:
             while True:
                 try:
                     chunk = await upstream.readany()
@@ -401,8 +396,7 @@ class Proxy:
                         replica,
                         _describe(exc),
                     )
-                    if request.transport is not None:
-                        request.transport.close()
+                    request.abort()
                     return Forwarded(response, 502, replica)
                 if not chunk:
                     break
@@ -410,12 +404,11 @@ class Proxy:
                     self._log.info(
                         "request %s: %s; aborting the client connection", request_id, why
                     )
-                    if request.transport is not None:
-                        request.transport.close()
+                    request.abort()
                     return Forwarded(response, 403, replica, cut=why)
                 meter.chunk(chunk)
                 await response.write(chunk)
-            await response.write_eof()
+            await response.finish()
             meter.end()
         except ConnectionError:
             return Forwarded(response, CLIENT_CLOSED, replica)

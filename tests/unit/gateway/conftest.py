@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import TracebackType
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
 
 from aviator.api.kinds import KindInfo
 from aviator.api.watch import WatchEvent
-from aviator.gateway.app import Gateway, build_app
+from aviator.gateway.app import Gateway, GatewayServer
 from aviator.gateway.auth import Credentials
 from aviator.gateway.endpoints import EndpointTable
 from aviator.gateway.governance import Governance
@@ -174,9 +177,57 @@ class StaticFeed:
         await asyncio.Event().wait()
 
 
+class GatewayClient:
+    """A gateway served on an ephemeral loopback port, and a client session for it (paths are
+    relative to the gateway: ``client.post("/v1/chat/completions", ...)``)."""
+
+    def __init__(self, gateway: Gateway, *, shutdown_grace_s: float = 1.0) -> None:
+        gateway.settings = replace(gateway.settings, host="127.0.0.1", port=0)
+        self.server = GatewayServer(gateway, shutdown_grace_s=shutdown_grace_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "start_server() first"
+        return self._session
+
+    async def start_server(self) -> None:
+        await self.server.start()
+        self._session = aiohttp.ClientSession(base_url=self.server.url)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        await self.server.stop()
+
+    async def __aenter__(self) -> GatewayClient:
+        await self.start_server()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def make_url(self, path: str) -> URL:
+        return URL(self.server.url + path)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.session.post(path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.session.get(path, **kwargs)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.session.request(method, path, **kwargs)
+
+
 @dataclass
 class Harness:
-    client: TestClient[web.Request, web.Application]
+    client: GatewayClient
     gateway: Gateway
     table: EndpointTable
     feed: StaticFeed
@@ -245,7 +296,7 @@ async def harness(settings: GatewaySettings) -> AsyncIterator[Harness]:
         authenticator=credentials,
         governance=governance,
     )
-    client = TestClient(TestServer(build_app(gateway), host="127.0.0.1"))
+    client = GatewayClient(gateway)
     await client.start_server()
     try:
         yield Harness(client=client, gateway=gateway, table=table, feed=feed)

@@ -24,7 +24,6 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 
 from aviator.api import admission, kinds
@@ -32,7 +31,7 @@ from aviator.api.kinds import KindInfo
 from aviator.api.meta import format_time
 from aviator.audit.log import AuditReader
 from aviator.audit.record import AuditRecord
-from aviator.gateway.app import Gateway, build_app
+from aviator.gateway.app import Gateway
 from aviator.gateway.auth import Credentials
 from aviator.gateway.endpoints import EndpointTable
 from aviator.gateway.governance import Governance, estimate_tokens
@@ -48,6 +47,7 @@ from aviator.store.sqlite import SqliteStore
 from .conftest import (
     CHAT_BODY,
     FakeUpstream,
+    GatewayClient,
     NoObjects,
     StaticFeed,
     governed,
@@ -82,7 +82,7 @@ class World:
     ring: KeyRing
     view: PolicyView
     gateway: Gateway
-    client: TestClient[web.Request, web.Application]
+    client: GatewayClient
     clock: Clock
     audit_path: Path
 
@@ -193,7 +193,7 @@ async def world(tmp_path: Path, upstreams: Start) -> AsyncIterator[World]:
         governance=Governance(view=view, audit_path=tmp_path / "audit.db", clock=clock),
         directory=directory,
     )
-    client = TestClient(TestServer(build_app(gateway), host="127.0.0.1"))
+    client = GatewayClient(gateway)
     w = World(store, ring, view, gateway, client, clock, tmp_path / "audit.db")
     stored = await w.put(kinds.MODEL_DEPLOYMENT, md)
     directory.apply("ADDED", stored)
@@ -420,7 +420,7 @@ async def test_insecure_lets_anonymous_callers_in_and_says_so(upstreams: Start) 
         authenticator=credentials,
         governance=governance,
     )
-    async with TestClient(TestServer(build_app(gateway), host="127.0.0.1")) as client:
+    async with GatewayClient(gateway) as client:
         async with client.post("/v1/chat/completions", data=orjson.dumps(BODY)) as resp:
             assert resp.status == 200
         text = await (await client.get("/metrics")).text()
@@ -447,7 +447,7 @@ async def test_health_waits_for_the_policies_too() -> None:
         authenticator=Credentials(admin_token=ADMIN_TOKEN),
         governance=Governance(view=PolicyView(source=NeverListed())),
     )
-    async with TestClient(TestServer(build_app(gateway), host="127.0.0.1")) as client:
+    async with GatewayClient(gateway) as client:
         async with client.get("/health") as resp:
             assert resp.status == 503
         assert sample(await (await client.get("/metrics")).text(), "aviator_gateway_insecure") == 0
