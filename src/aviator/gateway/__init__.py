@@ -33,6 +33,8 @@ Modules, pure cores first:
 - ``discovery``: keeps the endpoint table fed by list + watch (``aviator.cache.Reflector``).
 - ``upstream``: the request path's keep-alive HTTP/1.1 client to replicas.
 - ``governance``: policy, budgets, grant leases and audit records of each request.
+- ``server``: the data plane's HTTP/1.1 server (an ``asyncio.Protocol`` over httptools).
 - ``proxy``: forwards one request to a replica, with retries and streaming.
-- ``app``: the aiohttp application and ``GatewayServer``, which composes everything.
+- ``app``: the application (one routing handler) and ``GatewayServer``, which composes
+  everything.
 """
