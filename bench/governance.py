@@ -78,7 +78,7 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import API_KEY, MODEL, Request, Result, _measure, _median
+from gateway import API_KEY, MODEL, Request, Result, _children, _measure, _median
 from procs import child
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,22 +335,27 @@ class Run:
     decisions: Histogram = EMPTY
     instructions: float | None = None
     """User-space instructions the gateway process (all threads) retired per request."""
+    writer_instructions: float | None = None
+    """The same for its audit writer process (``aviator.audit.sink``), if it has one."""
+
+
+_PERF_STAT = ("perf", "stat", "-x", ",", "-e", "instructions:u")
 
 
 @contextlib.contextmanager
-def counting_instructions(pid: int, *, enabled: bool) -> Iterator[list[int]]:
-    """Count the user-space instructions process ``pid`` (every thread) retires in the block
+def counting_instructions(pids: Sequence[int], *, enabled: bool) -> Iterator[list[int]]:
+    """Count the user-space instructions processes ``pids`` (every thread) retire in the block
     with ``perf stat``; the count is appended to the yielded list at the end (nothing when not
-    ``enabled`` or perf could not count). Instructions do not depend on what else the machine
-    runs, which CPU time and throughput on a shared machine do."""
+    ``enabled``, no pids, or perf could not count). Instructions do not depend on what else the
+    machine runs, which CPU time and throughput on a shared machine do."""
     found: list[int] = []
-    if not enabled:
+    if not enabled or not pids:
         yield found
         return
     with tempfile.TemporaryDirectory() as name:
         out = Path(name) / "perf.txt"
         perf = subprocess.Popen(
-            ["perf", "stat", "-x", ",", "-e", "instructions:u", "-o", str(out), "-p", str(pid)],
+            [*_PERF_STAT, "-o", str(out), "-p", ",".join(map(str, pids))],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -388,6 +393,8 @@ class Row:
     """Median instructions per request (``--instructions``)."""
     instructions_cost: tuple[float, float, float] | None = None
     """Instructions per request added against ``off`` of the same round: median, min, max."""
+    writer_instructions: float | None = None
+    """Median instructions per request of the audit writer process."""
 
 
 def _spread(values: Sequence[float]) -> tuple[float, float, float]:
@@ -426,6 +433,9 @@ def summarise(runs: dict[tuple[str, int], list[Run]], *, targets: Sequence[Targe
             counts = [r.instructions for r in found if r.instructions]
             if counts:
                 row.instructions = statistics.median(counts)
+            writer = [r.writer_instructions for r in found if r.writer_instructions]
+            if writer:
+                row.writer_instructions = statistics.median(writer)
             if name != "off":
                 off_runs = {r.round: r for r in runs[("off", concurrency)]}
                 added = []
@@ -478,9 +488,15 @@ def report(rows: Sequence[Row], *, paced: float | None = None) -> str:
         lines.append("user-space instructions per request of the gateway process (perf stat):")
         for r in rows:
             if r.instructions:
+                writer = (
+                    f"   + audit writer process {r.writer_instructions / 1e3:.0f}k"
+                    if r.writer_instructions
+                    else ""
+                )
                 lines.append(
                     f"  {r.target:<14} c={r.concurrency:<3} {r.instructions / 1e3:7.0f}k"
                     f"{'' if r.instructions_cost is None else '  ' + cost(r.instructions_cost)}"
+                    f"{writer}"
                 )
     lines.append("")
     lines.append("policy decisions in the request path (aviator_gateway_policy_decision_seconds):")
@@ -592,12 +608,16 @@ def measure_all(
             delay_ms = concurrency * 1e3 / args.paced if args.paced else None
             for target in order:
                 pid, url = started[target.name]
+                writers = _children(pid)  # the audit writer process, when it has one
                 before = scrape(url) if target.decides else EMPTY
-                with counting_instructions(pid, enabled=args.instructions) as counted:
+                with (
+                    counting_instructions([pid], enabled=args.instructions) as counted,
+                    counting_instructions(writers, enabled=args.instructions) as counted_writer,
+                ):
                     result = _measure(
                         target.name,
                         url,
-                        pids=[pid],
+                        pids=[pid, *writers],  # CPU per request counts the writer too
                         concurrency=concurrency,
                         args=args,
                         headers=headers,
@@ -612,8 +632,13 @@ def measure_all(
                     )
                 decisions = scrape(url) - before if target.decides else EMPTY
                 per_request = counted[0] / result.requests if counted and result.requests else None
+                writer = (
+                    counted_writer[0] / result.requests
+                    if counted_writer and result.requests
+                    else None
+                )
                 runs.setdefault((target.name, concurrency), []).append(
-                    Run(result, round_, decisions, per_request)
+                    Run(result, round_, decisions, per_request, writer)
                 )
                 counts = f", {per_request / 1e3:.0f}k instructions/req" if per_request else ""
                 print(

@@ -15,7 +15,9 @@ Per request, once the principal is known and the body names a served model:
    flips the lease; expired: the lease's deadline passes).
 4. **Audit.** A refusal (403, 429) is recorded when it is made; an admitted request when it ends,
    with its tokens and status. When the log cannot take a record the request is refused with 503
-   (fail closed). Unauthenticated requests (401) are not decisions and are not recorded.
+   (fail closed). Unauthenticated requests (401) are not decisions and are not recorded. The
+   records are written by a child process (``aviator.audit.sink``: rendering, chaining and
+   SQLite leave the gateway's process), or in this process with ``audit_process=False``.
 
 An ``insecure`` gateway skips policy and budgets (anonymous callers are let in) and still audits.
 
@@ -25,7 +27,6 @@ read credentials, or log anything that identifies a request's content.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -36,8 +37,9 @@ from typing import Any, Final, Protocol
 
 from aviator.api import grant as grant_api
 from aviator.api.principal import Principal
-from aviator.audit.log import AuditClosed, AuditLog, AuditUnavailable
-from aviator.audit.record import AuditRecord, ExtraValue, RecordTemplate, Stamps
+from aviator.audit.log import AuditClosed, AuditUnavailable
+from aviator.audit.record import AuditRecord, ExtraValue
+from aviator.audit.sink import AuditSink, LocalSink, Sink
 from aviator.gateway import openai
 from aviator.gateway.usage import Usage
 from aviator.governance.budgets import Budgets, Limits, Refusal, Reservation
@@ -179,6 +181,7 @@ class Governance:
         budgets: Budgets | None = None,
         audit_path: Path | None = None,
         audit_settings: AuditSettings | None = None,
+        audit_process: bool = True,
         clock: Callable[[], float] = time.time,
         recorder: DecisionRecorder | None = None,
         logger: logging.Logger | None = None,
@@ -194,14 +197,14 @@ class Governance:
         self.audit_path = audit_path
         # The queue must never make a request wait on the event loop: when it is full, refuse.
         self._audit_settings = replace(audit_settings or AuditSettings(), full_timeout_s=0.0)
-        self.audit: AuditLog | None = None
+        self.audit: Sink | None = None
+        self._audit_process = audit_process
         self._clock = clock
         self.recorder = recorder
         self._log = logger or logging.getLogger("aviator.gateway.governance")
         self._leases: set[GrantLease] = set()
         self._resources: dict[str, tuple[EntityUid | None, str]] = {}
-        self._stamps = Stamps()
-        self._templates: dict[tuple[object, ...], RecordTemplate] = {}
+        self._templates: dict[tuple[object, ...], int] = {}
         self._limits: dict[str, tuple[Mapping[str, Any], Limits]] = {}
         """Per agent: the Agent object its limits were read from, and them (the reflector
         replaces the object when the Agent changes, so identity says whether they are current)."""
@@ -211,11 +214,15 @@ class Governance:
     # -- lifespan ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the audit log (off the event loop: opening touches the disk)."""
+        """Open the audit log: start its writer process (``audit_process``), or open it here
+        (off the event loop: opening touches the disk)."""
         if self.audit_path is not None and self.audit is None:
-            self.audit = await asyncio.to_thread(
-                AuditLog.open, self.audit_path, settings=self._audit_settings
-            )
+            if self._audit_process:
+                self.audit = await AuditSink.start(self.audit_path, settings=self._audit_settings)
+            else:
+                self.audit = await LocalSink.start(
+                    self.audit_path, settings=self._audit_settings
+                )
 
     async def aclose(self) -> None:
         """Write every acknowledged record and close the log."""
@@ -353,13 +360,16 @@ class Governance:
             tokens = (usage.prompt_tokens, usage.completion_tokens)
         else:
             extra["estimatedTokens"] = admission.estimate
-        # Every admitted request is recorded: from a template of what repeats (see
-        # RecordTemplate), not a whole AuditRecord each time.
-        data = self._template(admission).encode(
-            request_id=admission.request_id, time=self._stamps(), tokens=tokens, extra=extra
-        )
+        # Every admitted request is recorded: as the facts that change, with the number of a
+        # template of what repeats (the writer process renders the record).
         try:
-            audit.append_json(data)
+            audit.record(
+                self._template(admission, audit),
+                request_id=admission.request_id,
+                micros=time.time_ns() // 1000,
+                tokens=tokens,
+                extra=extra,
+            )
         except (AuditUnavailable, AuditClosed) as exc:
             # Already answered: all that is left is to say it was not recorded.
             self._log.error("request %s was not audited: %s", admission.request_id, exc)
@@ -468,7 +478,7 @@ class Governance:
             )
         )
 
-    def _template(self, admission: Admission) -> RecordTemplate:
+    def _template(self, admission: Admission, audit: Sink) -> int:
         """The record template of an admitted request (one per principal, resource and
         decision: few, and each reused by every request that repeats them)."""
         principal = admission.principal
@@ -483,8 +493,8 @@ class Governance:
         template = self._templates.get(key)
         if template is None:
             if len(self._templates) >= _REMEMBERED:
-                self._templates.clear()  # a rebuild costs one AuditRecord each
-            template = self._templates[key] = RecordTemplate(
+                self._templates.clear()  # a template is registered again, once
+            template = self._templates[key] = audit.template(
                 principal,
                 source="gateway",
                 action=admission.action,

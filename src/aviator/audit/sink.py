@@ -1,0 +1,571 @@
+"""Audit records of a hot path, written by a child process: ``AuditSink`` and the child's ``main``.
+
+Why a process: a gateway records every request it admits, and rendering the record (canonical
+JSON), chaining it and inserting it into SQLite cost about a third of what the whole rest of
+governance costs per request; in the gateway's own process that work also trades the GIL with
+the event loop. ``AuditSink`` ships each record's *facts* — the number of a template (principal,
+action, resource, decision, policies, reason: what repeats), the request id, the time in
+microseconds, the token counts and the extra facts — to a child process (``python -m
+aviator.audit.sink``) over a pipe, several records per write. The child renders each record with
+the same ``RecordTemplate`` the in-process path uses (so the bytes chained are the same), and
+appends them to an ``AuditLog`` of its own, which chains them onto the file's head like any
+other writer (the plane's records and the gateway's interleave in one chain).
+
+Guarantees, as ``AuditLog``'s: a record is acknowledged when ``record``/``append`` returns; a
+clean ``aclose`` closes the pipe and waits for the child, which writes everything it was sent
+before it exits, so nothing acknowledged is lost. Records wait at most ``flush_interval_s``
+(10 ms) in this process before they are sent. ``pending`` counts records sent or waiting to be
+sent that the child has not yet queued for writing; a caller refuses work when it reaches the
+settings' ``queue_bound`` (the disk, or the child, is behind): backpressure, never silent loss.
+
+If the child dies (killed, out of memory), the records it had not written are lost, as they
+would be if the whole process died with a writer thread: the loss is logged with its count, and
+a new child is started (at most one start per second) with the templates sent again. While
+there is none, ``pending`` reports the bound, so callers refuse rather than acknowledge records
+that could not be written.
+
+Wire format, one line per frame (canonical JSON never holds a raw newline)::
+
+    T[id, principal kind, principal id, source, action, resource, decision, [policies], reason]
+    B[[template id, request id, time µs, prompt tokens|null, completion tokens|null, {extra}|null], ...]
+    R<a whole record's canonical JSON>
+    F                       (flush: answer once everything before it is committed)
+
+and the child answers with lines ``<records queued so far>`` and ``F<records committed>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import orjson
+
+from aviator.api.principal import Principal
+from aviator.audit.log import AuditClosed, AuditLog, AuditUnavailable
+from aviator.audit.record import (
+    AuditRecord,
+    Decision,
+    ExtraValue,
+    RecordTemplate,
+    Source,
+    Stamps,
+)
+from aviator.settings import AuditSettings
+
+__all__ = ["AuditSink", "LocalSink", "Sink", "main"]
+
+log = logging.getLogger("aviator.audit.sink")
+
+FLUSH_INTERVAL_S: Final = 0.01
+"""Longest a record waits in the caller's process before it is sent to the child."""
+_BATCH_MAX: Final = 512
+"""Records sent at once without waiting for the interval."""
+_RESTART_MIN_S: Final = 1.0
+"""Least time between two starts of the child."""
+_STOP_TIMEOUT_S: Final = 30.0
+_ROOM_WAIT_S: Final = 86_400.0
+"""The child's wait for room in its queue: it never refuses (the parent's bound does)."""
+"""How long ``aclose`` waits for the child to write what it was sent."""
+
+Facts = tuple[int, str, int, int | None, int | None, Mapping[str, ExtraValue] | None]
+
+
+class Sink(Protocol):
+    """Where a hot path's audit records go: ``AuditSink`` (a child process writes them) or
+    ``LocalSink`` (an ``AuditLog`` in this process)."""
+
+    @property
+    def pending(self) -> int:
+        """Records acknowledged and not yet queued for writing (refuse work at the bound)."""
+        ...
+
+    def template(
+        self,
+        principal: Principal,
+        *,
+        source: Source,
+        action: str,
+        resource: str,
+        decision: Decision,
+        policies: Iterable[str] = (),
+        reason: str = "",
+    ) -> int: ...
+
+    def record(
+        self,
+        template: int,
+        *,
+        request_id: str,
+        micros: int,
+        tokens: tuple[int, int] | None = None,
+        extra: Mapping[str, ExtraValue] | None = None,
+    ) -> None: ...
+
+    def append(self, record: AuditRecord) -> None: ...
+
+    async def flush(self, timeout: float | None = None) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalSink:
+    """``Sink`` over an ``AuditLog`` of this process (its writer thread): records are rendered
+    here. For tests and for callers whose record rate does not matter."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+        self._templates: list[RecordTemplate] = []
+        self._stamps = Stamps()
+
+    @classmethod
+    async def start(cls, path: Path, *, settings: AuditSettings | None = None) -> LocalSink:
+        """Open the log at ``path`` (off the event loop: opening touches the disk)."""
+        return cls(await asyncio.to_thread(AuditLog.open, path, settings=settings))
+
+    @property
+    def pending(self) -> int:
+        return self.audit.pending
+
+    def template(
+        self,
+        principal: Principal,
+        *,
+        source: Source,
+        action: str,
+        resource: str,
+        decision: Decision,
+        policies: Iterable[str] = (),
+        reason: str = "",
+    ) -> int:
+        self._templates.append(
+            RecordTemplate(
+                principal,
+                source=source,
+                action=action,
+                resource=resource,
+                decision=decision,
+                policies=policies,
+                reason=reason,
+            )
+        )
+        return len(self._templates) - 1
+
+    def record(
+        self,
+        template: int,
+        *,
+        request_id: str,
+        micros: int,
+        tokens: tuple[int, int] | None = None,
+        extra: Mapping[str, ExtraValue] | None = None,
+    ) -> None:
+        data = self._templates[template].encode(
+            request_id=request_id, time=self._stamps.at(micros), tokens=tokens, extra=extra
+        )
+        self.audit.append_json(data)
+
+    def append(self, record: AuditRecord) -> None:
+        self.audit.append(record)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        await self.audit.aflush(timeout)
+
+    async def aclose(self) -> None:
+        await self.audit.aclose()
+
+
+class AuditSink:
+    """The caller's side: templates and records in, a child process writing them.
+
+    Not thread-safe: one event loop owns it. Start with ``await AuditSink.start(path)``.
+    """
+
+    def __init__(self, path: Path, *, settings: AuditSettings, python: str) -> None:
+        self.path = path
+        self.settings = settings
+        self._python = python
+        self._templates: list[bytes] = []
+        """The ``T`` frame of each template, by id (sent again to a restarted child)."""
+        self._batch: list[Facts] = []
+        self._frames: list[bytes] = []
+        """Whole frames (``R``) waiting with the batch, in order."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._sent = 0
+        """Records handed to the current child."""
+        self._queued = 0
+        """Records the current child says it has queued."""
+        self._waiting = 0
+        """Records in ``_batch`` and ``_frames``."""
+        self._flushed: asyncio.Future[int] | None = None
+        self._closing = False
+        self._started_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    async def start(
+        cls, path: Path, *, settings: AuditSettings | None = None, python: str | None = None
+    ) -> AuditSink:
+        """Start the child writing to ``path`` (created if needed); raises if it cannot open it.
+        ``python``: the interpreter to run it with (this one by default)."""
+        sink = cls(path, settings=settings or AuditSettings(), python=python or sys.executable)
+        sink._loop = asyncio.get_running_loop()
+        await sink._spawn()
+        return sink
+
+    # -- the caller's side -----------------------------------------------------------------------
+
+    def template(
+        self,
+        principal: Principal,
+        *,
+        source: Source,
+        action: str,
+        resource: str,
+        decision: Decision,
+        policies: Iterable[str] = (),
+        reason: str = "",
+    ) -> int:
+        """Register what a family of records shares; returns the number ``record`` takes.
+        ``ValueError`` for what ``AuditRecord`` refuses (checked here, once)."""
+        policies = tuple(policies)
+        RecordTemplate(
+            principal,
+            source=source,
+            action=action,
+            resource=resource,
+            decision=decision,
+            policies=policies,
+            reason=reason,
+        )
+        number = len(self._templates)
+        frame = b"T" + orjson.dumps(
+            [
+                number,
+                principal.kind,
+                principal.id,
+                source,
+                action,
+                resource,
+                decision,
+                policies,
+                reason,
+            ]
+        )
+        self._templates.append(frame)
+        self._frames.append(frame)
+        self._schedule()
+        return number
+
+    def record(
+        self,
+        template: int,
+        *,
+        request_id: str,
+        micros: int,
+        tokens: tuple[int, int] | None = None,
+        extra: Mapping[str, ExtraValue] | None = None,
+    ) -> None:
+        """Acknowledge a record made from ``template`` (``micros``: its time, microseconds since
+        the epoch). Raises ``AuditClosed`` after ``aclose``."""
+        if self._closing:
+            raise AuditClosed(f"the audit log {self.path} is closed")
+        if tokens is None:
+            self._batch.append((template, request_id, micros, None, None, extra))
+        else:
+            self._batch.append((template, request_id, micros, tokens[0], tokens[1], extra))
+        self._waiting += 1
+        if len(self._batch) >= _BATCH_MAX:
+            self._send()
+        elif self._timer is None:
+            self._schedule()
+
+    def append(self, record: AuditRecord) -> None:
+        """Acknowledge a whole record (refusals: rare, and each its own)."""
+        if self._closing:
+            raise AuditClosed(f"the audit log {self.path} is closed")
+        if self._batch:  # keep the order of acknowledgement
+            self._frames.append(self._batch_frame())
+        self._frames.append(b"R" + record.to_json())
+        self._waiting += 1
+        self._schedule()
+
+    @property
+    def pending(self) -> int:
+        """Records acknowledged that the child has not queued yet (the bound while there is no
+        child: nothing acknowledged now could be written)."""
+        if self._process is None or self._process.returncode is not None:
+            return max(self.settings.queue_bound, self._waiting)
+        return self._waiting + self._sent - self._queued
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Return once every record acknowledged before the call is committed."""
+        self._send()
+        process = self._process
+        if process is None or process.stdin is None:
+            raise AuditUnavailable(f"the audit writer of {self.path} is not running")
+        if self._flushed is None or self._flushed.done():
+            assert self._loop is not None
+            self._flushed = self._loop.create_future()
+            process.stdin.write(b"F\n")
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(self._flushed)
+
+    async def aclose(self, timeout: float = _STOP_TIMEOUT_S) -> None:
+        """Send what waits, let the child write everything and exit (killed after ``timeout``
+        seconds, the loss logged). Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        self._send()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        process = self._process
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+            with contextlib.suppress(ConnectionError):
+                await process.stdin.wait_closed()
+        try:
+            async with asyncio.timeout(timeout):
+                code = await process.wait()
+        except TimeoutError:
+            process.kill()
+            code = await process.wait()
+            log.error(
+                "the audit writer of %s did not finish in %.0f s and was killed; "
+                "up to %d acknowledged record(s) may be lost",
+                self.path,
+                timeout,
+                self._sent - self._queued,
+            )
+        if self._reader is not None:
+            await self._reader
+        if code != 0:
+            log.error("the audit writer of %s exited with status %s", self.path, code)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if self._timer is None and self._loop is not None and not self._closing:
+            self._timer = self._loop.call_later(FLUSH_INTERVAL_S, self._send)
+
+    def _batch_frame(self) -> bytes:
+        batch, self._batch = self._batch, []
+        return b"B" + orjson.dumps(batch)
+
+    def _send(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._batch:
+            self._frames.append(self._batch_frame())
+        if not self._frames:
+            return
+        process = self._process
+        if process is None or process.returncode is not None or process.stdin is None:
+            return  # kept until a child runs again (``pending`` says so)
+        frames, self._frames = self._frames, []
+        frames.append(b"")
+        process.stdin.write(b"\n".join(frames))
+        self._sent += self._waiting
+        self._waiting = 0
+
+    # -- the child -------------------------------------------------------------------------------
+
+    async def _spawn(self) -> None:
+        settings = self.settings
+        self._started_at = time.monotonic()
+        process = await asyncio.create_subprocess_exec(
+            self._python,
+            "-m",
+            "aviator.audit.sink",
+            str(self.path),
+            "--batch-interval",
+            repr(settings.batch_interval_s),
+            "--max-batch",
+            str(settings.max_batch),
+            "--queue-bound",
+            str(settings.queue_bound),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        assert process.stdin is not None
+        ready = await process.stdout.readline()
+        if ready != b"ready\n":
+            code = await process.wait()
+            raise AuditUnavailable(
+                f"the audit writer could not open {self.path} (exit status {code}; its error "
+                "is on the gateway's standard error)"
+            )
+        self._process = process
+        self._sent = self._queued = 0
+        if self._templates:
+            # A restarted child knows no template: send them all before any record.
+            self._frames[:0] = list(self._templates)
+        self._reader = asyncio.create_task(self._read(process), name="aviator-audit-sink")
+        self._send()
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        """Follow the child's answers until it exits; restart it if that was not asked for."""
+        assert process.stdout is not None
+        while line := await process.stdout.readline():
+            if line[:1] == b"F":
+                if self._flushed is not None and not self._flushed.done():
+                    self._flushed.set_result(int(line[1:]))
+            else:
+                self._queued = int(line)
+        code = await process.wait()
+        if self._closing:
+            return
+        lost = self._sent - self._queued
+        log.error(
+            "the audit writer of %s exited (status %s); %d acknowledged record(s) it had not "
+            "queued are lost; starting a new one",
+            self.path,
+            code,
+            lost,
+        )
+        if self._flushed is not None and not self._flushed.done():
+            self._flushed.set_exception(AuditUnavailable("the audit writer exited"))
+        delay = _RESTART_MIN_S - (time.monotonic() - self._started_at)
+        while not self._closing:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                await self._spawn()
+                return
+            except (OSError, AuditUnavailable) as exc:
+                log.error("the audit writer of %s could not be restarted: %s", self.path, exc)
+                delay = _RESTART_MIN_S
+
+
+# -- the child process -----------------------------------------------------------------------
+
+
+def _serve(lines: Iterable[bytes], audit: AuditLog, out: _Answers) -> int:
+    """Render and append what the parent sends; return the count of records queued."""
+    templates: dict[int, RecordTemplate] = {}
+    stamps = Stamps()
+    queued = 0
+    for line in lines:
+        kind, body = line[:1], line[1:].rstrip(b"\n")
+        if kind == b"B":
+            facts: Sequence[list[Any]] = orjson.loads(body)
+            for number, request_id, micros, prompt, completion, extra in facts:
+                try:
+                    data = templates[number].encode(
+                        request_id=request_id,
+                        time=stamps.at(micros),
+                        tokens=None if prompt is None else (prompt, completion),
+                        extra=extra,
+                    )
+                except (KeyError, TypeError, ValueError) as exc:
+                    # A caller's bug; the other records of the batch are still written.
+                    log.error("audit record %r not written: %r", request_id, exc)
+                    continue
+                audit.append_json(data)
+                queued += 1
+        elif kind == b"R":
+            # Checked as a record, and chained as sent (it is its canonical JSON).
+            record = AuditRecord.from_json(body)
+            audit.append_json(record.to_json())
+            queued += 1
+        elif kind == b"T":
+            number, kind_, id_, source, action, resource, decision, policies, reason = orjson.loads(
+                body
+            )
+            templates[number] = RecordTemplate(
+                Principal(kind=kind_, id=id_),
+                source=source,
+                action=action,
+                resource=resource,
+                decision=decision,
+                policies=policies,
+                reason=reason,
+            )
+        elif kind == b"F":
+            audit.flush()
+            out.flushed(queued)
+            continue
+        elif line.strip():
+            raise ValueError(f"unknown audit sink frame {line[:40]!r}")
+        out.queued(queued)
+    return queued
+
+
+class _Answers:
+    """The child's answers on its standard output."""
+
+    def __init__(self, stream: object) -> None:
+        self._out = stream
+
+    def _say(self, text: bytes) -> None:
+        out = self._out
+        out.write(text)  # type: ignore[attr-defined]
+        out.flush()  # type: ignore[attr-defined]
+
+    def ready(self) -> None:
+        self._say(b"ready\n")
+
+    def queued(self, count: int) -> None:
+        self._say(b"%d\n" % count)
+
+    def flushed(self, count: int) -> None:
+        self._say(b"F%d\n" % count)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m aviator.audit.sink PATH``: write what arrives on standard input until it
+    closes, then everything, then exit 0."""
+    parser = argparse.ArgumentParser(
+        prog="python -m aviator.audit.sink",
+        description="Write the audit records an AuditSink sends on standard input to PATH.",
+    )
+    parser.add_argument("path", type=Path)
+    defaults = AuditSettings()
+    parser.add_argument("--batch-interval", type=float, default=defaults.batch_interval_s)
+    parser.add_argument("--max-batch", type=int, default=defaults.max_batch)
+    parser.add_argument("--queue-bound", type=int, default=defaults.queue_bound)
+    args = parser.parse_args(argv)
+    # Its life is the pipe's: a Ctrl-C or SIGTERM meant for the process group must not cut the
+    # records in the pipe short; the parent's close (or death) ends standard input, then this.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    settings = AuditSettings(
+        batch_interval_s=args.batch_interval,
+        max_batch=args.max_batch,
+        queue_bound=args.queue_bound,
+        # Wait for room rather than refuse: the parent bounds what it acknowledges itself.
+        full_timeout_s=_ROOM_WAIT_S,
+    )
+    try:
+        audit = AuditLog.open(args.path, settings=settings)
+    except Exception as exc:
+        print(f"aviator.audit.sink: cannot open {args.path}: {exc}", file=sys.stderr)
+        return 1
+    answers = _Answers(sys.stdout.buffer)
+    answers.ready()
+    try:
+        _serve(sys.stdin.buffer, audit, answers)
+    finally:
+        audit.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""AuditSink: records rendered and chained by a child process, the same bytes as in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import pytest
+
+from aviator.api.principal import ADMIN, Principal
+from aviator.audit.log import AuditClosed, AuditReader, AuditUnavailable
+from aviator.audit.record import AuditRecord, Stamps, Tokens
+from aviator.audit.sink import AuditSink, LocalSink, Sink
+from aviator.settings import AuditSettings
+
+AGENT = Principal(
+    kind="agent", id="spiffe://aviator.local/ns/team/agent/bot", namespace="team", name="bot"
+)
+MICROS = 1_795_000_000_123_456
+"""A fixed time (2026-11-18), so that both sinks render the same bytes."""
+
+
+def _expected(request_id: str, micros: int, **fields: object) -> bytes:
+    return AuditRecord.of(
+        AGENT,
+        source="gateway",
+        action="infer",
+        resource='ModelDeployment::"team/chat"',
+        decision="allow",
+        policies=("policy:team/p#0",),
+        reason="permitted",
+        request_id=request_id,
+        time=Stamps().at(micros),
+        **fields,  # type: ignore[arg-type]
+    ).to_json()
+
+
+async def _write_some(sink: Sink) -> list[bytes]:
+    """Three admitted requests and a refusal between them; what the log must then hold."""
+    template = sink.template(
+        AGENT,
+        source="gateway",
+        action="infer",
+        resource='ModelDeployment::"team/chat"',
+        decision="allow",
+        policies=["policy:team/p#0"],
+        reason="permitted",
+    )
+    refusal = AuditRecord.of(
+        ADMIN,
+        source="gateway",
+        action="infer",
+        resource="model:x",
+        decision="deny",
+        reason="no",
+        request_id="r-refused",
+    )
+    sink.record(template, request_id="r1", micros=MICROS, tokens=(10, 2), extra={"status": 200})
+    sink.append(refusal)
+    sink.record(template, request_id="r2", micros=MICROS + 1, extra={"status": 499})
+    sink.record(template, request_id="r3", micros=MICROS + 2_000_000, tokens=(0, 0))
+    return [
+        _expected("r1", MICROS, tokens=Tokens(prompt=10, completion=2), extra={"status": 200}),
+        refusal.to_json(),
+        _expected("r2", MICROS + 1, extra={"status": 499}),
+        _expected("r3", MICROS + 2_000_000, tokens=Tokens(prompt=0, completion=0)),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["process", "local"])
+async def test_records_are_chained_in_order_with_the_canonical_bytes(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "audit.db"
+    sink: Sink = await (AuditSink.start(path) if kind == "process" else LocalSink.start(path))
+    expected = await _write_some(sink)
+    await sink.aclose()
+    reader = AuditReader(path)
+    assert [e.record for e in reader.iterate()] == expected
+    assert reader.verify().ok
+    await sink.aclose()  # idempotent
+    with pytest.raises(AuditClosed):
+        sink.record(0, request_id="late", micros=MICROS)
+
+
+async def test_flush_returns_once_the_records_are_committed(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    # A long batch interval: without the flush nothing would be committed for a minute.
+    sink = await AuditSink.start(path, settings=AuditSettings(batch_interval_s=60.0))
+    try:
+        expected = await _write_some(sink)
+        assert sink.pending == 4
+        async with asyncio.timeout(10):
+            await sink.flush()
+        assert [e.record for e in AuditReader(path).iterate()] == expected
+        assert sink.pending == 0
+    finally:
+        await sink.aclose()
+
+
+async def test_a_killed_writer_is_replaced_and_the_loss_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "audit.db"
+    sink = await AuditSink.start(path)
+    try:
+        template = sink.template(
+            AGENT, source="gateway", action="infer", resource="r", decision="allow"
+        )
+        sink.record(template, request_id="before", micros=MICROS)
+        await sink.flush()
+        process = sink._process
+        assert process is not None
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        # No writer: nothing acknowledged now could be written, so callers are told to refuse.
+        async with asyncio.timeout(10):
+            while sink.pending < sink.settings.queue_bound:
+                await asyncio.sleep(0.01)
+        # A new writer comes (it needs the template again: the sink sends it) ...
+        async with asyncio.timeout(10):
+            while sink.pending >= sink.settings.queue_bound:
+                await asyncio.sleep(0.01)
+        sink.record(template, request_id="after", micros=MICROS + 1)
+        await sink.flush()
+    finally:
+        await sink.aclose()
+    ids = [e.data()["request_id"] for e in AuditReader(path).iterate()]
+    assert ids == ["before", "after"]
+    assert any("exited" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+
+async def test_a_log_that_cannot_be_opened_is_refused_at_start(tmp_path: Path) -> None:
+    (tmp_path / "a-directory.db").mkdir()
+    with pytest.raises(AuditUnavailable, match="could not open"):
+        await AuditSink.start(tmp_path / "a-directory.db")
