@@ -122,21 +122,38 @@ class Refusal:
 class _Window:
     """Token counts in buckets, oldest first; only non-empty buckets are kept."""
 
-    __slots__ = ("_buckets", "_shape", "total")
+    __slots__ = ("_buckets", "_current", "_from", "_shape", "_until", "total")
 
     def __init__(self, shape: WindowShape) -> None:
         self._shape = shape
         self._buckets: deque[list[int]] = deque()
         """``[bucket index, tokens]``, by index."""
         self.total = 0
+        # The bucket of the last ``now`` seen and the times it spans: while ``now`` stays in it,
+        # nothing leaves the window and its index is known (most calls, at any request rate).
+        self._current = 0
+        self._from = math.inf
+        self._until = -math.inf
+
+    def index(self, now: float) -> int:
+        """The index of the bucket ``now`` falls in."""
+        if self._from <= now < self._until:
+            return self._current
+        return math.floor(now / self._shape.bucket_s)
 
     def slide(self, now: float) -> int:
         """Forget the buckets that left the window at ``now``; return ``now``'s bucket index."""
-        current = math.floor(now / self._shape.bucket_s)
+        if self._from <= now < self._until:
+            return self._current
+        size = self._shape.bucket_s
+        current = math.floor(now / size)
         first = current - self._shape.buckets + 1
         buckets = self._buckets
         while buckets and buckets[0][0] < first:
             self.total -= buckets.popleft()[1]
+        if current >= self._current or self._until == -math.inf:
+            # (A clock that stepped back does not move the cached bucket back.)
+            self._current, self._from, self._until = current, current * size, (current + 1) * size
         return current
 
     def add(self, index: int, tokens: int) -> None:
@@ -158,7 +175,7 @@ class _Window:
 
     def settle(self, bucket: int, *, reserved: int, actual: int, now: float) -> None:
         """Replace ``reserved`` tokens counted in ``bucket`` with ``actual`` counted now."""
-        current = math.floor(now / self._shape.bucket_s)
+        current = self.index(now)
         buckets = self._buckets
         if bucket == current and buckets and buckets[-1][0] == current:
             # The common case: the request ended in the bucket it started in, the newest (no
