@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -511,12 +512,21 @@ class _Answers:
     """The child's answers on its standard output."""
 
     def __init__(self, stream: object) -> None:
-        self._out = stream
+        self._out: object | None = stream
+        self.broken = False
 
     def _say(self, text: bytes) -> None:
         out = self._out
-        out.write(text)  # type: ignore[attr-defined]
-        out.flush()  # type: ignore[attr-defined]
+        if out is None:
+            return
+        try:
+            out.write(text)  # type: ignore[attr-defined]
+            out.flush()  # type: ignore[attr-defined]
+        except BrokenPipeError:
+            # The parent is gone (killed): nobody reads the answers, but what it sent before
+            # is still in the pipe and still gets written.
+            self._out = None
+            self.broken = True
 
     def ready(self) -> None:
         self._say(b"ready\n")
@@ -564,6 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _serve(sys.stdin.buffer, audit, answers)
     finally:
         audit.close()
+        if answers.broken:  # what stdout still buffers has no reader: not an error at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from aviator.api.principal import ADMIN, Principal
@@ -136,3 +139,26 @@ async def test_a_log_that_cannot_be_opened_is_refused_at_start(tmp_path: Path) -
     (tmp_path / "a-directory.db").mkdir()
     with pytest.raises(AuditUnavailable, match="could not open"):
         await AuditSink.start(tmp_path / "a-directory.db")
+
+
+def test_the_writer_writes_what_was_sent_even_when_its_parent_is_gone(tmp_path: Path) -> None:
+    """A killed gateway: nobody reads the writer's answers, and what is in the pipe still counts."""
+    path = tmp_path / "audit.db"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "aviator.audit.sink", str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"ready\n"
+    child.stdout.close()  # the parent is gone: answers have no reader
+    template = orjson.dumps([0, "admin", "admin", "gateway", "infer", "r", "allow", [], ""])
+    child.stdin.write(b"T" + template + b"\n")
+    for n in range(50):
+        child.stdin.write(b"B" + orjson.dumps([[0, f"r{n}", MICROS + n, None, None, None]]) + b"\n")
+    child.stdin.close()
+    assert child.wait(timeout=20) == 0
+    assert [e.data()["request_id"] for e in AuditReader(path).iterate()] == [
+        f"r{n}" for n in range(50)
+    ]
