@@ -65,6 +65,10 @@ HEADERS_MAX: Final = 128
 _PIPELINE_MAX: Final = 16
 """Complete requests waiting behind the one being answered, beyond which reading pauses."""
 
+_SILENT_MAX_BYTES: Final = 2 * HEAD_MAX_BYTES
+"""Bytes read without the parser reporting anything, beyond which the request is refused (431):
+httptools holds a header line until it ends, so a line that never ends is bounded here."""
+
 _REASONS: Final = {
     100: "Continue",
     200: "OK",
@@ -93,6 +97,7 @@ _REASONS: Final = {
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
 }
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -295,17 +300,16 @@ def _head(
     framing: bytes,
     date: bytes,
 ) -> bytes:
-    """The status line and header block; refuses CR or LF inside a name or value."""
-    count = 0
-    block = ""
+    """The status line and header block; refuses CR or LF inside the reason, a name or a value."""
+    count = 1
+    block = f"HTTP/{version} {status} {reason or _REASONS.get(status, 'Unknown')}\r\n"
     for name, value in headers:
         block += f"{name}: {value}\r\n"
         count += 1
     # Each line has exactly one CR and one LF, its own terminator: any other is an injection.
     if block.count("\n") != count or block.count("\r") != count:
-        raise ValueError("a response header name or value holds CR or LF")
-    line = f"HTTP/{version} {status} {reason or _REASONS.get(status, 'Unknown')}\r\n"
-    return (line + block).encode("latin-1") + framing + date + b"\r\n"
+        raise ValueError("a response status line or header holds CR or LF")
+    return block.encode("latin-1") + framing + date + b"\r\n"
 
 
 class _Connection(asyncio.Protocol):
@@ -316,7 +320,10 @@ class _Connection(asyncio.Protocol):
         "_body_size",
         "_continue",
         "_head_size",
+        "_header_lines",
         "_headers",
+        "_heard",
+        "_in_body",
         "_oversized",
         "_parser",
         "_queue",
@@ -325,7 +332,9 @@ class _Connection(asyncio.Protocol):
         "_remote",
         "_request_started",
         "_server",
+        "_silent",
         "_stopped",
+        "_streaming",
         "_task",
         "_url",
         "_waiter",
@@ -346,6 +355,12 @@ class _Connection(asyncio.Protocol):
         self._reading_paused = False
         self._stopped = False
         """Reading stopped for good: the rest of the connection's bytes are not read."""
+        self._heard = False
+        """The parser reported something (a callback ran) while fed the last piece."""
+        self._silent = 0
+        """Bytes fed since the parser last reported anything (``_SILENT_MAX_BYTES``)."""
+        self._streaming = False
+        """The answer being served is a stream whose head has been sent."""
         self.writing_paused = False
         self._waiter: asyncio.Future[None] | None = None
         self.closing = False
@@ -360,6 +375,8 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._head_size = 0
+        self._header_lines = 0
+        self._in_body = False
         self._body: list[bytes] = []
         self._body_size = 0
         self._oversized = False
@@ -398,11 +415,23 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        self._heard = False
         try:
             self._parser.feed_data(data)
+            if self._heard:
+                self._silent = 0
+            else:
+                self._silent += len(data)
+                if self._silent > _SILENT_MAX_BYTES:
+                    self._refuse(
+                        _Refused(
+                            431, f"A request header line is longer than {HEAD_MAX_BYTES} bytes."
+                        )
+                    )
         except httptools.HttpParserUpgrade:
             # Upgrades are not offered: what was parsed is answered, then the connection closes.
             self._stop_reading()
+            self.closing = True
         except httptools.HttpParserError as exc:
             refused = self._refused
             if refused is None:
@@ -418,11 +447,13 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._reset()
+        self._heard = True
         self._request_started = time.perf_counter()
         self.receiving_since = time.monotonic()
         self.idle_since = None
 
     def on_url(self, url: bytes) -> None:
+        self._heard = True
         self._url += url
         if len(self._url) > URL_MAX_BYTES:
             self._refused = _Refused(
@@ -431,24 +462,39 @@ class _Connection(asyncio.Protocol):
             raise self._refused
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._heard = True
         self._head_size += len(name) + len(value)
-        if self._head_size > HEAD_MAX_BYTES or len(self._headers) >= HEADERS_MAX:
+        self._header_lines += 1
+        if self._head_size > HEAD_MAX_BYTES or self._header_lines > HEADERS_MAX:
             self._refused = _Refused(
                 431,
                 f"The request's headers exceed {HEAD_MAX_BYTES} bytes or {HEADERS_MAX} lines.",
             )
             raise self._refused
+        if self._in_body:
+            return  # a trailer (after a chunked body): not one of the request's headers
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         known = self._headers.get(key)
         self._headers[key] = text if known is None else f"{known}, {text}"
 
     def on_headers_complete(self) -> None:
+        self._heard = True
+        self._in_body = True
+        version = self._parser.get_http_version()
+        if version not in ("1.1", "1.0"):  # (llhttp also takes 0.9 and 2.0)
+            self._refused = _Refused(505, f"HTTP/{version} is not supported.")
+            raise self._refused
         headers = self._headers
         limit = self._server.max_body_bytes
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             self._oversized = True
+        coding = headers.get("transfer-encoding")
+        if coding is not None and coding.lower() != "chunked":
+            # (llhttp accepts any coding list ending in chunked, and would pass the rest on.)
+            self._refused = _Refused(501, f"Unsupported Transfer-Encoding {coding[:64]!r}.")
+            raise self._refused
         expect = headers.get("expect")
         if expect is not None:
             if expect.lower() != "100-continue":
@@ -462,6 +508,7 @@ class _Connection(asyncio.Protocol):
             self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
+        self._heard = True
         self._body_size += len(body)
         if self._body_size > self._server.max_body_bytes:
             # Chunked and longer than the limit: answer 413 without reading the rest.
@@ -470,6 +517,7 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._heard = True
         self._deliver(oversized=False)
 
     # --- requests and answers ---------------------------------------------------------------
@@ -520,6 +568,7 @@ class _Connection(asyncio.Protocol):
 
     async def _serve(self, request: Request) -> None:
         server = self._server
+        self._streaming = False
         try:
             try:
                 answer = await server.handler(request)
@@ -535,6 +584,10 @@ class _Connection(asyncio.Protocol):
                 if not answer.finished:
                     self.abort()  # a stream left unfinished must not look complete
                     return
+            elif self._streaming:
+                # A stream's head is out (the handler then failed): no other answer can follow.
+                self.abort()
+                return
             else:
                 self._send(request, answer)
         except asyncio.CancelledError:
@@ -618,6 +671,7 @@ class _Connection(asyncio.Protocol):
         transport.write(
             _head(request.version, status, reason, headers, framing, self._server.dates.header())
         )
+        self._streaming = True
         if self.writing_paused:
             await self.drain()
         return ResponseStream(self, chunked=chunked, discard=request.method == "HEAD")
@@ -635,8 +689,8 @@ class _Connection(asyncio.Protocol):
         self._stop_reading()
         self.closing = True
         transport = self.transport
-        if transport is None:
-            return
+        if transport is None or transport.is_closing():
+            return  # (answered already: the deadline is checked again while the answer drains)
         if refused.status == 413:
             return  # already delivered to the handler as an oversized request
         if self._task is not None or self._queue:
