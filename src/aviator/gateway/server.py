@@ -101,6 +101,8 @@ _REASONS: Final = {
 }
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_BODY: Final = frozenset({204, 304})
+"""Answers that have no body, and no ``Content-Length`` (RFC 9110 §8.6)."""
 _LAST_CHUNK: Final = b"0\r\n\r\n"
 
 log = logging.getLogger("aviator.gateway.server")
@@ -618,7 +620,7 @@ class _Connection(asyncio.Protocol):
                 response.status,
                 response.reason,
                 response.headers,
-                _framing(request, close, len(body)),
+                _framing(request, close, None if response.status in _NO_BODY else len(body)),
                 date,
             )
         except (ValueError, UnicodeEncodeError):
@@ -630,10 +632,10 @@ class _Connection(asyncio.Protocol):
                 500,
                 None,
                 response.headers,
-                _framing(request, close, len(body)),
+                _framing(request, close, None if response.status in _NO_BODY else len(body)),
                 date,
             )
-        if request.method == "HEAD" or response.status in (204, 304):
+        if request.method == "HEAD" or response.status in _NO_BODY:
             transport.write(head)
         else:
             transport.write(head + body)
@@ -718,8 +720,16 @@ class _Connection(asyncio.Protocol):
 
     def _resume_reading(self) -> None:
         self._reading_paused = False
+        if self.receiving_since is not None:
+            # The request behind the queue was not read while paused: its deadline starts now.
+            self.receiving_since = time.monotonic()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    @property
+    def reading_paused(self) -> bool:
+        """Reading waits for the queue to drain (a request arriving meanwhile is not late)."""
+        return self._reading_paused and not self._stopped
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -738,13 +748,15 @@ class _Connection(asyncio.Protocol):
         self._refuse(_Refused(status, message))
 
 
-def _framing(request: Request, close: bool, length: int) -> bytes:
-    """``Content-Length`` and, when it matters, ``Connection`` for a whole answer."""
+def _framing(request: Request, close: bool, length: int | None) -> bytes:
+    """``Content-Length`` (None: none, as for 204 and 304) and, when it matters,
+    ``Connection`` for a whole answer."""
+    out = b"" if length is None else b"content-length: %d\r\n" % length
     if close:
-        return b"content-length: %d\r\nconnection: close\r\n" % length
+        return out + b"connection: close\r\n"
     if request.version == "1.0":
-        return b"content-length: %d\r\nconnection: keep-alive\r\n" % length
-    return b"content-length: %d\r\n" % length
+        return out + b"connection: keep-alive\r\n"
+    return out
 
 
 def _parser_reason(exc: BaseException) -> str:
@@ -816,7 +828,11 @@ class HttpServer:
                     connection.close_if_idle()
                     continue
                 receiving = connection.receiving_since
-                if receiving is not None and now - receiving > self.request_timeout_s:
+                if (
+                    receiving is not None
+                    and now - receiving > self.request_timeout_s
+                    and not connection.reading_paused
+                ):
                     connection.timed_out(
                         408, f"The request did not arrive within {self.request_timeout_s:g} s."
                     )

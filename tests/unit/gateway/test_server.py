@@ -923,6 +923,46 @@ async def test_a_request_that_dribbles_in_is_408(serve: Serve) -> None:
     assert answer.status == 408
 
 
+async def test_a_request_held_back_by_a_full_pipeline_is_not_late(serve: Serve) -> None:
+    """Reading pauses while 16 requests queue behind a slow one; the request begun in the last
+    read is not read meanwhile, so its deadline must not run (a 408 would be the server's fault)."""
+    release = asyncio.Event()
+
+    async def slow_first(request: Request) -> Response:
+        if request.target == "/slow":
+            await release.wait()
+        return await echo(request)
+
+    served = await serve(slow_first, request_timeout_s=0.2)
+    async with asyncio.timeout(DEADLINE):
+        reader, writer = await served.connect()
+        queued = [request(target=f"/q/{n}") for n in range(17)]
+        writer.write(request(target="/slow") + b"".join(queued) + b"GET /last HTTP/1.1\r\n")
+        await asyncio.sleep(0.6)  # several sweeps while reading is paused
+        release.set()
+        writer.write(b"Host: t\r\n\r\n")
+        targets = [(await read_answer(reader)).headers["x-target"] for _ in range(19)]
+        assert targets == ["/slow", *(f"/q/{n}" for n in range(17)), "/last"]
+        writer.close()
+
+
+async def test_no_content_answers_carry_no_length(serve: Serve) -> None:
+    async def nothing(request: Request) -> Response:
+        return Response(204 if request.target == "/204" else 304)
+
+    served = await serve(nothing)
+    async with asyncio.timeout(DEADLINE):
+        reader, writer = await served.connect()
+        for target in ("/204", "/304"):
+            writer.write(request(target=target))
+            answer = await read_answer(reader)
+            assert "content-length" not in answer.headers
+            assert "transfer-encoding" not in answer.headers
+        writer.write(request(target="/204", version="1.0", headers=[("Connection", "keep-alive")]))
+        assert (await read_answer(reader)).headers["connection"] == "keep-alive"
+        writer.close()
+
+
 # --- shutdown -------------------------------------------------------------------------------
 
 
