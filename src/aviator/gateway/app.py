@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -43,7 +44,7 @@ from aviator.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from aviator.gateway.models import ModelDirectory
 from aviator.gateway.picking import InFlight, Picker
 from aviator.gateway.prefix import PrefixIndex
-from aviator.gateway.proxy import CLIENT_CLOSED, REQUEST_ID, Proxy, error_response
+from aviator.gateway.proxy import CLIENT_CLOSED, REQUEST_ID, Forwarded, Proxy, error_response
 from aviator.gateway.routing import (
     InFlightScorer,
     KvCacheScorer,
@@ -239,8 +240,7 @@ async def _proxy(gw: Gateway, request: Request, operation: str) -> Answer:
     model = ""
     code = 500
     admission: Admission | None = None
-    usage = None
-    cut = None
+    done: Forwarded | None = None
     try:
         try:
             principal = gw.authenticator.authenticate(headers)
@@ -293,8 +293,8 @@ async def _proxy(gw: Gateway, request: Request, operation: str) -> Answer:
         finally:
             gauge.dec()
             gw.flow.finished(model)
-        code, usage, cut = done.code, done.usage, done.cut
-        if cut is not None:
+        code = done.code
+        if done.cut is not None:
             gw.metrics.governance.refused("grant_ended")
         return done.response
     except openai.OpenAIError as err:
@@ -304,11 +304,30 @@ async def _proxy(gw: Gateway, request: Request, operation: str) -> Answer:
         code = CLIENT_CLOSED
         raise
     finally:
-        if admission is not None:
-            gw.governance.finish(admission, code=code, usage=usage, cut=cut)
-        gw.metrics.observe(
-            operation=operation, model=model, code=code, duration_s=time.perf_counter() - started
+        # Recorded once the answer is out: budgets, audit and metrics need not delay it.
+        request.after(
+            functools.partial(_finished, gw, admission, done, operation, model, code, started)
         )
+
+
+def _finished(
+    gw: Gateway,
+    admission: Admission | None,
+    done: Forwarded | None,
+    operation: str,
+    model: str,
+    code: int,
+    started: float,
+) -> None:
+    """A proxied request's bookkeeping, after its answer was sent: the usage it reported (read
+    out of a whole answer now), its budget settled and record written, its metrics."""
+    usage = done.settled() if done is not None else None
+    if admission is not None:
+        cut = done.cut if done is not None else None
+        gw.governance.finish(admission, code=code, usage=usage, cut=cut)
+    gw.metrics.observe(
+        operation=operation, model=model, code=code, duration_s=time.perf_counter() - started
+    )
 
 
 _REFUSALS = {403: "policy", 429: "budget", 503: "audit"}

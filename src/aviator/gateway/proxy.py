@@ -164,9 +164,22 @@ class Forwarded:
     replica broke off mid-stream, 403 if the request's grant ended while it was answered."""
     replica: str | None
     usage: Usage | None = None
-    """The usage the answer reported, if it was relayed completely and reported one."""
+    """The usage the answer reported, if it was relayed completely and reported one (see
+    ``settled`` for an answer sent whole)."""
     cut: str | None = None
     """Why the answer was cut off (its lease ended), or None."""
+    whole: tuple[AnswerMeter, bytes] | None = None
+    """An answer sent whole, whose metering (time to first byte, usage) waits until it has been
+    sent: ``settled`` does it."""
+
+    def settled(self) -> Usage | None:
+        """The usage the answer reported; meters a whole answer first (call it once, after the
+        answer was sent)."""
+        if self.whole is None:
+            return self.usage
+        meter, body = self.whole
+        meter.whole(body)
+        return meter.usage
 
 
 class Proxy:
@@ -346,12 +359,13 @@ class Proxy:
                         replica,
                         cut=why,
                     )
-                meter.whole(body)
+                # Metered once sent (``Forwarded.settled``): reading the usage out of the body
+                # need not delay it.
                 return Forwarded(
                     Response(upstream.status, body, headers=headers, reason=upstream.reason),
                     upstream.status,
                     replica,
-                    meter.usage,
+                    whole=(meter, body),
                 )
             return await self._stream(
                 request,

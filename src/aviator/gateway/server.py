@@ -149,6 +149,7 @@ class Request:
     """
 
     __slots__ = (
+        "_after",
         "_connection",
         "body",
         "headers",
@@ -189,6 +190,24 @@ class Request:
         """``time.perf_counter()`` when the request's first byte was parsed."""
         self.oversized = oversized
         self._connection = connection
+        self._after: list[Callable[[], object]] | None = None
+
+    def after(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once the answer has been sent (or given up: the client left, the
+        handler failed). For bookkeeping that need not delay the answer; it runs before the
+        connection's next request, and an exception in it is logged, not raised."""
+        if self._after is None:
+            self._after = [callback]
+        else:
+            self._after.append(callback)
+
+    def _run_after(self) -> None:
+        callbacks, self._after = self._after, None
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception:
+                log.exception("after %s %s", self.method, self.path)
 
     async def stream(
         self,
@@ -601,6 +620,8 @@ class _Connection(asyncio.Protocol):
             return
         finally:
             self._task = None  # (this coroutine only ever runs as the connection's task)
+            if request._after is not None:
+                request._run_after()
         if not request.keep_alive or self.closing:
             # The answer said "connection: close": nothing after it on this connection is served.
             self.closing = True

@@ -14,6 +14,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pytest
@@ -860,6 +861,49 @@ async def test_a_client_that_leaves_cancels_its_handler(serve: Serve) -> None:
         writer.close()
         await cancelled.wait()
         await until(lambda: not served.server.connections)
+
+
+async def test_after_callbacks_run_once_the_answer_is_out_whatever_became_of_it(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    written: list[bytes] = []
+    ran: list[tuple[str, int]] = []
+    """(path, answers written when its callback ran)"""
+    started = asyncio.Event()
+
+    async def noting(request: Request) -> Response:
+        connection = request._connection
+        assert connection is not None
+        transport: Any = connection.transport
+        if not getattr(transport, "noted", False):  # count what each connection writes
+            original = transport.write
+            transport.write = lambda data: (written.append(bytes(data)), original(data))
+            transport.noted = True
+        request.after(lambda: ran.append((request.path, len(written))))
+        if request.path == "/fails":
+            request.after(lambda: 1 / 0)  # logged, and the callbacks after it still run
+            request.after(lambda: ran.append(("/fails-2", len(written))))
+            raise ValueError("no")
+        if request.path == "/hangs":
+            started.set()
+            await asyncio.sleep(DEADLINE * 2)
+        return Response(200, b"ok")
+
+    served = await serve(noting)
+    async with asyncio.timeout(DEADLINE):
+        reader, writer = await served.connect()
+        writer.write(request(target="/ok") + request(target="/fails"))
+        assert (await read_answer(reader)).status == 200
+        assert (await read_answer(reader)).status == 500
+        _, leaving = await served.connect()
+        leaving.write(request(target="/hangs"))
+        await started.wait()
+        leaving.close()  # the client leaves: the handler is cancelled, the callback still runs
+        await until(lambda: len(ran) == 4)
+        writer.close()
+    # Each ran after its own answer was written (the 200, then the 500); /hangs wrote nothing.
+    assert ran == [("/ok", 1), ("/fails", 2), ("/fails-2", 2), ("/hangs", 2)]
+    assert any("ZeroDivisionError" in (r.exc_text or "") for r in caplog.records)
 
 
 async def test_a_handler_exception_is_a_500(serve: Serve) -> None:
