@@ -14,8 +14,10 @@ read whole before the handler runs, bounded by ``max_body_bytes`` (the handler i
 ``Request.oversized``, and the connection closes after its answer); ``Expect: 100-continue``;
 bounded request lines (``URL_MAX_BYTES``) and header blocks (``HEAD_MAX_BYTES``, ``HEADERS_MAX``);
 answers whole (``Response``, with ``Content-Length``) or streamed (``Request.stream``, chunked
-on HTTP/1.1) with back-pressure; ``HEAD``; a ``Date`` on every answer; an idle keep-alive timeout
-and a deadline for a request to arrive completely (a slow sender cannot hold a connection);
+on HTTP/1.1; a stream of announced length is held to it) with back-pressure, and a client that
+reads nothing for ``write_timeout_s`` is cut off; ``HEAD``; a ``Date`` on every answer; an idle
+keep-alive timeout and a deadline for a request to arrive completely (a slow sender cannot hold a
+connection);
 header injection refused (a CR or LF in a name or value is a bug, never sent). A client that goes
 away cancels its handler (so the proxy's upstream request is cancelled too). ``close(grace)``
 stops listening, closes idle connections, lets requests in flight finish within the grace, then
@@ -240,23 +242,41 @@ class Request:
 class ResponseStream:
     """The body of a streamed answer, written piece by piece with back-pressure."""
 
-    __slots__ = ("_chunked", "_connection", "_discard", "finished")
+    __slots__ = ("_chunked", "_connection", "_discard", "_remaining", "finished")
 
-    def __init__(self, connection: _Connection, *, chunked: bool, discard: bool = False) -> None:
+    def __init__(
+        self,
+        connection: _Connection,
+        *,
+        chunked: bool,
+        discard: bool = False,
+        length: int | None = None,
+    ) -> None:
         self._connection = connection
         self._chunked = chunked
         self._discard = discard  # the answer to a HEAD: headers only
+        self._remaining = length
+        """Bytes still owed when the head announced a ``Content-Length``."""
         self.finished = False
 
     async def write(self, data: bytes) -> None:
         """Send ``data`` (waits while the client reads slower than the answer comes). Raises
-        ``ConnectionError`` once the client has gone."""
+        ``ConnectionError`` once the client has gone, and ``ValueError`` (the connection
+        aborted) for more bytes than the announced length."""
         if not data or self._discard:
             return
         connection = self._connection
         transport = connection.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client connection is closed")
+        if self._remaining is not None:
+            if len(data) > self._remaining:
+                # More would read as the start of another answer: cut the connection instead.
+                connection.abort()
+                raise ValueError(
+                    f"{len(data)} bytes written with {self._remaining} left of the announced length"
+                )
+            self._remaining -= len(data)
         if self._chunked:
             transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         else:
@@ -265,9 +285,13 @@ class ResponseStream:
             await connection.drain()
 
     async def finish(self) -> None:
-        """End the body (the last chunk, when chunked)."""
+        """End the body (the last chunk, when chunked). A body shorter than its announced length
+        cannot be ended: the connection is aborted (``ValueError``), so the client sees it cut."""
         if self.finished:
             return
+        if self._remaining and not self._discard:
+            self._connection.abort()
+            raise ValueError(f"the answer ended {self._remaining} bytes short of its length")
         self.finished = True
         transport = self._connection.transport
         if transport is None or transport.is_closing():
@@ -697,15 +721,25 @@ class _Connection(asyncio.Protocol):
         self._streaming = True
         if self.writing_paused:
             await self.drain()
-        return ResponseStream(self, chunked=chunked, discard=request.method == "HEAD")
+        return ResponseStream(
+            self, chunked=chunked, discard=request.method == "HEAD", length=content_length
+        )
 
     async def drain(self) -> None:
-        """Wait until the transport's buffer has room again."""
+        """Wait until the transport's buffer has room again; a client that reads nothing for
+        the server's ``write_timeout_s`` is cut off (``ConnectionResetError``)."""
         if self.transport is None:
             raise ConnectionResetError("the client connection was lost")
         if self._waiter is None or self._waiter.done():
             self._waiter = self._server.loop.create_future()
-        await self._waiter
+        try:
+            async with asyncio.timeout(self._server.write_timeout_s):
+                await asyncio.shield(self._waiter)
+        except TimeoutError:
+            self.abort()
+            raise ConnectionResetError(
+                f"the client read nothing for {self._server.write_timeout_s:g} s"
+            ) from None
 
     def _refuse(self, refused: _Refused) -> None:
         """Answer a protocol error (if nothing is in flight) and close."""
@@ -796,15 +830,19 @@ class HttpServer:
         max_body_bytes: int,
         keepalive_s: float = 75.0,
         request_timeout_s: float = 60.0,
+        write_timeout_s: float = 60.0,
     ) -> None:
         """``errors`` shapes the server's own answers (protocol errors, an unhandled exception);
         ``keepalive_s``: idle connections are closed after it; ``request_timeout_s``: a request
-        must arrive completely within it once its first byte came (408 otherwise)."""
+        must arrive completely within it once its first byte came (408 otherwise);
+        ``write_timeout_s``: the longest an answer waits for a client that reads nothing (then
+        the connection is cut)."""
         self.handler = handler
         self.errors = errors
         self.max_body_bytes = max_body_bytes
         self.keepalive_s = keepalive_s
         self.request_timeout_s = request_timeout_s
+        self.write_timeout_s = write_timeout_s
         self.connections: set[_Connection] = set()
         self.dates = _Dates()
         self._server: asyncio.Server | None = None

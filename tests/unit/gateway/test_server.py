@@ -75,6 +75,7 @@ async def start_server(
     max_body_bytes: int = 1024,
     keepalive_s: float = 75.0,
     request_timeout_s: float = 60.0,
+    write_timeout_s: float = 60.0,
 ) -> Served:
     recorded: list[tuple[int, str, Request | None]] = []
 
@@ -92,6 +93,7 @@ async def start_server(
         max_body_bytes=max_body_bytes,
         keepalive_s=keepalive_s,
         request_timeout_s=request_timeout_s,
+        write_timeout_s=write_timeout_s,
     )
     await server.start("127.0.0.1", 0)
     return Served(server, server.sockets[0].getsockname()[1], recorded)
@@ -836,6 +838,60 @@ async def test_a_client_that_does_not_read_holds_the_writer(serve: Serve) -> Non
         assert len(answer.body) == total
         await done.wait()
         writer.close()
+
+
+async def test_a_client_that_reads_nothing_for_the_write_timeout_is_cut_off(
+    serve: Serve,
+) -> None:
+    piece = b"x" * 256 * 1024
+    failed: list[BaseException] = []
+
+    async def firehose(request: Request) -> ResponseStream:
+        stream = await request.stream(200, [])
+        try:
+            for _ in range(128):  # 32 MiB: more than socket buffers hold
+                await stream.write(piece)
+        except ConnectionError as exc:
+            failed.append(exc)
+            raise
+        await stream.finish()
+        return stream
+
+    served = await serve(firehose, write_timeout_s=0.3)
+    async with asyncio.timeout(DEADLINE):
+        _, writer = await served.connect()
+        writer.write(request())
+        await until(lambda: bool(failed))  # the client never reads
+        assert "read nothing" in str(failed[0])
+        await until(lambda: not served.server.connections)
+        writer.close()
+
+
+async def test_a_stream_must_keep_to_its_announced_length(serve: Serve) -> None:
+    errors: list[str] = []
+
+    async def liar(request: Request) -> ResponseStream:
+        stream = await request.stream(200, [], content_length=10)
+        try:
+            await stream.write(b"12345")
+            if request.path == "/long":
+                await stream.write(b"123456")  # one byte too many
+            await stream.finish()  # five bytes short, on /short
+        except ValueError as exc:
+            errors.append(str(exc))
+        return stream
+
+    served = await serve(liar)
+    for target in ("/long", "/short"):
+        async with asyncio.timeout(DEADLINE):
+            reader, writer = await served.connect()
+            writer.write(request(target=target))
+            with pytest.raises((asyncio.IncompleteReadError, ConnectionResetError)):
+                await read_answer(reader)  # cut off, never a complete-looking answer
+            writer.close()
+    assert len(errors) == 2
+    assert "6 bytes written with 5 left" in errors[0]
+    assert "5 bytes short" in errors[1]
 
 
 # --- cancellation and failures --------------------------------------------------------------
