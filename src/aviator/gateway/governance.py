@@ -27,6 +27,7 @@ read credentials, or log anything that identifies a request's content.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -199,6 +200,7 @@ class Governance:
         self._audit_settings = replace(audit_settings or AuditSettings(), full_timeout_s=0.0)
         self.audit: Sink | None = None
         self._audit_process = audit_process
+        self._opening: asyncio.Task[None] | None = None
         self._clock = clock
         self.recorder = recorder
         self._log = logger or logging.getLogger("aviator.gateway.governance")
@@ -214,25 +216,40 @@ class Governance:
     # -- lifespan ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the audit log: start its writer process (``audit_process``), or open it here
-        (off the event loop: opening touches the disk)."""
-        if self.audit_path is not None and self.audit is None:
-            if self._audit_process:
-                self.audit = await AuditSink.start(self.audit_path, settings=self._audit_settings)
-            else:
-                self.audit = await LocalSink.start(
-                    self.audit_path, settings=self._audit_settings
-                )
+        """Open the audit log: start its writer process (``audit_process``; in the background,
+        so that the gateway's start does not wait for it: until it runs, ``synced`` is False and
+        governed requests are refused with 503), or open it here (off the event loop)."""
+        if self.audit_path is None or self.audit is not None or self._opening is not None:
+            return
+        if self._audit_process:
+            self._opening = asyncio.create_task(self._open_sink(self.audit_path))
+        else:
+            self.audit = await LocalSink.start(self.audit_path, settings=self._audit_settings)
+
+    async def _open_sink(self, path: Path) -> None:
+        try:
+            self.audit = await AuditSink.start(path, settings=self._audit_settings)
+        except (OSError, AuditUnavailable) as exc:
+            # Fail closed: nothing governed is served unrecorded.
+            self._log.error(
+                "the audit log %s cannot be written (%s): requests are refused with 503", path, exc
+            )
 
     async def aclose(self) -> None:
         """Write every acknowledged record and close the log."""
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            await opening
         audit, self.audit = self.audit, None
         if audit is not None:
             await audit.aclose()
 
     @property
     def synced(self) -> bool:
-        return self.view is None or self.view.synced.is_set()
+        """The policies are known, and the audit log (if any) is open."""
+        return (self.view is None or self.view.synced.is_set()) and (
+            self.audit_path is None or self.audit is not None
+        )
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -448,9 +465,13 @@ class Governance:
         return "; ".join(states)
 
     def _audit_ready(self) -> None:
-        """Refuse (503) a request whose record the log could not take when it ends."""
+        """Refuse (503) a request whose record the log could not take when it ends (also while
+        the log is not open yet, or could not be)."""
         audit = self.audit
-        if audit is not None and audit.pending >= self._audit_settings.queue_bound:
+        if audit is None:
+            if self.audit_path is not None:
+                raise openai.audit_unavailable()
+        elif audit.pending >= self._audit_settings.queue_bound:
             raise openai.audit_unavailable()
 
     def _refuse(
@@ -509,6 +530,8 @@ class Governance:
         """Record a refusal before it is answered: 503 when the log cannot take it."""
         audit = self.audit
         if audit is None:
+            if self.audit_path is not None:  # not open (yet): nothing is answered unrecorded
+                raise openai.audit_unavailable()
             return
         try:
             audit.append(record)

@@ -208,6 +208,7 @@ async def world(tmp_path: Path, upstreams: Start) -> AsyncIterator[World]:
     try:
         await until(lambda: view.synced.is_set() and view.agent("team", "other") is not None)
         await until(lambda: "bot" in view.compiled.policy_names)
+        await until(lambda: gateway.governance.synced)  # the audit writer runs too
         yield w
     finally:
         await client.close()
@@ -451,3 +452,34 @@ async def test_health_waits_for_the_policies_too() -> None:
         async with client.get("/health") as resp:
             assert resp.status == 503
         assert sample(await (await client.get("/metrics")).text(), "aviator_gateway_insecure") == 0
+
+
+async def test_an_audit_log_that_cannot_be_written_keeps_the_gateway_closed(
+    tmp_path: Path, upstreams: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fail closed: until the audit writer runs (here: never, the path is a directory) the gateway
+    is not healthy and answers every request, the admin's too, with 503 rather than unrecorded."""
+    up = await upstreams("a")
+    table = EndpointTable()
+    table.apply("ADDED", replica("a", url=up.url))
+    (tmp_path / "audit.db").mkdir()
+    governance = Governance(view=PolicyView(source=NoObjects()), audit_path=tmp_path / "audit.db")
+    gateway = Gateway(
+        settings=GatewaySettings(metrics_interval_s=0),
+        table=table,
+        feed=StaticFeed(),
+        authenticator=Credentials(admin_token=ADMIN_TOKEN),
+        governance=governance,
+    )
+    async with GatewayClient(gateway) as client:
+        await until(lambda: any("cannot be written" in r.getMessage() for r in caplog.records))
+        assert governance.view is not None and governance.view.synced.is_set()
+        async with client.get("/health") as resp:
+            assert resp.status == 503
+        async with client.post(
+            "/v1/chat/completions",
+            data=orjson.dumps(BODY),
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as resp:
+            assert resp.status == 503
+    assert up.hits == []
