@@ -337,6 +337,18 @@ class _Dates:
         return self._value
 
 
+def _status_line(version: str, status: int, reason: str | None) -> str:
+    return f"HTTP/{version} {status} {reason or _REASONS.get(status, 'Unknown')}\r\n"
+
+
+_STATUS_LINES: Final = {
+    (version, status): _status_line(version, status, None)
+    for version in ("1.1", "1.0")
+    for status in _REASONS
+}
+"""The status lines with the standard reasons (checked once, here)."""
+
+
 def _head(
     version: str,
     status: int,
@@ -347,7 +359,10 @@ def _head(
 ) -> bytes:
     """The status line and header block; refuses CR or LF inside the reason, a name or a value."""
     count = 1
-    block = f"HTTP/{version} {status} {reason or _REASONS.get(status, 'Unknown')}\r\n"
+    if reason is None:
+        block = _STATUS_LINES.get((version, status)) or _status_line(version, status, None)
+    else:
+        block = _status_line(version, status, reason)
     for name, value in headers:
         block += f"{name}: {value}\r\n"
         count += 1
