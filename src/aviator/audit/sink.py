@@ -356,6 +356,12 @@ class AuditSink:
             await self._reader
         if code != 0:
             log.error("the audit writer of %s exited with status %s", self.path, code)
+        if self._waiting:  # acknowledged while no writer ran, and never sent
+            log.error(
+                "%d acknowledged audit record(s) were not written to %s: no writer was running",
+                self._waiting,
+                self.path,
+            )
 
     # -- sending ---------------------------------------------------------------------------------
 
