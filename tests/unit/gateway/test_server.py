@@ -897,19 +897,27 @@ async def test_a_stream_must_keep_to_its_announced_length(serve: Serve) -> None:
 # --- cancellation and failures --------------------------------------------------------------
 
 
-async def test_a_client_that_leaves_cancels_its_handler(serve: Serve) -> None:
-    started, cancelled = asyncio.Event(), asyncio.Event()
+@dataclass
+class Hanging:
+    """A handler that answers nothing until it is cancelled, and says when each happened."""
 
-    async def slow(request: Request) -> Response:
-        started.set()
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, request: Request) -> Response:
+        self.started.set()
         try:
             await asyncio.sleep(DEADLINE * 2)
         except asyncio.CancelledError:
-            cancelled.set()
+            self.cancelled.set()
             raise
         return Response(200)
 
-    served = await serve(slow)
+
+async def test_a_client_that_leaves_cancels_its_handler(serve: Serve) -> None:
+    hanging = Hanging()
+    started, cancelled = hanging.started, hanging.cancelled
+    served = await serve(hanging)
     async with asyncio.timeout(DEADLINE):
         _, writer = await served.connect()
         writer.write(request())
@@ -1097,18 +1105,9 @@ async def test_close_lets_requests_in_flight_finish(serve: Serve) -> None:
 
 
 async def test_close_cuts_off_what_outlasts_the_grace(serve: Serve) -> None:
-    started, cancelled = asyncio.Event(), asyncio.Event()
-
-    async def stuck(request: Request) -> Response:
-        started.set()
-        try:
-            await asyncio.sleep(DEADLINE * 2)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return Response(200)
-
-    served = await serve(stuck)
+    hanging = Hanging()
+    started, cancelled = hanging.started, hanging.cancelled
+    served = await serve(hanging)
     async with asyncio.timeout(DEADLINE):
         reader, writer = await served.connect()
         writer.write(request())
