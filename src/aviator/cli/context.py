@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aviator.api.errors import AviatorError
-from aviator.client import Client
 from aviator.plane.datadir import DataDir
+
+if TYPE_CHECKING:
+    from aviator.client import Client
 
 DEFAULT_DATA_DIR = Path(os.environ.get("AVIATOR_DATA_DIR", ".aviator"))
 
@@ -52,4 +55,6 @@ class CliContext:
             raise NotConfigured(f"no admin token at {path}; pass --token or --data-dir") from None
 
     def client(self, *, timeout: float = 10.0) -> Client:
+        from aviator.client import Client  # not at the top: the root callback of every command
+
         return Client(self.api_url(), token=self.api_token(), timeout=timeout)
