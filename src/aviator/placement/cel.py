@@ -93,12 +93,16 @@ import logging
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
-
-import cel
+from typing import TYPE_CHECKING, Any, Final
 
 from aviator.api.errors import AviatorError, FieldError
 from aviator.placement.quantity import NANO, Quantity, QuantityError, parse_quantity
+
+if TYPE_CHECKING:
+    # The binding is imported where an expression is first compiled or evaluated: importing it
+    # takes ~0.4 s (its package imports its interactive shell, prompt_toolkit and all), which
+    # every plane start and CLI command would pay for selectors most of them never see.
+    import cel
 
 __all__ = [
     "MAX_EXPRESSION_BYTES",
@@ -593,6 +597,8 @@ class SelectorContext(Mapping[str, Any]):
     def _context(
         self, attributes: dict[str, dict[str, Any]], capacity: dict[str, dict[str, Any]]
     ) -> cel.Context:
+        import cel
+
         activation = {
             "driver": self.driver,
             "attributes": attributes,
@@ -1027,6 +1033,8 @@ def _compile(expression: str) -> CompiledSelector:
             f"expression is {size} bytes long; may not be more than {MAX_EXPRESSION_BYTES} bytes",
             expression=expression,
         )
+    import cel
+
     try:
         program = cel.compile(expression)
     except Exception as exc:  # the binding raises ValueError for syntax errors
@@ -1076,6 +1084,8 @@ def _check_literals(tokens: list[_Token], expression: str) -> None:
         closed = _is(tokens, i + 3, ")")
         problem: str | None = None
         if tok.text == "matches" and closed:
+            import cel
+
             try:
                 cel.evaluate(f"''.matches({arg.text})")
             except Exception as exc:

@@ -56,8 +56,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aviator.api.devices import plain_attribute
-
 __all__ = [
     "BLOCK_SIZE",
     "DEFAULT_CONTEXT_TOKENS",
@@ -523,6 +521,10 @@ def profile_for(product_name: str) -> DeviceProfile | None:
 
 def profile_for_device(driver: str, attributes: Mapping[str, Any]) -> DeviceProfile | None:
     """The profile of one DRA device, from the attributes its driver names products with."""
+    # Here, not at the top: the simulator imports this module for its device profiles, and the
+    # device models bring pydantic (~0.3 s of the start of every engine with a profile).
+    from aviator.api.devices import plain_attribute
+
     for name in PRODUCT_ATTRIBUTES.get(driver, ("productName",)):
         value = plain_attribute(driver, attributes, name)
         if isinstance(value, str) and (profile := profile_for(value)) is not None:

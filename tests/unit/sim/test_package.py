@@ -45,3 +45,13 @@ def test_the_constant_latency_simulator_does_not_import_the_profiles() -> None:
         "assert 'aviator.placement.profiles' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_device_profile_run_does_not_import_pydantic() -> None:
+    # The profiles are plain tables: an engine started with --device-profile skips pydantic too.
+    code = (
+        "import sys; from aviator.sim import SimOptions; from aviator.sim.server import SimServer; "
+        "SimServer(SimOptions(model='m', device_profile='h100-sxm-80gb')); "
+        "assert 'pydantic' not in sys.modules, sorted(m for m in sys.modules if 'aviator' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
