@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import re
@@ -180,6 +181,42 @@ def load_identity_config(path: Path) -> IdentitySettings:
     if problems:
         raise _ConfigError("\n".join(problems))
     return parsed.apply(IdentitySettings())
+
+
+_SERVER_STACK = (
+    "aviator.api.agent",
+    "aviator.cache",
+    "aviator.client",
+    "aviator.gateway.app",
+    "aviator.gateway.auth",
+    "aviator.gateway.discovery",
+    "aviator.gateway.endpoints",
+    "aviator.gateway.governance",
+    "aviator.gateway.models",
+    "aviator.governance.view",
+    "aviator.identity",
+    "aviator.identity.sources",
+    "aviator.identity.verify",
+    "prometheus_client",
+)
+"""What ``_run`` imports to serve with ``--discovery control-api``."""
+
+
+def _control_url_from_stdin(given: str | None) -> str:
+    """The Control API URL, from the first line of stdin (``--control-url-from-stdin``).
+
+    ``aviator up`` starts its gateway this way before its own Control API listens, and writes
+    the URL once it does: the server stack, most of the gateway's start, is imported first, so
+    that the two processes start side by side.
+    """
+    if given is not None:
+        raise _ConfigError("--control-url: not with --control-url-from-stdin")
+    for module in _SERVER_STACK:
+        importlib.import_module(module)
+    url = sys.stdin.readline().strip()
+    if not url:
+        raise _ConfigError("--control-url-from-stdin: stdin ended before a URL")
+    return url
 
 
 PARENT_CHECK_S = 0.5
@@ -516,6 +553,13 @@ def gateway(
         help="Stop when the process that started the gateway exits (aviator up uses this).",
         hidden=True,
     ),
+    control_url_from_stdin: bool = typer.Option(
+        False,
+        "--control-url-from-stdin",
+        help="Import the server stack, then read the Control API URL from stdin's first line "
+        "(aviator up starts its gateway this way, before its Control API listens).",
+        hidden=True,
+    ),
     workers: int = typer.Option(
         1,
         "--workers",
@@ -570,6 +614,8 @@ def gateway(
     cli: CliContext | None = ctx.obj if isinstance(ctx.obj, CliContext) else None
     try:
         api_keys = _api_keys(api_key_file)
+        if control_url_from_stdin:
+            control_url = _control_url_from_stdin(control_url)
         home = _home(
             cli,
             discovery=discovery,

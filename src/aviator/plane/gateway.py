@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
-
 from aviator.runtime.processes import read_cmdline
 
 log = logging.getLogger("aviator.plane.gateway")
@@ -28,7 +26,7 @@ class GatewayProcess:
         *,
         host: str,
         port: int,
-        control_url: str,
+        control_url: str | None,
         token_file: Path,
         audit_file: Path,
         log_file: Path,
@@ -44,20 +42,15 @@ class GatewayProcess:
         token ``token_file``, which the gateway also watches with); every decision goes to the
         audit log ``audit_file``, which the plane writes too. ``identity_config``: the plane's
         own identity configuration file, so that the gateway accepts the same issuers' tokens in
-        the same trust domain (read again by every gateway start)."""
+        the same trust domain (read again by every gateway start).
+
+        ``control_url`` None: the Control API does not listen yet. The gateway is started anyway
+        (``--control-url-from-stdin``) and imports its server stack, most of its start, while
+        the plane starts; ``set_control_url`` hands it the URL, and only then does it begin."""
         self.host = host
         self.port = port
-        self._argv = [
-            sys.executable,
-            "-m",
-            "aviator",
-            "gateway",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--control-url",
-            control_url,
+        self._control_url = control_url
+        self._options = [
             "--token-file",
             str(token_file),
             "--audit-file",
@@ -66,9 +59,9 @@ class GatewayProcess:
             "--exit-with-parent",
         ]
         if workers > 1:
-            self._argv += ["--workers", str(workers)]
+            self._options += ["--workers", str(workers)]
         if identity_config is not None:
-            self._argv += ["--identity-config", str(identity_config)]
+            self._options += ["--identity-config", str(identity_config)]
         self._log_file = log_file
         self._record = record
         self._stop_grace_s = stop_grace_s
@@ -78,6 +71,22 @@ class GatewayProcess:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.restarts = 0
+
+    def _argv(self) -> list[str]:
+        url = self._control_url
+        control = ["--control-url-from-stdin"] if url is None else ["--control-url", url]
+        return [
+            sys.executable,
+            "-m",
+            "aviator",
+            "gateway",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            *control,
+            *self._options,
+        ]
 
     @property
     def url(self) -> str:
@@ -92,8 +101,23 @@ class GatewayProcess:
         await self._spawn()
         self._task = asyncio.create_task(self._supervise(), name="gateway supervisor")
 
+    async def set_control_url(self, url: str) -> None:
+        """Give the URL of the Control API, now listening, to a gateway started without it (and
+        to every restart from here on)."""
+        self._control_url = url
+        process = self._process
+        if process is None or process.stdin is None:
+            return
+        # A gateway that died meanwhile is restarted by the supervisor, with the URL.
+        with contextlib.suppress(ConnectionError):
+            process.stdin.write(f"{url}\n".encode())
+            await process.stdin.drain()
+        process.stdin.close()
+
     async def wait_ready(self, *, timeout: float) -> None:
         """Poll the gateway's /health until it answers 200 (discovery synced) or time runs out."""
+        import aiohttp  # here, not at the top: the plane starts the gateway before importing it
+
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
             while time.monotonic() < deadline:
@@ -108,16 +132,18 @@ class GatewayProcess:
 
     async def _spawn(self) -> None:
         self._log_file.parent.mkdir(parents=True, exist_ok=True)
+        argv = self._argv()
+        waiting = self._control_url is None
         with self._log_file.open("ab") as out:
             self._process = await asyncio.create_subprocess_exec(
-                *self._argv,
-                stdin=asyncio.subprocess.DEVNULL,
+                *argv,
+                stdin=asyncio.subprocess.PIPE if waiting else asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        write_record(self._record, pid=self._process.pid, argv=self._argv)
+        write_record(self._record, pid=self._process.pid, argv=argv)
         log.info("gateway started (pid %d) on %s", self._process.pid, self.url)
 
     async def _supervise(self) -> None:

@@ -1,7 +1,9 @@
 """``Plane``: everything ``aviator up`` runs, started and stopped in one well-defined order.
 
-Start: data directory and lock → store → audit log → runtime (adopting processes a previous plane
-left) → controllers (informers synced) → policy view (synced) → Control API → gateway. Stop runs
+Start: data directory and lock → gateway process (started first, it imports meanwhile and waits
+for the Control API's URL) → store → audit log → runtime (adopting processes a previous plane
+left) → controllers (informers synced) → policy view (synced) → Control API → the gateway gets
+the URL and starts watching through it; the plane is up once the gateway is healthy. Stop runs
 the reverse: the gateway, the Control API (no write is acknowledged, and no decision made, after
 that), the policy view, the audit log (every acknowledged record written), the controllers, every
 engine process, and the store last, so nothing acknowledged is lost.
@@ -17,31 +19,29 @@ import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
-
-from aiohttp import web
+from typing import IO, TYPE_CHECKING, Any
 
 from aviator.api import admission, errors, kinds
 from aviator.api.meta import format_time, now_utc
 from aviator.api.replica import Replica
 from aviator.audit.log import AuditLog, default_path
-from aviator.controlapi.app import build_app
-from aviator.controlapi.governance import Governance, control_api_verifier
-from aviator.controlapi.identity import IdentityApi
-from aviator.controllers.manager import Manager
-from aviator.governance.view import PolicyView
-from aviator.identity.keys import KeyRing
-from aviator.identity.sources import TrustedIssuers
-from aviator.placement.deviceclasses import builtin_device_classes
-from aviator.placement.validation import selector_errors
 from aviator.plane.datadir import DataDir, read_secret
 from aviator.plane.gateway import GatewayProcess
-from aviator.policy import validation as policy_validation
-from aviator.runtime.discovery import discover_local_node
-from aviator.runtime.local import LocalRuntime
 from aviator.runtime.processes import free_port
 from aviator.settings import Settings
-from aviator.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from aviator.controllers.manager import Manager
+    from aviator.governance.view import PolicyView
+    from aviator.identity.sources import TrustedIssuers
+    from aviator.runtime.local import LocalRuntime
+    from aviator.store.sqlite import SqliteStore
+
+# The rest of the plane (store, controllers, Control API, identity, policy, aiohttp: most of a
+# second of imports) is imported by ``start`` once the gateway process is started: the gateway
+# spends most of its own start importing, and does that meanwhile, on the other core.
 
 log = logging.getLogger("aviator.plane")
 
@@ -102,6 +102,36 @@ class Plane:
         self._lock = self.data_dir.acquire()
         settings = self.settings
         identity = settings.identity
+        if self._run_gateway:
+            # First: it imports while the plane starts, and waits for the Control API's URL.
+            gw = settings.gateway
+            self._gateway = GatewayProcess(
+                host=gw.host,
+                port=gw.port or free_port(gw.host),
+                control_url=None,
+                token_file=self.data_dir.admin_token,
+                audit_file=self.audit_path,
+                log_file=self.data_dir.logs / "gateway.log",
+                record=self.data_dir.gateway_record,
+                stop_grace_s=settings.runtime.stop_grace_s,
+                identity_config=self._identity_config,
+            )
+            await self._gateway.start()
+
+        from aiohttp import web
+
+        from aviator.controlapi.app import build_app
+        from aviator.controlapi.governance import Governance, control_api_verifier
+        from aviator.controlapi.identity import IdentityApi
+        from aviator.controllers.manager import Manager
+        from aviator.governance.view import PolicyView
+        from aviator.identity.keys import KeyRing
+        from aviator.identity.sources import TrustedIssuers
+        from aviator.placement.validation import selector_errors
+        from aviator.policy import validation as policy_validation
+        from aviator.runtime.local import LocalRuntime
+        from aviator.store.sqlite import SqliteStore
+
         # Retired keys stay published for the longest token lifetime plus the verifiers' leeway.
         self.keyring = KeyRing.load_or_create(
             self.data_dir.root / "keys",
@@ -165,24 +195,12 @@ class Plane:
         self.settings = replace(settings, api=replace(api, port=api_port))
 
         gateway_url = None
-        if self._run_gateway:
-            gw = settings.gateway
-            gw_port = gw.port or free_port(gw.host)
-            self._gateway = GatewayProcess(
-                host=gw.host,
-                port=gw_port,
-                control_url=api_url,
-                token_file=self.data_dir.admin_token,
-                audit_file=self.audit_path,
-                log_file=self.data_dir.logs / "gateway.log",
-                record=self.data_dir.gateway_record,
-                stop_grace_s=settings.runtime.stop_grace_s,
-                identity_config=self._identity_config,
-            )
-            await self._gateway.start()
+        if self._gateway is not None:
+            await self._gateway.set_control_url(api_url)
             await self._gateway.wait_ready(timeout=30.0)
             gateway_url = self._gateway.url
-            self.settings = replace(self.settings, gateway=replace(gw, port=gw_port))
+            gw = self.settings.gateway
+            self.settings = replace(self.settings, gateway=replace(gw, port=self._gateway.port))
 
         self.endpoints = Endpoints(api_url=api_url, gateway_url=gateway_url)
         self.data_dir.write_info(
@@ -204,6 +222,9 @@ class Plane:
 
     async def _install_fleet(self) -> None:
         """Create missing built-in device classes; upsert the inventory (or the discovered node)."""
+        from aviator.placement.deviceclasses import builtin_device_classes
+        from aviator.runtime.discovery import discover_local_node
+
         store = self.store
         for obj in builtin_device_classes():
             with contextlib.suppress(errors.AlreadyExists):
