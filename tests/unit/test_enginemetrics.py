@@ -22,7 +22,9 @@ vllm:prompt_tokens_total{model_name="m"} 12345.0
 
 
 def test_vllm_sums_queues_and_averages_kv_usage_across_label_sets() -> None:
-    assert parse_load(VLLM) == EngineLoad(running=5.0, waiting=5.0, kv_cache_usage=pytest.approx(0.6))
+    assert parse_load(VLLM) == EngineLoad(
+        running=5.0, waiting=5.0, kv_cache_usage=pytest.approx(0.6)
+    )
 
 
 def test_sglang_names() -> None:
@@ -50,7 +52,7 @@ def test_label_values_with_spaces_and_braces_do_not_confuse_the_value() -> None:
         "vllm:num_requests_running 3\n",  # no waiting gauge: not something we can read
         "vllm:num_requests_waiting NaN\n",
         "vllm:num_requests_waiting -1\n",
-        "vllm:num_requests_waiting{x=\"y\"}\n",
+        'vllm:num_requests_waiting{x="y"}\n',
         "vllm:num_requests_waiting abc\n",
     ],
 )

@@ -82,7 +82,9 @@ class LogReader:
         self.offset += len(data)
         parts = (self.pending + data).split(b"\n")
         self.pending = parts.pop()
-        return [self.prefix + p.decode("utf-8", errors="replace") for p in parts], self.offset < size
+        return [
+            self.prefix + p.decode("utf-8", errors="replace") for p in parts
+        ], self.offset < size
 
     def flush(self) -> list[str]:
         """The held-back last line, if the file does not end with a newline."""

@@ -43,7 +43,13 @@ __all__ = [
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 """What a directory source contributes (non-recursive, sorted by name, like ``kubectl -f DIR``)."""
 
-SERVER_MANAGED_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp")
+SERVER_MANAGED_METADATA = (
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
 """Metadata the store owns; stripped from documents so ``get -o yaml | apply -f -`` round-trips."""
 
 KEPT_FROM_CURRENT = ("finalizers", "ownerReferences")
@@ -142,9 +148,11 @@ def _describe_yaml_error(exc: yaml.MarkedYAMLError) -> str:
 def _check(data: Any, *, source: str, index: int, line: int, item: int | None) -> Document:
     where = _where(source, index=index, line=line, item=item)
     if not isinstance(data, dict):
-        raise ManifestError([
-            f"{where}: expected a mapping with apiVersion, kind and metadata, got {type(data).__name__}"
-        ])
+        raise ManifestError(
+            [
+                f"{where}: expected a mapping with apiVersion, kind and metadata, got {type(data).__name__}"
+            ]
+        )
     missing = [key for key in ("apiVersion", "kind") if not data.get(key)]
     metadata = data.get("metadata")
     if not isinstance(metadata, dict) or not metadata.get("name"):
@@ -157,9 +165,11 @@ def _check(data: Any, *, source: str, index: int, line: int, item: int | None) -
         known = ", ".join(sorted(KINDS))
         raise ManifestError([f"{where}: unknown kind {kind_name!r}; known kinds: {known}"])
     if data["apiVersion"] != info.api_version:
-        raise ManifestError([
-            f"{where}: {info.kind} is served as apiVersion {info.api_version}, not {data['apiVersion']!r}"
-        ])
+        raise ManifestError(
+            [
+                f"{where}: {info.kind} is served as apiVersion {info.api_version}, not {data['apiVersion']!r}"
+            ]
+        )
     return Document(kind=info, body=data, source=source, index=index, line=line, item=item)
 
 
@@ -167,7 +177,11 @@ def _documents_of(data: Any, *, source: str, index: int, line: int) -> list[Docu
     if isinstance(data, dict) and data.get("kind") == "List" and data.get("apiVersion") == "v1":
         items = data.get("items")
         if not isinstance(items, list):
-            raise ManifestError([f"{_where(source, index=index, line=line, item=None)}: a List needs an `items` list"])
+            raise ManifestError(
+                [
+                    f"{_where(source, index=index, line=line, item=None)}: a List needs an `items` list"
+                ]
+            )
         return [
             _check(entry, source=source, index=index, line=line, item=i)
             for i, entry in enumerate(items, start=1)
@@ -184,7 +198,9 @@ def parse_text(text: str, *, source: str, is_json: bool = False) -> list[Documen
         try:
             raw: list[tuple[int, Any]] = [(0, json.loads(text))] if text.strip() else []
         except json.JSONDecodeError as exc:
-            raise ManifestError([f"{source}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}"]) from None
+            raise ManifestError(
+                [f"{source}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}"]
+            ) from None
     else:
         raw = list(_yaml_documents(text, source=source))
     docs: list[Document] = []
@@ -205,9 +221,15 @@ def _files_of(path: Path) -> list[Path]:
     if not path.exists():
         raise ManifestError([f"the path {str(path)!r} does not exist"])
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES)
+        found = sorted(
+            p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES
+        )
         if not found:
-            raise ManifestError([f"no manifests ({', '.join('*' + s for s in MANIFEST_SUFFIXES)}) in directory {path}"])
+            raise ManifestError(
+                [
+                    f"no manifests ({', '.join('*' + s for s in MANIFEST_SUFFIXES)}) in directory {path}"
+                ]
+            )
         return found
     return [path]
 
@@ -235,13 +257,17 @@ def load(sources: Sequence[Path | str], *, stdin: TextIO | None = None) -> list[
                     text = path.read_text(encoding="utf-8")
                 except (OSError, UnicodeDecodeError) as exc:
                     raise ManifestError([f"cannot read {path}: {exc}"]) from None
-                docs.extend(parse_text(text, source=str(path), is_json=path.suffix.lower() == ".json"))
+                docs.extend(
+                    parse_text(text, source=str(path), is_json=path.suffix.lower() == ".json")
+                )
         except ManifestError as exc:
             problems.extend(exc.problems)
     if problems:
         raise ManifestError(problems)
     if not docs:
-        raise ManifestError([f"no objects found in {', '.join(str(s) for s in sources) or 'no sources'}"])
+        raise ManifestError(
+            [f"no objects found in {', '.join(str(s) for s in sources) or 'no sources'}"]
+        )
     return docs
 
 
@@ -296,7 +322,9 @@ class ApplyResults:
         return sum(1 for o in self.outcomes if not o.ok)
 
 
-def _unchanged(desired: dict[str, Any], current: dict[str, Any], *, user_meta: dict[str, Any]) -> bool:
+def _unchanged(
+    desired: dict[str, Any], current: dict[str, Any], *, user_meta: dict[str, Any]
+) -> bool:
     if desired.get("spec") != current.get("spec"):
         return False
     want, have = desired.get("metadata", {}), current.get("metadata", {})
@@ -304,7 +332,9 @@ def _unchanged(desired: dict[str, Any], current: dict[str, Any], *, user_meta: d
         if (want.get(key) or {}) != (have.get(key) or {}):
             return False
     return all(
-        (want.get(key) or []) == (have.get(key) or []) for key in KEPT_FROM_CURRENT if key in user_meta
+        (want.get(key) or []) == (have.get(key) or [])
+        for key in KEPT_FROM_CURRENT
+        if key in user_meta
     )
 
 
@@ -318,7 +348,9 @@ async def apply_one(client: Client, doc: Document, *, default_namespace: str) ->
     namespace = resolve_namespace(doc, default_namespace)
     body = desired_object(doc, namespace)
     try:
-        normalized: dict[str, Any] | None = admission.admit(body, kind=doc.kind, namespace=namespace)
+        normalized: dict[str, Any] | None = admission.admit(
+            body, kind=doc.kind, namespace=namespace
+        )
     except errors.ApiError:
         normalized = None  # let the server say what is wrong (local validation was switched off)
     try:
@@ -334,11 +366,16 @@ async def apply_one(client: Client, doc: Document, *, default_namespace: str) ->
                 continue  # deleted since our create: create again
             current_meta = current.get("metadata", {})
             if current_meta.get("deletionTimestamp"):
-                return ApplyOutcome(doc, error=(
-                    f"error: {doc.ref} ({doc.where}) is being deleted; wait until it is gone "
-                    f"(aviator wait --for delete {doc.kind.singular}/{doc.name}) and apply again"
-                ))
-            if normalized is not None and _unchanged(normalized, current, user_meta=doc.body["metadata"]):
+                return ApplyOutcome(
+                    doc,
+                    error=(
+                        f"error: {doc.ref} ({doc.where}) is being deleted; wait until it is gone "
+                        f"(aviator wait --for delete {doc.kind.singular}/{doc.name}) and apply again"
+                    ),
+                )
+            if normalized is not None and _unchanged(
+                normalized, current, user_meta=doc.body["metadata"]
+            ):
                 return ApplyOutcome(doc, action="unchanged")
             update = copy.deepcopy(body)
             meta = update["metadata"]
@@ -355,7 +392,9 @@ async def apply_one(client: Client, doc: Document, *, default_namespace: str) ->
             f"{doc.ref} kept changing while it was being applied ({CONFLICT_RETRIES} attempts); try again"
         )
     except errors.ApiError as exc:
-        return ApplyOutcome(doc, error=format_api_error(exc, context=f"error when applying {doc.where}"))
+        return ApplyOutcome(
+            doc, error=format_api_error(exc, context=f"error when applying {doc.where}")
+        )
 
 
 def validate(documents: Sequence[Document], *, default_namespace: str) -> list[ApplyOutcome]:

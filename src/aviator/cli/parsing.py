@@ -37,7 +37,9 @@ class ObjectRef:
     name: str
 
 
-def parse_refs(args: Sequence[str], *, names_required: bool) -> tuple[list[KindInfo], list[ObjectRef]]:
+def parse_refs(
+    args: Sequence[str], *, names_required: bool
+) -> tuple[list[KindInfo], list[ObjectRef]]:
     """``KIND [NAME...]`` or ``KIND/NAME...`` (kubectl's two forms).
 
     Returns the kinds involved (in order, without repeats) and the named objects (empty when
@@ -117,7 +119,9 @@ def parse_wait_for(text: str) -> WaitFor:
         condition, _, status = rest.partition("=")
         if condition:
             wanted = status or "True"
-            canonical = {"true": "True", "false": "False", "unknown": "Unknown"}.get(wanted.lower(), wanted)
+            canonical = {"true": "True", "false": "False", "unknown": "Unknown"}.get(
+                wanted.lower(), wanted
+            )
             return WaitFor(condition=condition, status=canonical)
     raise UsageError(
         f"invalid --for {text!r}: use `delete`, `condition=TYPE` or `condition=TYPE=True|False|Unknown`"

@@ -48,10 +48,16 @@ REWATCH_PAUSE_S = 0.2
 OUTPUTS = ("wide", "yaml", "json", "name")
 
 NamespaceOption = typer.Option(
-    None, "--namespace", "-n", envvar="AVIATOR_NAMESPACE", show_default=False,
+    None,
+    "--namespace",
+    "-n",
+    envvar="AVIATOR_NAMESPACE",
+    show_default=False,
     help="Namespace of the objects (default: 'default').",
 )
-TimeoutOption = typer.Option("60s", "--timeout", help="How long to wait: 90s, 2m, 500ms, 1h or seconds.")
+TimeoutOption = typer.Option(
+    "60s", "--timeout", help="How long to wait: 90s, 2m, 500ms, 1h or seconds."
+)
 
 
 # -- plumbing ------------------------------------------------------------------------------------
@@ -148,12 +154,16 @@ def _remaining(deadline: float) -> float:
 def apply(
     ctx: typer.Context,
     filenames: list[str] = typer.Option(
-        ..., "--filename", "-f", show_default=False,
+        ...,
+        "--filename",
+        "-f",
+        show_default=False,
         help="File, directory (*.yaml, *.yml, *.json) or '-' for stdin; repeatable.",
     ),
     namespace: str | None = NamespaceOption,
     validate: bool = typer.Option(
-        True, "--validate/--no-validate",
+        True,
+        "--validate/--no-validate",
         help="Check every document locally first and apply nothing if one is invalid.",
     ),
 ) -> None:
@@ -177,7 +187,9 @@ def apply(
         if failures:
             for failure in failures:
                 _err(failure.line)
-            _fail(f"error: nothing applied: {len(failures)} of {len(documents)} object(s) are invalid")
+            _fail(
+                f"error: nothing applied: {len(failures)} of {len(documents)} object(s) are invalid"
+            )
 
     async def body(client: Client) -> int:
         failed = 0
@@ -196,24 +208,42 @@ def apply(
 # -- get -----------------------------------------------------------------------------------------
 
 
-def _emit_objects(objects: Sequence[dict[str, Any]], *, output: str, single: bool, resource_version: str = "") -> None:
-    doc: Any = objects[0] if single else printing.as_list(objects, resource_version=resource_version)
-    typer.echo(printing.to_yaml(doc) if output == "yaml" else printing.to_json(doc), nl=output != "yaml")
+def _emit_objects(
+    objects: Sequence[dict[str, Any]], *, output: str, single: bool, resource_version: str = ""
+) -> None:
+    doc: Any = (
+        objects[0] if single else printing.as_list(objects, resource_version=resource_version)
+    )
+    typer.echo(
+        printing.to_yaml(doc) if output == "yaml" else printing.to_json(doc), nl=output != "yaml"
+    )
 
 
 def get(
     ctx: typer.Context,
     args: list[str] | None = typer.Argument(
-        None, metavar="KIND [NAME] | KIND/NAME", show_default=False,
+        None,
+        metavar="KIND [NAME] | KIND/NAME",
+        show_default=False,
         help="Kind (md, modeldeployment, rep, replicas, ...) and optional names.",
     ),
     namespace: str | None = NamespaceOption,
-    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="List across all namespaces."),
-    output: str | None = typer.Option(None, "--output", "-o", help="wide, yaml, json or name.", show_default=False),
-    selector: str | None = typer.Option(
-        None, "--selector", "-l", help="Label selector, e.g. app=chat,tier!=test.", show_default=False
+    all_namespaces: bool = typer.Option(
+        False, "--all-namespaces", "-A", help="List across all namespaces."
     ),
-    watch: bool = typer.Option(False, "--watch", "-w", help="After listing, print changes as they happen."),
+    output: str | None = typer.Option(
+        None, "--output", "-o", help="wide, yaml, json or name.", show_default=False
+    ),
+    selector: str | None = typer.Option(
+        None,
+        "--selector",
+        "-l",
+        help="Label selector, e.g. app=chat,tier!=test.",
+        show_default=False,
+    ),
+    watch: bool = typer.Option(
+        False, "--watch", "-w", help="After listing, print changes as they happen."
+    ),
 ) -> None:
     """List objects of a kind, or show named ones.
 
@@ -235,13 +265,20 @@ def get(
     async def body(client: Client) -> int:
         if refs:
             return await _get_named(client, refs, namespace=ns, output=out, watch=watch)
-        return await _get_list(client, kinds_[0], namespace=ns, selector=selector, output=out, watch=watch)
+        return await _get_list(
+            client, kinds_[0], namespace=ns, selector=selector, output=out, watch=watch
+        )
 
     run_with_client(ctx, body, interrupt_code=0)
 
 
 async def _get_named(
-    client: Client, refs: Sequence[parsing.ObjectRef], *, namespace: str | None, output: str, watch: bool
+    client: Client,
+    refs: Sequence[parsing.ObjectRef],
+    *,
+    namespace: str | None,
+    output: str,
+    watch: bool,
 ) -> int:
     found: list[tuple[KindInfo, dict[str, Any]]] = []
     failed = False
@@ -277,10 +314,21 @@ async def _get_named(
             typer.echo("\n\n".join(tables))
     if watch and found:
         # From the oldest version read, so no change in between is missed (some may repeat).
-        rv = min((str(obj["metadata"].get("resourceVersion", "0")) for _, obj in found), key=_rv_key)
-        await _watch_rows(client, refs[0].kind, namespace=namespace, selector=None, resource_version=rv,
-                          names={ref.name for ref in refs}, output=output, all_namespaces=False,
-                          printed_header=True, writer=writer)
+        rv = min(
+            (str(obj["metadata"].get("resourceVersion", "0")) for _, obj in found), key=_rv_key
+        )
+        await _watch_rows(
+            client,
+            refs[0].kind,
+            namespace=namespace,
+            selector=None,
+            resource_version=rv,
+            names={ref.name for ref in refs},
+            output=output,
+            all_namespaces=False,
+            printed_header=True,
+            writer=writer,
+        )
     return 1 if failed else 0
 
 
@@ -292,7 +340,13 @@ def _rv_key(value: str) -> int:
 
 
 async def _get_list(
-    client: Client, kind: KindInfo, *, namespace: str | None, selector: str | None, output: str, watch: bool
+    client: Client,
+    kind: KindInfo,
+    *,
+    namespace: str | None,
+    selector: str | None,
+    output: str,
+    watch: bool,
 ) -> int:
     items, rv = await client.list(kind, namespace=namespace, selector=selector)
     all_ns = namespace is None and kind.namespaced
@@ -311,12 +365,23 @@ async def _get_list(
         for obj in items:
             typer.echo(printing.object_ref(kind, obj["metadata"]["name"]))
     else:
-        headers, rows = printing.table(kind, items, now=_now(), wide=output == "wide", all_namespaces=all_ns)
+        headers, rows = printing.table(
+            kind, items, now=_now(), wide=output == "wide", all_namespaces=all_ns
+        )
         typer.echo("\n".join(writer.render([headers, *rows])))
     if watch:
-        await _watch_rows(client, kind, namespace=namespace, selector=selector, resource_version=rv,
-                          names=None, output=output, all_namespaces=all_ns, printed_header=bool(items),
-                          writer=writer)
+        await _watch_rows(
+            client,
+            kind,
+            namespace=namespace,
+            selector=selector,
+            resource_version=rv,
+            names=None,
+            output=output,
+            all_namespaces=all_ns,
+            printed_header=bool(items),
+            writer=writer,
+        )
     return 0
 
 
@@ -355,14 +420,18 @@ async def _watch_rows(
         if output == "name":
             typer.echo(printing.object_ref(kind, obj["metadata"]["name"]))
             return
-        headers, rows = printing.table(kind, [obj], now=_now(), wide=output == "wide", all_namespaces=all_namespaces)
+        headers, rows = printing.table(
+            kind, [obj], now=_now(), wide=output == "wide", all_namespaces=all_namespaces
+        )
         lines = writer.render([headers, *rows]) if not header_done else writer.render(rows)
         header_done = True
         typer.echo("\n".join(lines))
 
     while True:
         try:
-            async for event in client.watch(kind, namespace=namespace, resource_version=rv, selector=selector):
+            async for event in client.watch(
+                kind, namespace=namespace, resource_version=rv, selector=selector
+            ):
                 obj = event["object"]
                 rv = str(obj.get("metadata", {}).get("resourceVersion") or rv)
                 if event["type"] != "BOOKMARK":
@@ -381,7 +450,9 @@ async def _watch_rows(
 def describe(
     ctx: typer.Context,
     args: list[str] | None = typer.Argument(
-        None, metavar="KIND [NAME] | KIND/NAME", show_default=False,
+        None,
+        metavar="KIND [NAME] | KIND/NAME",
+        show_default=False,
         help="Kind and names; without names, every object of the kind in the namespace.",
     ),
     namespace: str | None = NamespaceOption,
@@ -417,18 +488,24 @@ def describe(
     run_with_client(ctx, body)
 
 
-async def _describe_page(client: Client, cli: CliContext, *, kind: KindInfo, obj: dict[str, Any]) -> str:
+async def _describe_page(
+    client: Client, cli: CliContext, *, kind: KindInfo, obj: dict[str, Any]
+) -> str:
     meta = obj.get("metadata", {})
     name, obj_ns = str(meta.get("name", "")), meta.get("namespace")
     replicas: list[dict[str, Any]] | None = None
     log_path: str | None = None
     log_exists = False
     if kind is kinds.MODEL_DEPLOYMENT:
-        replicas, _ = await client.list(kinds.REPLICA, namespace=obj_ns, selector=f"{LABEL_DEPLOYMENT}={name}")
+        replicas, _ = await client.list(
+            kinds.REPLICA, namespace=obj_ns, selector=f"{LABEL_DEPLOYMENT}={name}"
+        )
     elif kind is kinds.REPLICA:
         path = cli.datadir.replica_log(str(obj_ns or "default"), name)
         log_path, log_exists = str(path), await asyncio.to_thread(path.exists)
-    return printing.describe(kind, obj, now=_now(), replicas=replicas, log_path=log_path, log_exists=log_exists)
+    return printing.describe(
+        kind, obj, now=_now(), replicas=replicas, log_path=log_path, log_exists=log_exists
+    )
 
 
 # -- delete --------------------------------------------------------------------------------------
@@ -492,9 +569,13 @@ def delete(
             for kind, ns, name in pending:
                 if not await _wait_gone(client, kind, namespace=ns, name=name, deadline=deadline):
                     obj = await _get_or_none(client, kind, name=name, namespace=ns)
-                    finalizers = ", ".join((obj or {}).get("metadata", {}).get("finalizers") or []) or "none"
-                    _err(f"error: timed out after {timeout} waiting for {printing.object_ref(kind, name)} "
-                         f"to be deleted (still terminating; finalizers: {finalizers})")
+                    finalizers = (
+                        ", ".join((obj or {}).get("metadata", {}).get("finalizers") or []) or "none"
+                    )
+                    _err(
+                        f"error: timed out after {timeout} waiting for {printing.object_ref(kind, name)} "
+                        f"to be deleted (still terminating; finalizers: {finalizers})"
+                    )
                     failed = True
         return 1 if failed else 0
 
@@ -522,7 +603,9 @@ def wait(
     ctx: typer.Context,
     args: list[str] = typer.Argument(..., metavar="KIND/NAME | KIND NAME", show_default=False),
     for_: str = typer.Option(
-        ..., "--for", show_default=False,
+        ...,
+        "--for",
+        show_default=False,
         help="`condition=TYPE[=True|False|Unknown]` or `delete`.",
     ),
     namespace: str | None = NamespaceOption,
@@ -546,8 +629,14 @@ def wait(
             ref_ns = ns if ref.kind.namespaced else None
             shown = printing.object_ref(ref.kind, ref.name)
             if what.delete:
-                obj = await _await_object(client, ref.kind, namespace=ref_ns, name=ref.name, deadline=deadline,
-                                          done=lambda o: o is None)
+                obj = await _await_object(
+                    client,
+                    ref.kind,
+                    namespace=ref_ns,
+                    name=ref.name,
+                    deadline=deadline,
+                    done=lambda o: o is None,
+                )
                 if obj is not None:
                     _err(f"error: timed out after {timeout} waiting for the deletion of {shown}")
                     return 1
@@ -555,15 +644,25 @@ def wait(
                 continue
             current = await client.get(ref.kind, ref.name, namespace=ref_ns)  # NotFound: exit 1
             obj = await _await_object(
-                client, ref.kind, namespace=ref_ns, name=ref.name, deadline=deadline, first=current,
-                done=lambda o: o is None or parsing.condition_met(o, condition=what.condition, status=what.status),
+                client,
+                ref.kind,
+                namespace=ref_ns,
+                name=ref.name,
+                deadline=deadline,
+                first=current,
+                done=lambda o: (
+                    o is None
+                    or parsing.condition_met(o, condition=what.condition, status=what.status)
+                ),
             )
             if obj is None:
                 _err(f"error: {shown} was deleted while waiting for {what.describe()}")
                 return 1
             if not parsing.condition_met(obj, condition=what.condition, status=what.status):
-                _err(f"error: timed out after {timeout} waiting for {what.describe()} on {shown} "
-                     f"({_condition_now(obj, what.condition)})")
+                _err(
+                    f"error: timed out after {timeout} waiting for {what.describe()} on {shown} "
+                    f"({_condition_now(obj, what.condition)})"
+                )
                 return 1
             typer.echo(f"{shown} condition met")
         return 0
@@ -578,7 +677,9 @@ def _condition_now(obj: dict[str, Any], condition: str) -> str:
     text = f"currently {cond.get('type')}={cond.get('status')}"
     detail = ": ".join(str(p) for p in (cond.get("reason"), cond.get("message")) if p)
     if not parsing.condition_met(obj, condition=condition, status=str(cond.get("status", ""))):
-        observed = cond.get("observedGeneration", (obj.get("status") or {}).get("observedGeneration"))
+        observed = cond.get(
+            "observedGeneration", (obj.get("status") or {}).get("observedGeneration")
+        )
         text += f", for generation {observed} of {obj['metadata'].get('generation')}"
     return f"{text}: {detail}" if detail else text
 
@@ -598,13 +699,19 @@ async def _await_object(
     A watch wakes the loop as soon as the object changes; every ``POLL_INTERVAL_S`` it re-reads
     anyway, so a broken watch only makes the wait slower, never wrong. Returns the last state.
     """
-    obj = first if first is not None else await _get_or_none(client, kind, name=name, namespace=namespace)
+    obj = (
+        first
+        if first is not None
+        else await _get_or_none(client, kind, name=name, namespace=namespace)
+    )
     if done(obj) or _remaining(deadline) <= 0:
         return obj
     wake = asyncio.Event()
     rv = (obj or {}).get("metadata", {}).get("resourceVersion")
     watcher = asyncio.create_task(
-        _wake_on_change(client, kind, namespace=namespace, name=name, resource_version=rv, wake=wake),
+        _wake_on_change(
+            client, kind, namespace=namespace, name=name, resource_version=rv, wake=wake
+        ),
         name=f"wait watch {kind.plural}/{name}",
     )
     try:
@@ -636,8 +743,13 @@ async def _wake_on_change(
 ) -> None:
     # Any failure ends the watch quietly: the caller's poll carries on.
     with contextlib.suppress(errors.AviatorError):
-        async for event in client.watch(kind, namespace=namespace, resource_version=resource_version):
-            if event["type"] != "BOOKMARK" and event["object"].get("metadata", {}).get("name") == name:
+        async for event in client.watch(
+            kind, namespace=namespace, resource_version=resource_version
+        ):
+            if (
+                event["type"] != "BOOKMARK"
+                and event["object"].get("metadata", {}).get("name") == name
+            ):
                 wake.set()
 
 
@@ -647,11 +759,15 @@ async def _wake_on_change(
 def logs(
     ctx: typer.Context,
     target: str = typer.Argument(
-        ..., metavar="replica/NAME | modeldeployment/NAME", show_default=False,
+        ...,
+        metavar="replica/NAME | modeldeployment/NAME",
+        show_default=False,
         help="A replica (rep/NAME, or a bare NAME), or a deployment: then every replica's log, prefixed.",
     ),
     namespace: str | None = NamespaceOption,
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until the object is deleted."),
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="Keep printing new lines until the object is deleted."
+    ),
     tail: int = typer.Option(-1, "--tail", help="Lines of the end of the log to show (-1: all)."),
 ) -> None:
     """Print a replica's log from this machine's data directory.
@@ -680,12 +796,16 @@ def logs(
     async def body(client: Client) -> int:
         if kind is kinds.REPLICA:
             return await _follow_replica(client, cli, namespace=ns, name=name, tail=tail)
-        return await _deployment_logs(client, cli, namespace=ns, name=name, tail=tail, follow=follow)
+        return await _deployment_logs(
+            client, cli, namespace=ns, name=name, tail=tail, follow=follow
+        )
 
     run_with_client(ctx, body, interrupt_code=0)
 
 
-async def _follow_replica(client: Client, cli: CliContext, *, namespace: str, name: str, tail: int) -> int:
+async def _follow_replica(
+    client: Client, cli: CliContext, *, namespace: str, name: str, tail: int
+) -> int:
     path = cli.datadir.replica_log(namespace, name)
     try:
         reader = await asyncio.to_thread(LogReader.open_tail, path, lines=tail)
@@ -706,10 +826,14 @@ async def _deployment_logs(
 ) -> int:
     await client.get(kinds.MODEL_DEPLOYMENT, name, namespace=namespace)  # NotFound: exit 1
     selector = f"{LABEL_DEPLOYMENT}={name}"
-    readers = await _replica_readers(client, cli, namespace=namespace, selector=selector, tail=tail, known={})
+    readers = await _replica_readers(
+        client, cli, namespace=namespace, selector=selector, tail=tail, known={}
+    )
     if not readers:
-        _err(f"error: no replica of {printing.object_ref(kinds.MODEL_DEPLOYMENT, name)} in namespace "
-             f"{namespace} has a log yet")
+        _err(
+            f"error: no replica of {printing.object_ref(kinds.MODEL_DEPLOYMENT, name)} in namespace "
+            f"{namespace} has a log yet"
+        )
         return 1
     if not follow:
         for reader in readers.values():
@@ -717,13 +841,24 @@ async def _deployment_logs(
         return 0
 
     async def refresh(current: dict[str, LogReader]) -> None:
-        current.update(await _replica_readers(
-            client, cli, namespace=namespace, selector=selector, tail=-1, known=current, quiet=True
-        ))
+        current.update(
+            await _replica_readers(
+                client,
+                cli,
+                namespace=namespace,
+                selector=selector,
+                tail=-1,
+                known=current,
+                quiet=True,
+            )
+        )
 
     async def exists() -> bool:
         # The deployment goes at once; its replicas stay (and log) until their engines stopped.
-        if await _get_or_none(client, kinds.MODEL_DEPLOYMENT, name=name, namespace=namespace) is not None:
+        if (
+            await _get_or_none(client, kinds.MODEL_DEPLOYMENT, name=name, namespace=namespace)
+            is not None
+        ):
             return True
         replicas, _ = await client.list(kinds.REPLICA, namespace=namespace, selector=selector)
         return bool(replicas)
@@ -733,8 +868,10 @@ async def _deployment_logs(
 
 
 def _missing_log(*, namespace: str, name: str, path: Path) -> str:
-    return (f"error: no log for replica {namespace}/{name} at {path}: it has not started yet, or its plane "
-            "uses another data directory (--data-dir)")
+    return (
+        f"error: no log for replica {namespace}/{name} at {path}: it has not started yet, or its plane "
+        "uses another data directory (--data-dir)"
+    )
 
 
 def _print_all(reader: LogReader) -> None:
@@ -748,8 +885,14 @@ def _print_all(reader: LogReader) -> None:
 
 
 async def _replica_readers(
-    client: Client, cli: CliContext, *, namespace: str, selector: str, tail: int,
-    known: dict[str, LogReader], quiet: bool = False,
+    client: Client,
+    cli: CliContext,
+    *,
+    namespace: str,
+    selector: str,
+    tail: int,
+    known: dict[str, LogReader],
+    quiet: bool = False,
 ) -> dict[str, LogReader]:
     """Readers for the selected replicas not in ``known`` that have a log file."""
     replicas, _ = await client.list(kinds.REPLICA, namespace=namespace, selector=selector)
@@ -760,7 +903,9 @@ async def _replica_readers(
             continue
         path = cli.datadir.replica_log(namespace, rname)
         try:
-            out[rname] = await asyncio.to_thread(LogReader.open_tail, path, lines=tail, prefix=f"[{rname}] ")
+            out[rname] = await asyncio.to_thread(
+                LogReader.open_tail, path, lines=tail, prefix=f"[{rname}] "
+            )
         except FileNotFoundError:
             if not quiet:
                 _err(f"warning: no log yet for replica {namespace}/{rname} at {path}")

@@ -38,4 +38,5 @@ def __getattr__(name: str) -> object:
         return LocalRuntime
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = ["ExitInfo", "LocalRuntime", "Phase", "ProcessState"]

@@ -263,7 +263,8 @@ class LocalRuntime:
         if read_cmdline(record.pid) != list(record.argv):
             logger.warning(
                 "%s/%s: pid %d no longer runs the recorded command (pid reused?); leaving it alone",
-                *key, record.pid,
+                *key,
+                record.pid,
             )
             handle.close()
             self._records.remove(*key)

@@ -50,7 +50,11 @@ def test_status_in_the_body_is_ignored() -> None:
             "max (1) must be greater than or equal to min (3)",
         ),
         (md(replicas={"min": -1}), "spec.replicas.min", "greater than or equal to 0"),
-        (md(engine="tgi"), "spec.engine", "'auto', 'sim', 'vllm', 'sglang', 'llamacpp' or 'external'"),
+        (
+            md(engine="tgi"),
+            "spec.engine",
+            "'auto', 'sim', 'vllm', 'sglang', 'llamacpp' or 'external'",
+        ),
         (md(engine="external"), "spec", "requires `external.url`"),
         (md(bogus=1), "spec.bogus", "unknown field"),
         (md(engineArgs=["--x", 3]), "spec.engineArgs[1]", "valid string"),

@@ -62,7 +62,9 @@ class ApiServer:
         """Run a coroutine on the server's loop (the store belongs to it) and return its result."""
         return asyncio.run_coroutine_threadsafe(make(), self.loop).result(timeout=10)
 
-    def create(self, kind: KindInfo, body: dict[str, Any], namespace: str = "default") -> dict[str, Any]:
+    def create(
+        self, kind: KindInfo, body: dict[str, Any], namespace: str = "default"
+    ) -> dict[str, Any]:
         obj = admission.admit(body, kind=kind, namespace=namespace)
         return self.call(lambda: self.store.create(kind, obj))
 
@@ -73,7 +75,9 @@ class ApiServer:
         items, _ = self.call(lambda: self.store.list(kind, namespace=namespace))
         return [i["metadata"]["name"] for i in items]
 
-    def set_status(self, kind: KindInfo, name: str, status: dict[str, Any], namespace: str = "default") -> None:
+    def set_status(
+        self, kind: KindInfo, name: str, status: dict[str, Any], namespace: str = "default"
+    ) -> None:
         current = self.get(kind, name, namespace)
         obj = admission.admit_status({"status": status}, kind=kind, current=current)
         self.call(lambda: self.store.replace_status(kind, obj))
@@ -102,8 +106,12 @@ def _plain_http_clients(monkeypatch: pytest.MonkeyPatch) -> None:
     HTTP to 127.0.0.1; with ~70 commands that is most of this suite's time. Same client otherwise."""
 
     def client(self: CliContext, *, timeout: float = 10.0) -> Client:
-        return Client(self.api_url(), token=self.api_token(), timeout=timeout,
-                      transport=httpx.AsyncHTTPTransport(verify=False))
+        return Client(
+            self.api_url(),
+            token=self.api_token(),
+            timeout=timeout,
+            transport=httpx.AsyncHTTPTransport(verify=False),
+        )
 
     monkeypatch.setattr(CliContext, "client", client)
 
@@ -135,7 +143,9 @@ def api(tmp_path: Path) -> Iterator[ApiServer]:
 
     store, runner, port = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
     try:
-        yield ApiServer(url=f"http://127.0.0.1:{port}", store=store, loop=loop, data_dir=tmp_path / "data")
+        yield ApiServer(
+            url=f"http://127.0.0.1:{port}", store=store, loop=loop, data_dir=tmp_path / "data"
+        )
     finally:
         asyncio.run_coroutine_threadsafe(stop(store, runner), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
@@ -143,7 +153,9 @@ def api(tmp_path: Path) -> Iterator[ApiServer]:
         loop.close()
 
 
-def when(condition: Callable[[], bool], action: Callable[[], object], *, timeout: float = 10.0) -> threading.Thread:
+def when(
+    condition: Callable[[], bool], action: Callable[[], object], *, timeout: float = 10.0
+) -> threading.Thread:
     """In a thread: poll ``condition`` (with a deadline), then run ``action`` — a change that
     arrives while a command is already waiting. ``join_checked`` re-raises its failures."""
     failures: list[BaseException] = []

@@ -36,7 +36,8 @@ def test_multi_document_yaml_skips_empty_documents() -> None:
     text = "---\n" + md("a") + "---\n# only a comment\n---\n" + md("b") + "---\n"
     docs = manifests.parse_text(text, source="x.yaml")
     assert [(d.name, d.kind, d.index) for d in docs] == [
-        ("a", kinds.MODEL_DEPLOYMENT, 1), ("b", kinds.MODEL_DEPLOYMENT, 3),
+        ("a", kinds.MODEL_DEPLOYMENT, 1),
+        ("b", kinds.MODEL_DEPLOYMENT, 3),
     ]
     assert docs[0].line == 2 and docs[1].line == 11
     assert docs[1].where == "x.yaml:11 (document 3)"
@@ -50,12 +51,23 @@ def test_timestamps_stay_strings() -> None:
 
 
 def test_kind_list_expands_items() -> None:
-    listing = {"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "aviator.dev/v1alpha1", "kind": "Replica", "metadata": {"name": "r"}},
-        {"apiVersion": "aviator.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "m"}},
-    ]}
+    listing = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {"apiVersion": "aviator.dev/v1alpha1", "kind": "Replica", "metadata": {"name": "r"}},
+            {
+                "apiVersion": "aviator.dev/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": "m"},
+            },
+        ],
+    }
     docs = manifests.parse_text(json.dumps(listing), source="l.json", is_json=True)
-    assert [(d.kind.kind, d.name, d.item) for d in docs] == [("Replica", "r", 1), ("ModelDeployment", "m", 2)]
+    assert [(d.kind.kind, d.name, d.item) for d in docs] == [
+        ("Replica", "r", 1),
+        ("ModelDeployment", "m", 2),
+    ]
 
 
 def test_malformed_yaml_names_file_line_and_column() -> None:
@@ -97,9 +109,15 @@ def test_missing_fields_and_unknown_kinds_name_the_document() -> None:
 def test_load_directory_sorted_and_filtered(tmp_path: Path) -> None:
     (tmp_path / "b.yml").write_text(md("b"))
     (tmp_path / "a.yaml").write_text(md("a"))
-    (tmp_path / "c.json").write_text(json.dumps({
-        "apiVersion": "aviator.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "c"},
-    }))
+    (tmp_path / "c.json").write_text(
+        json.dumps(
+            {
+                "apiVersion": "aviator.dev/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": "c"},
+            }
+        )
+    )
     (tmp_path / "README.md").write_text("# not a manifest")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "z.yaml").write_text(md("z"))
@@ -139,8 +157,11 @@ def test_load_without_objects_is_an_error(tmp_path: Path) -> None:
 
 
 def test_desired_object_strips_server_fields_and_sets_namespace() -> None:
-    text = md("a").replace("  name: a\n", "  name: a\n  uid: u\n  resourceVersion: '7'\n  generation: 3\n"
-                           "  creationTimestamp: 2026-01-01T00:00:00Z\n  finalizers: [x]\n")
+    text = md("a").replace(
+        "  name: a\n",
+        "  name: a\n  uid: u\n  resourceVersion: '7'\n  generation: 3\n"
+        "  creationTimestamp: 2026-01-01T00:00:00Z\n  finalizers: [x]\n",
+    )
     (doc,) = manifests.parse_text(text + "status: {readyReplicas: 1}\n", source="x")
     body = manifests.desired_object(doc, "team")
     assert body["metadata"] == {"name": "a", "finalizers": ["x"], "namespace": "team"}
@@ -148,7 +169,9 @@ def test_desired_object_strips_server_fields_and_sets_namespace() -> None:
 
 
 def test_validate_uses_admission_and_names_the_document() -> None:
-    text = md("a") + "---\n" + md("b").replace("model: {name: m}", "model: {name: m}\n  replicas: -2")
+    text = (
+        md("a") + "---\n" + md("b").replace("model: {name: m}", "model: {name: m}\n  replicas: -2")
+    )
     docs = manifests.parse_text(text, source="x.yaml")
     (failure,) = manifests.validate(docs, default_namespace="default")
     assert failure.document.name == "b" and not failure.ok
@@ -165,13 +188,17 @@ class RacingClient:
         self.current = current
         self.replaced: list[dict[str, Any]] = []
 
-    async def create(self, kind: Any, obj: dict[str, Any], *, namespace: str | None = None) -> dict[str, Any]:
+    async def create(
+        self, kind: Any, obj: dict[str, Any], *, namespace: str | None = None
+    ) -> dict[str, Any]:
         raise errors.AlreadyExists("exists")
 
     async def get(self, kind: Any, name: str, *, namespace: str | None = None) -> dict[str, Any]:
         return copy.deepcopy(self.current)
 
-    async def replace(self, kind: Any, obj: dict[str, Any], *, namespace: str | None = None) -> dict[str, Any]:
+    async def replace(
+        self, kind: Any, obj: dict[str, Any], *, namespace: str | None = None
+    ) -> dict[str, Any]:
         if self.conflicts:
             self.conflicts -= 1
             raise errors.Conflict("stale resourceVersion")
@@ -180,9 +207,12 @@ class RacingClient:
 
 
 def stored(**meta: Any) -> dict[str, Any]:
-    return {"apiVersion": "aviator.dev/v1alpha1", "kind": "ModelDeployment",
-            "metadata": {"name": "a", "namespace": "default", "resourceVersion": "5", **meta},
-            "spec": {"model": {"name": "old"}}}
+    return {
+        "apiVersion": "aviator.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "a", "namespace": "default", "resourceVersion": "5", **meta},
+        "spec": {"model": {"name": "old"}},
+    }
 
 
 async def test_apply_retries_conflicts_and_keeps_server_metadata() -> None:
@@ -192,8 +222,13 @@ async def test_apply_retries_conflicts_and_keeps_server_metadata() -> None:
     outcome = await manifests.apply_one(client, doc, default_namespace="default")  # type: ignore[arg-type]
     assert outcome.ok and outcome.line == "modeldeployment.aviator.dev/a configured"
     (sent,) = client.replaced
-    assert sent["metadata"] == {"name": "a", "namespace": "default", "resourceVersion": "5",
-                                "finalizers": ["f"], "ownerReferences": owners}
+    assert sent["metadata"] == {
+        "name": "a",
+        "namespace": "default",
+        "resourceVersion": "5",
+        "finalizers": ["f"],
+        "ownerReferences": owners,
+    }
 
     endless = RacingClient(conflicts=100, current=stored())
     failed = await manifests.apply_one(endless, doc, default_namespace="default")  # type: ignore[arg-type]

@@ -14,16 +14,22 @@ from aviator.cli.parsing import ObjectRef, UsageError, WaitFor
 def test_refs_in_both_kubectl_forms() -> None:
     assert parsing.parse_refs(["md"], names_required=False) == ([kinds.MODEL_DEPLOYMENT], [])
     assert parsing.parse_refs(["Replicas", "a", "b"], names_required=True) == (
-        [kinds.REPLICA], [ObjectRef(kinds.REPLICA, "a"), ObjectRef(kinds.REPLICA, "b")],
+        [kinds.REPLICA],
+        [ObjectRef(kinds.REPLICA, "a"), ObjectRef(kinds.REPLICA, "b")],
     )
     assert parsing.parse_refs(["md/x", "rep/y", "mds/z"], names_required=True) == (
         [kinds.MODEL_DEPLOYMENT, kinds.REPLICA],
-        [ObjectRef(kinds.MODEL_DEPLOYMENT, "x"), ObjectRef(kinds.REPLICA, "y"), ObjectRef(kinds.MODEL_DEPLOYMENT, "z")],
+        [
+            ObjectRef(kinds.MODEL_DEPLOYMENT, "x"),
+            ObjectRef(kinds.REPLICA, "y"),
+            ObjectRef(kinds.MODEL_DEPLOYMENT, "z"),
+        ],
     )
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["md"], ["md/x", "y"], ["md", "a/b"], ["md/"], ["/x"], ["md/a/b"]],
+    "args",
+    [[], ["md"], ["md/x", "y"], ["md", "a/b"], ["md/"], ["/x"], ["md/a/b"]],
 )
 def test_bad_refs_are_usage_errors(args: list[str]) -> None:
     with pytest.raises(UsageError):
@@ -37,8 +43,18 @@ def test_unknown_kind_is_not_found() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90), ("2m", 120), ("500ms", 0.5), ("1h", 3600), ("1m30s", 90), ("45", 45), ("2.5", 2.5),
-     ("0", 0), (" 3S ", 3), (".5s", 0.5)],
+    [
+        ("90s", 90),
+        ("2m", 120),
+        ("500ms", 0.5),
+        ("1h", 3600),
+        ("1m30s", 90),
+        ("45", 45),
+        ("2.5", 2.5),
+        ("0", 0),
+        (" 3S ", 3),
+        (".5s", 0.5),
+    ],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parsing.parse_duration(text) == pytest.approx(seconds)
@@ -70,8 +86,13 @@ def test_bad_wait_for(text: str) -> None:
         parsing.parse_wait_for(text)
 
 
-def obj(*, generation: int | None = 2, observed: int | None = 2, cond_observed: int | None = None,
-        status: str = "True") -> dict[str, Any]:
+def obj(
+    *,
+    generation: int | None = 2,
+    observed: int | None = 2,
+    cond_observed: int | None = None,
+    status: str = "True",
+) -> dict[str, Any]:
     cond: dict[str, Any] = {"type": "Available", "status": status}
     if cond_observed is not None:
         cond["observedGeneration"] = cond_observed
@@ -94,7 +115,11 @@ def test_condition_met() -> None:
 
 def test_condition_must_reflect_the_current_generation() -> None:
     assert not parsing.condition_met(obj(observed=1), condition="Available", status="True")
-    assert not parsing.condition_met(obj(observed=2, cond_observed=1), condition="Available", status="True")
-    assert parsing.condition_met(obj(observed=1, cond_observed=2), condition="Available", status="True")
+    assert not parsing.condition_met(
+        obj(observed=2, cond_observed=1), condition="Available", status="True"
+    )
+    assert parsing.condition_met(
+        obj(observed=1, cond_observed=2), condition="Available", status="True"
+    )
     assert parsing.condition_met(obj(observed=None), condition="Available", status="True")
     assert parsing.condition_met(obj(generation=None), condition="Available", status="True")

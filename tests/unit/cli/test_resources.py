@@ -22,7 +22,9 @@ MD = kinds.MODEL_DEPLOYMENT
 REP = kinds.REPLICA
 
 
-def md_doc(name: str = "chat", *, replicas: int = 1, namespace: str | None = None, **meta: Any) -> dict[str, Any]:
+def md_doc(
+    name: str = "chat", *, replicas: int = 1, namespace: str | None = None, **meta: Any
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, **meta}
     if namespace:
         metadata["namespace"] = namespace
@@ -51,12 +53,18 @@ def write(path: Path, *docs: dict[str, Any]) -> Path:
 def available(generation: int = 1, status: str = "True") -> dict[str, Any]:
     return {
         "observedGeneration": generation,
-        "readyReplicas": 1, "desiredReplicas": 1,
+        "readyReplicas": 1,
+        "desiredReplicas": 1,
         "endpoints": [{"replica": "chat-0", "url": "http://127.0.0.1:40123"}],
-        "conditions": [{
-            "type": "Available", "status": status, "reason": "MinimumReplicasAvailable",
-            "message": "1/1 replicas ready", "lastTransitionTime": format_time(now_utc()),
-        }],
+        "conditions": [
+            {
+                "type": "Available",
+                "status": status,
+                "reason": "MinimumReplicasAvailable",
+                "message": "1/1 replicas ready",
+                "lastTransitionTime": format_time(now_utc()),
+            }
+        ],
     }
 
 
@@ -105,7 +113,8 @@ def test_apply_stdin_multi_document_and_namespaces(api: ApiServer) -> None:
     result = api.run(["apply", "-f", "-", "-n", "other"], input=text)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
-        "modeldeployment.aviator.dev/a created", "modeldeployment.aviator.dev/b created",
+        "modeldeployment.aviator.dev/a created",
+        "modeldeployment.aviator.dev/b created",
     ]
     assert api.names(MD, "team") == ["a"] and api.names(MD, "other") == ["b"]
 
@@ -118,11 +127,15 @@ def test_apply_directory_in_sorted_order(api: ApiServer, tmp_path: Path) -> None
     result = api.run(["apply", "-f", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert [line.split("/")[1] for line in result.stdout.splitlines()] == [
-        "a created", "b created", "c created",
+        "a created",
+        "b created",
+        "c created",
     ]
 
 
-def test_apply_invalid_document_prints_causes_and_stores_nothing(api: ApiServer, tmp_path: Path) -> None:
+def test_apply_invalid_document_prints_causes_and_stores_nothing(
+    api: ApiServer, tmp_path: Path
+) -> None:
     bad = md_doc("bad")
     bad["spec"]["replicas"] = {"min": -1}
     bad["spec"]["colour"] = "blue"
@@ -154,7 +167,9 @@ def test_apply_without_local_validation_reports_server_errors_and_continues(
     assert api.names(MD) == ["good"]
 
 
-def test_apply_malformed_yaml_names_the_position_and_applies_nothing(api: ApiServer, tmp_path: Path) -> None:
+def test_apply_malformed_yaml_names_the_position_and_applies_nothing(
+    api: ApiServer, tmp_path: Path
+) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(md_doc("a")) + "---\nkind: [unclosed\n")
     result = api.run(["apply", "-f", str(path)])
@@ -200,7 +215,12 @@ def test_get_wide_all_namespaces_and_selector(two_deployments: ApiServer) -> Non
 
     everywhere = two_deployments.run(["get", "md", "-A"])
     rows = [line.split()[:2] for line in everywhere.stdout.splitlines()]
-    assert rows == [["NAMESPACE", "NAME"], ["default", "chat"], ["default", "embed"], ["team", "other"]]
+    assert rows == [
+        ["NAMESPACE", "NAME"],
+        ["default", "chat"],
+        ["default", "embed"],
+        ["team", "other"],
+    ]
 
     selected = two_deployments.run(["get", "md", "-l", "app=embed", "-o", "name"])
     assert selected.stdout == "modeldeployment.aviator.dev/embed\n"
@@ -213,10 +233,16 @@ def test_get_yaml_json_name(two_deployments: ApiServer) -> None:
     assert obj["status"]["conditions"][0]["type"] == "Available"
 
     many = json.loads(two_deployments.run(["get", "md", "-o", "json"]).stdout)
-    assert many["kind"] == "List" and [i["metadata"]["name"] for i in many["items"]] == ["chat", "embed"]
+    assert many["kind"] == "List" and [i["metadata"]["name"] for i in many["items"]] == [
+        "chat",
+        "embed",
+    ]
 
     names = two_deployments.run(["get", "md", "chat", "embed", "-o", "name"])
-    assert names.stdout.splitlines() == ["modeldeployment.aviator.dev/chat", "modeldeployment.aviator.dev/embed"]
+    assert names.stdout.splitlines() == [
+        "modeldeployment.aviator.dev/chat",
+        "modeldeployment.aviator.dev/embed",
+    ]
 
 
 def test_get_empty_not_found_and_unknown_kind(api: ApiServer) -> None:
@@ -253,7 +279,9 @@ def test_get_watch_prints_rows_as_events_arrive(api: ApiServer, echo_spy: EchoSp
     join_checked(stopper)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("NAME") and lines[1].startswith("chat") and lines[2].startswith("late")
+    assert (
+        lines[0].startswith("NAME") and lines[1].startswith("chat") and lines[2].startswith("late")
+    )
     assert lines[2].index("org/late-model") == lines[0].index("MODEL")
 
 
@@ -270,19 +298,44 @@ def test_describe_deployment_lists_its_replicas(api: ApiServer) -> None:
     api.create(MD, md_doc("chat", labels={"app": "chat"}, annotations={"note": "hello"}))
     api.set_status(MD, "chat", available())
     api.create(REP, replica_doc("chat-0"))
-    api.set_status(REP, "chat-0", {
-        "phase": "Running", "endpoint": "http://127.0.0.1:40123", "restarts": 2,
-        "conditions": [{"type": "Ready", "status": "True", "reason": "ProbeSucceeded", "message": ""}],
-    })
+    api.set_status(
+        REP,
+        "chat-0",
+        {
+            "phase": "Running",
+            "endpoint": "http://127.0.0.1:40123",
+            "restarts": 2,
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "ProbeSucceeded", "message": ""}
+            ],
+        },
+    )
     api.create(REP, replica_doc("other-0", deployment="other"))
     result = api.run(["describe", "md", "chat"])
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert out.startswith("Name:")
-    for fragment in ("Namespace:", "default", "Labels:", "app=chat", "note: hello", "Created:", "ago)",
-                     "Spec:", "  model:", "    name: org/chat-model", "Status:", "  readyReplicas: 1",
-                     "Conditions:", "MinimumReplicasAvailable", "1/1 replicas ready",
-                     "Replicas:", "chat-0", "Running", "http://127.0.0.1:40123"):
+    for fragment in (
+        "Namespace:",
+        "default",
+        "Labels:",
+        "app=chat",
+        "note: hello",
+        "Created:",
+        "ago)",
+        "Spec:",
+        "  model:",
+        "    name: org/chat-model",
+        "Status:",
+        "  readyReplicas: 1",
+        "Conditions:",
+        "MinimumReplicasAvailable",
+        "1/1 replicas ready",
+        "Replicas:",
+        "chat-0",
+        "Running",
+        "http://127.0.0.1:40123",
+    ):
         assert fragment in out, fragment
     replica_row = next(line for line in out.splitlines() if "chat-0" in line and "Running" in line)
     assert replica_row.split()[:4] == ["chat-0", "Running", "True", "2"]
@@ -291,8 +344,11 @@ def test_describe_deployment_lists_its_replicas(api: ApiServer) -> None:
 
 def test_describe_replica_shows_last_exit_and_log(api: ApiServer) -> None:
     api.create(REP, replica_doc("chat-0"))
-    api.set_status(REP, "chat-0", {"phase": "Failed", "restarts": 3,
-                                    "lastExit": {"code": 1, "reason": "engine crashed"}})
+    api.set_status(
+        REP,
+        "chat-0",
+        {"phase": "Failed", "restarts": 3, "lastExit": {"code": 1, "reason": "engine crashed"}},
+    )
     result = api.run(["describe", "rep/chat-0"])
     assert result.exit_code == 0, result.output
     log = api.data_dir / "logs" / "default" / "chat-0.log"
@@ -342,7 +398,8 @@ def test_delete_from_file_and_not_found(api: ApiServer, tmp_path: Path) -> None:
     result = api.run(["delete", "-f", str(path)])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
-        'modeldeployment.aviator.dev "a" deleted', 'modeldeployment.aviator.dev "b" deleted',
+        'modeldeployment.aviator.dev "a" deleted',
+        'modeldeployment.aviator.dev "b" deleted',
     ]
     again = api.run(["delete", "-f", str(path)])
     assert again.exit_code == 1 and again.stderr.count("Error from server (NotFound)") == 2
@@ -369,7 +426,9 @@ def test_wait_ignores_status_of_an_older_generation(api: ApiServer) -> None:
     api.set_status(MD, "chat", available(generation=0))
     result = api.run(["wait", "--for", "condition=Available", "md/chat", "--timeout", "200ms"])
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: timed out after 200ms waiting for condition Available=True")
+    assert result.stderr.startswith(
+        "error: timed out after 200ms waiting for condition Available=True"
+    )
     assert "for generation 0 of 1" in result.stderr
 
 
@@ -450,7 +509,9 @@ def test_unreachable_api_and_missing_configuration(api: ApiServer, tmp_path: Pat
     url = f"http://127.0.0.1:{port}"
     result = api.run(["--server", url, "get", "md"])
     assert result.exit_code == 1
-    assert result.stderr == f"error: cannot reach the Control API at {url}; is `aviator up` running?\n"
+    assert (
+        result.stderr == f"error: cannot reach the Control API at {url}; is `aviator up` running?\n"
+    )
     assert TOKEN not in result.output
 
     from typer.testing import CliRunner

@@ -28,7 +28,9 @@ async def test_reads_each_endpoint_and_skips_the_unreadable() -> None:
 
     reader = LoadReader(transport=httpx.MockTransport(handler))
     try:
-        loads = await reader.read(["http://ok:1/", "http://down:1", "http://broken:1", "http://web:1"])
+        loads = await reader.read(
+            ["http://ok:1/", "http://down:1", "http://broken:1", "http://web:1"]
+        )
     finally:
         await reader.aclose()
     assert loads == {"http://ok:1/": EngineLoad(running=1.0, waiting=3.0, kv_cache_usage=0.5)}

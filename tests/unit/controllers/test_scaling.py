@@ -99,7 +99,9 @@ def test_stabilized_count_never_overshoots_its_windows(
 
 
 @given(st.integers(1, 100), st.lists(st.floats(0, 50), min_size=1, max_size=10), st.floats(0, 1))
-def test_recommendation_follows_the_load_direction(current: int, waits: list[float], kv: float) -> None:
+def test_recommendation_follows_the_load_direction(
+    current: int, waits: list[float], kv: float
+) -> None:
     loads = [load(waiting=w, kv=kv) for w in waits]
     result = recommend(current, loads, policy=POLICY)
     assert result is not None

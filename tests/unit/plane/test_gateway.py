@@ -48,9 +48,7 @@ async def test_a_recorded_survivor_is_stopped_and_the_record_removed(
     assert not record.exists()
 
 
-async def test_a_reused_pid_is_left_alone(
-    tmp_path: Path, sleeper: subprocess.Popen[bytes]
-) -> None:
+async def test_a_reused_pid_is_left_alone(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
     _wait_started(sleeper)
     record = tmp_path / "gateway.json"
     write_record(record, pid=sleeper.pid, argv=["python", "-m", "aviator", "gateway"])

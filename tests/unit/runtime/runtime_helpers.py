@@ -38,8 +38,15 @@ class FakeEngine:
     install_hint = ""
 
     def argv(self, replica: Replica, *, host: str, port: int) -> list[str]:
-        return [sys.executable, FAKE_ENGINE, "--host", host, "--port", str(port),
-                *replica.spec.engine_args]
+        return [
+            sys.executable,
+            FAKE_ENGINE,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            *replica.spec.engine_args,
+        ]
 
     def endpoint(self, replica: Replica, port: int | None) -> str:
         return f"http://{LOOPBACK}:{port}"

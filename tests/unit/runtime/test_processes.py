@@ -24,11 +24,22 @@ from .runtime_helpers import is_gone
 
 
 def test_child_env_keeps_only_the_allow_list_then_layers():
-    base = {"PATH": "/bin", "HOME": "/h", "LC_ALL": "C", "AWS_SECRET_ACCESS_KEY": "x",
-            "HTTPS_PROXY": "http://u:p@proxy", "CUDA_VISIBLE_DEVICES": "0"}
+    base = {
+        "PATH": "/bin",
+        "HOME": "/h",
+        "LC_ALL": "C",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "HTTPS_PROXY": "http://u:p@proxy",
+        "CUDA_VISIBLE_DEVICES": "0",
+    }
     env = child_env(base, {"PYTHONUNBUFFERED": "1"}, {"HOME": "/spec", "TOKEN": "t"})
-    assert env == {"PATH": "/bin", "HOME": "/spec", "LC_ALL": "C", "PYTHONUNBUFFERED": "1",
-                   "TOKEN": "t"}
+    assert env == {
+        "PATH": "/bin",
+        "HOME": "/spec",
+        "LC_ALL": "C",
+        "PYTHONUNBUFFERED": "1",
+        "TOKEN": "t",
+    }
     assert child_env({})["PATH"] == os.defpath
 
 
@@ -52,8 +63,11 @@ async def test_spawn_watch_and_reap(tmp_path):
     log = tmp_path / "out.log"
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
-        argv = [sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr);"
-                " sys.exit(4)"]
+        argv = [
+            sys.executable,
+            "-c",
+            "import sys; print('out'); print('err', file=sys.stderr); sys.exit(4)",
+        ]
         pid = spawn(sys.executable, argv, env={"PATH": os.defpath}, log_fd=fd)
     finally:
         os.close(fd)

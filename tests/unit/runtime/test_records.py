@@ -51,9 +51,7 @@ def test_load_all_drops_garbage(tmp_path):
     (records.path / "default__misnamed.json").write_bytes(RECORD.to_json())
     (records.path / ".lock").write_text("")
     assert records.load_all() == [RECORD]
-    assert sorted(p.name for p in records.path.iterdir()) == [
-        ".lock", "default__chat-abc-0.json"
-    ]
+    assert sorted(p.name for p in records.path.iterdir()) == [".lock", "default__chat-abc-0.json"]
 
 
 def test_load_all_without_directory(tmp_path):
