@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -208,7 +209,8 @@ class AuditSink:
         """Records the current child says it has queued."""
         self._waiting = 0
         """Records in ``_batch`` and ``_frames``."""
-        self._flushed: asyncio.Future[int] | None = None
+        self._flushes: collections.deque[asyncio.Future[int]] = collections.deque()
+        """One per ``F`` frame sent and not yet answered, oldest first."""
         self._closing = False
         self._started_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -315,12 +317,12 @@ class AuditSink:
         process = self._process
         if process is None or process.stdin is None:
             raise AuditUnavailable(f"the audit writer of {self.path} is not running")
-        if self._flushed is None or self._flushed.done():
-            assert self._loop is not None
-            self._flushed = self._loop.create_future()
-            process.stdin.write(b"F\n")
+        assert self._loop is not None
+        flushed = self._loop.create_future()
+        self._flushes.append(flushed)
+        process.stdin.write(b"F\n")  # after everything acknowledged so far
         async with asyncio.timeout(timeout):
-            await asyncio.shield(self._flushed)
+            await asyncio.shield(flushed)
 
     async def aclose(self, timeout: float = _STOP_TIMEOUT_S) -> None:
         """Send what waits, let the child write everything and exit (killed after ``timeout``
@@ -431,8 +433,10 @@ class AuditSink:
         assert process.stdout is not None
         while line := await process.stdout.readline():
             if line[:1] == b"F":
-                if self._flushed is not None and not self._flushed.done():
-                    self._flushed.set_result(int(line[1:]))
+                if self._flushes:
+                    flushed = self._flushes.popleft()
+                    if not flushed.done():
+                        flushed.set_result(int(line[1:]))
             else:
                 self._queued = int(line)
         code = await process.wait()
@@ -446,8 +450,10 @@ class AuditSink:
             code,
             lost,
         )
-        if self._flushed is not None and not self._flushed.done():
-            self._flushed.set_exception(AuditUnavailable("the audit writer exited"))
+        while self._flushes:
+            flushed = self._flushes.popleft()
+            if not flushed.done():
+                flushed.set_exception(AuditUnavailable("the audit writer exited"))
         delay = _RESTART_MIN_S - (time.monotonic() - self._started_at)
         while not self._closing:
             if delay > 0:

@@ -4,9 +4,9 @@ Why not aiohttp's ``web``: measured on this project's machine with the same fixe
 (``bench/http_server.py``), this server takes about 74 µs of CPU and 89k instructions per request
 where aiohttp's took about 182 µs and 192k — its request and response objects, multidicts,
 middleware machinery and per-request timers were the largest part of the gateway's CPU once the
-rest had been trimmed. (Under it is ``httptools``: llhttp, Node.js's parser, also uvicorn's.) The gateway needs little of that: a handful of
-routes, bodies read whole, answers sent whole or streamed. aiohttp stays everywhere else (the
-Control API, the simulator, clients of both).
+rest had been trimmed. The gateway needs little of that: a handful of routes, bodies read whole,
+answers sent whole or streamed. Under this one is ``httptools`` (llhttp, Node.js's parser, also
+uvicorn's). aiohttp stays everywhere else (the Control API, the simulator, clients of both).
 
 What it does: HTTP/1.1 and 1.0 with keep-alive and pipelining (requests on one connection are
 answered in order; reading pauses while one waits); bodies by ``Content-Length`` or chunked,

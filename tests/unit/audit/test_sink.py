@@ -103,6 +103,26 @@ async def test_flush_returns_once_the_records_are_committed(tmp_path: Path) -> N
         await sink.aclose()
 
 
+async def test_each_flush_covers_what_was_acknowledged_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    sink = await AuditSink.start(path, settings=AuditSettings(batch_interval_s=60.0))
+    try:
+        template = sink.template(
+            AGENT, source="gateway", action="infer", resource="r", decision="allow"
+        )
+        sink.record(template, request_id="first", micros=MICROS)
+        first = asyncio.create_task(sink.flush())
+        await asyncio.sleep(0)  # the first flush is on its way
+        sink.record(template, request_id="second", micros=MICROS + 1)
+        async with asyncio.timeout(10):
+            await sink.flush()  # must cover "second" too, not only wait for the first
+            await first
+        ids = [e.data()["request_id"] for e in AuditReader(path).iterate()]
+        assert ids == ["first", "second"]
+    finally:
+        await sink.aclose()
+
+
 async def test_a_killed_writer_is_replaced_and_the_loss_is_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
