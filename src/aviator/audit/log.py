@@ -59,6 +59,8 @@ __all__ = [
     "AuditUnavailable",
     "AuditWriteError",
     "default_path",
+    "open_for_writing",
+    "write_batch",
 ]
 
 FILENAME: Final = "audit.db"
@@ -227,6 +229,48 @@ class _Rows:
             yield _entry(row)
 
 
+# -- writing, one caller ---------------------------------------------------------------------------
+
+
+def open_for_writing(path: Path) -> sqlite3.Connection:
+    """A connection to the log at ``path`` (created if needed) for ``write_batch``: for a writer
+    that is a process of its own and has no use for ``AuditLog``'s queue and thread."""
+    conn = _connect(path, readonly=False)
+    try:
+        _create(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def write_batch(conn: sqlite3.Connection, batch: list[bytes]) -> None:
+    """Chain ``batch`` (records' canonical JSON, in order) onto the log's head and store it, in
+    one ``BEGIN IMMEDIATE`` transaction: SQLite serialises it with every other writer's, so
+    several processes extend one chain. Raises (and changes nothing) if the write fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT seq, hash FROM head WHERE id = 0").fetchone()
+        seq, prev = (int(row[0]), str(row[1])) if row is not None else (0, GENESIS)
+        rows = chain.link_rows(prev, seq, batch)
+        # Many rows per statement: sqlite3 lets go of the GIL for every step, and a step per row
+        # made a writer thread and the event loop trade it for every record.
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            values: list[int | str] = []
+            for s, p, h, r in chunk:
+                # The record as TEXT (what readers and older writers store and read back).
+                values += (s, p, h, r.decode())
+            conn.execute(_insert(len(chunk)), values)
+        seq, _, prev, _ = rows[-1]
+        conn.execute("INSERT OR REPLACE INTO head (id, seq, hash) VALUES (0, ?, ?)", (seq, prev))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 # -- reading -------------------------------------------------------------------------------------
 
 
@@ -342,13 +386,7 @@ class AuditLog:
         settings = settings or AuditSettings()
         if settings.max_batch < 1 or settings.queue_bound < 1 or settings.batch_interval_s < 0:
             raise ValueError("audit settings: max_batch and queue_bound must be positive")
-        conn = _connect(path, readonly=False)
-        try:
-            _create(conn)
-        except BaseException:
-            conn.close()
-            raise
-        log = cls(path, conn, settings)
+        log = cls(path, open_for_writing(path), settings)
         # A process that exits without close() still writes what it acknowledged (the writer is
         # a daemon thread, and atexit handlers run while it is alive).
         atexit.register(log.close, _EXIT_TIMEOUT_S)
@@ -548,27 +586,4 @@ class AuditLog:
                 return True
 
     def _write(self, batch: list[bytes]) -> None:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            row = conn.execute("SELECT seq, hash FROM head WHERE id = 0").fetchone()
-            seq, prev = (int(row[0]), str(row[1])) if row is not None else (0, GENESIS)
-            rows = chain.link_rows(prev, seq, batch)
-            # Many rows per statement: sqlite3 lets go of the GIL for every step, and a step per
-            # row made the event loop and this thread trade it for every record.
-            for start in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[start : start + _ROWS_PER_INSERT]
-                values: list[int | str] = []
-                for s, p, h, r in chunk:
-                    # The record as TEXT (what readers and older writers store and read back).
-                    values += (s, p, h, r.decode())
-                conn.execute(_insert(len(chunk)), values)
-            seq, _, prev, _ = rows[-1]
-            conn.execute(
-                "INSERT OR REPLACE INTO head (id, seq, hash) VALUES (0, ?, ?)", (seq, prev)
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        write_batch(self._conn, batch)

@@ -8,14 +8,15 @@ action, resource, decision, policies, reason: what repeats), the request id, the
 microseconds, the token counts and the extra facts — to a child process (``python -m
 aviator.audit.sink``) over a pipe, several records per write. The child renders each record with
 the same ``RecordTemplate`` the in-process path uses (so the bytes chained are the same), and
-appends them to an ``AuditLog`` of its own, which chains them onto the file's head like any
-other writer (the plane's records and the gateway's interleave in one chain).
+commits each batch as it arrives, in one thread and one transaction (``log.write_batch``), which
+chains it onto the file's head like any other writer (the plane's records and the gateway's
+interleave in one chain).
 
 Guarantees, as ``AuditLog``'s: a record is acknowledged when ``record``/``append`` returns; a
 clean ``aclose`` closes the pipe and waits for the child, which writes everything it was sent
 before it exits, so nothing acknowledged is lost. Records wait at most ``flush_interval_s``
 (10 ms) in this process before they are sent. ``pending`` counts records sent or waiting to be
-sent that the child has not yet queued for writing; a caller refuses work when it reaches the
+sent that the child has not yet committed; a caller refuses work when it reaches the
 settings' ``queue_bound`` (the disk, or the child, is behind): backpressure, never silent loss.
 
 If the child dies (killed, out of memory), the records it had not written are lost, as they
@@ -31,7 +32,7 @@ Wire format, one line per frame (canonical JSON never holds a raw newline)::
     R<a whole record's canonical JSON>
     F                       (flush: answer once everything before it is committed)
 
-and the child answers with lines ``<records queued so far>`` and ``F<records committed>``.
+and the child answers each line with ``<records committed so far>`` (``F<the same>`` to a flush).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,7 +54,13 @@ from typing import Any, Final, Protocol
 import orjson
 
 from aviator.api.principal import Principal
-from aviator.audit.log import AuditClosed, AuditLog, AuditUnavailable
+from aviator.audit.log import (
+    AuditClosed,
+    AuditLog,
+    AuditUnavailable,
+    open_for_writing,
+    write_batch,
+)
 from aviator.audit.record import (
     AuditRecord,
     Decision,
@@ -74,8 +82,9 @@ _BATCH_MAX: Final = 512
 _RESTART_MIN_S: Final = 1.0
 """Least time between two starts of the child."""
 _STOP_TIMEOUT_S: Final = 30.0
-_ROOM_WAIT_S: Final = 86_400.0
-"""The child's wait for room in its queue: it never refuses (the parent's bound does)."""
+_RETRY_MIN_S: Final = 0.05
+_RETRY_MAX_S: Final = 1.0
+"""The child's backoff between attempts at a failing write."""
 """How long ``aclose`` waits for the child to write what it was sent."""
 
 Facts = tuple[int, str, int, int | None, int | None, Mapping[str, ExtraValue] | None]
@@ -205,8 +214,8 @@ class AuditSink:
         self._reader: asyncio.Task[None] | None = None
         self._sent = 0
         """Records handed to the current child."""
-        self._queued = 0
-        """Records the current child says it has queued."""
+        self._committed = 0
+        """Records the current child says it has committed."""
         self._waiting = 0
         """Records in ``_batch`` and ``_frames``."""
         self._flushes: collections.deque[asyncio.Future[int]] = collections.deque()
@@ -305,11 +314,11 @@ class AuditSink:
 
     @property
     def pending(self) -> int:
-        """Records acknowledged that the child has not queued yet (the bound while there is no
+        """Records acknowledged that the child has not committed yet (the bound while there is no
         child: nothing acknowledged now could be written)."""
         if self._process is None or self._process.returncode is not None:
             return max(self.settings.queue_bound, self._waiting)
-        return self._waiting + self._sent - self._queued
+        return self._waiting + self._sent - self._committed
 
     async def flush(self, timeout: float | None = None) -> None:
         """Return once every record acknowledged before the call is committed."""
@@ -352,7 +361,7 @@ class AuditSink:
                 "up to %d acknowledged record(s) may be lost",
                 self.path,
                 timeout,
-                self._sent - self._queued,
+                self._sent - self._committed,
             )
         if self._reader is not None:
             await self._reader
@@ -395,19 +404,12 @@ class AuditSink:
     # -- the child -------------------------------------------------------------------------------
 
     async def _spawn(self) -> None:
-        settings = self.settings
         self._started_at = time.monotonic()
         process = await asyncio.create_subprocess_exec(
             self._python,
             "-m",
             "aviator.audit.sink",
             str(self.path),
-            "--batch-interval",
-            repr(settings.batch_interval_s),
-            "--max-batch",
-            str(settings.max_batch),
-            "--queue-bound",
-            str(settings.queue_bound),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -421,7 +423,7 @@ class AuditSink:
                 "is on the gateway's standard error)"
             )
         self._process = process
-        self._sent = self._queued = 0
+        self._sent = self._committed = 0
         if self._templates:
             # A restarted child knows no template: send them all before any record.
             self._frames[:0] = list(self._templates)
@@ -438,14 +440,14 @@ class AuditSink:
                     if not flushed.done():
                         flushed.set_result(int(line[1:]))
             else:
-                self._queued = int(line)
+                self._committed = int(line)
         code = await process.wait()
         if self._closing:
             return
-        lost = self._sent - self._queued
+        lost = self._sent - self._committed
         log.error(
             "the audit writer of %s exited (status %s); %d acknowledged record(s) it had not "
-            "queued are lost; starting a new one",
+            "committed are lost; starting a new one",
             self.path,
             code,
             lost,
@@ -469,34 +471,33 @@ class AuditSink:
 # -- the child process -----------------------------------------------------------------------
 
 
-def _serve(lines: Iterable[bytes], audit: AuditLog, out: _Answers) -> int:
-    """Render and append what the parent sends; return the count of records queued."""
+def _serve(lines: Iterable[bytes], conn: sqlite3.Connection, out: _Answers) -> int:
+    """Render what the parent sends and commit each line's records before the next line (one
+    transaction each); return the count written."""
     templates: dict[int, RecordTemplate] = {}
     stamps = Stamps()
-    queued = 0
+    written = 0
     for line in lines:
         kind, body = line[:1], line[1:].rstrip(b"\n")
+        batch: list[bytes] = []
         if kind == b"B":
             facts: Sequence[list[Any]] = orjson.loads(body)
             for number, request_id, micros, prompt, completion, extra in facts:
                 try:
-                    data = templates[number].encode(
-                        request_id=request_id,
-                        time=stamps.at(micros),
-                        tokens=None if prompt is None else (prompt, completion),
-                        extra=extra,
+                    batch.append(
+                        templates[number].encode(
+                            request_id=request_id,
+                            time=stamps.at(micros),
+                            tokens=None if prompt is None else (prompt, completion),
+                            extra=extra,
+                        )
                     )
                 except (KeyError, TypeError, ValueError) as exc:
                     # A caller's bug; the other records of the batch are still written.
                     log.error("audit record %r not written: %r", request_id, exc)
-                    continue
-                audit.append_json(data)
-                queued += 1
         elif kind == b"R":
             # Checked as a record, and chained as sent (it is its canonical JSON).
-            record = AuditRecord.from_json(body)
-            audit.append_json(record.to_json())
-            queued += 1
+            batch.append(AuditRecord.from_json(body).to_json())
         elif kind == b"T":
             number, kind_, id_, source, action, resource, decision, policies, reason = orjson.loads(
                 body
@@ -510,14 +511,32 @@ def _serve(lines: Iterable[bytes], audit: AuditLog, out: _Answers) -> int:
                 policies=policies,
                 reason=reason,
             )
+            continue
         elif kind == b"F":
-            audit.flush()
-            out.flushed(queued)
+            out.flushed(written)  # every line before it is committed already
             continue
         elif line.strip():
             raise ValueError(f"unknown audit sink frame {line[:40]!r}")
-        out.queued(queued)
-    return queued
+        if batch:
+            _write_until_done(conn, batch)
+            written += len(batch)
+        out.committed(written)
+    return written
+
+
+def _write_until_done(conn: sqlite3.Connection, batch: list[bytes]) -> None:
+    """Commit ``batch``, retrying failures (a full disk, a locked file) with backoff: never
+    skipped. Meanwhile the pipe fills, and the parent refuses work at its bound."""
+    delay = _RETRY_MIN_S
+    while True:
+        try:
+            write_batch(conn, batch)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("writing %d audit record(s) failed (%s); retrying", len(batch), exc)
+            time.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
+        else:
+            return
 
 
 class _Answers:
@@ -543,7 +562,7 @@ class _Answers:
     def ready(self) -> None:
         self._say(b"ready\n")
 
-    def queued(self, count: int) -> None:
+    def committed(self, count: int) -> None:
         self._say(b"%d\n" % count)
 
     def flushed(self, count: int) -> None:
@@ -558,34 +577,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write the audit records an AuditSink sends on standard input to PATH.",
     )
     parser.add_argument("path", type=Path)
-    defaults = AuditSettings()
-    parser.add_argument("--batch-interval", type=float, default=defaults.batch_interval_s)
-    parser.add_argument("--max-batch", type=int, default=defaults.max_batch)
-    parser.add_argument("--queue-bound", type=int, default=defaults.queue_bound)
     args = parser.parse_args(argv)
     # Its life is the pipe's: a Ctrl-C or SIGTERM meant for the process group must not cut the
     # records in the pipe short; the parent's close (or death) ends standard input, then this.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    settings = AuditSettings(
-        batch_interval_s=args.batch_interval,
-        max_batch=args.max_batch,
-        queue_bound=args.queue_bound,
-        # Wait for room rather than refuse: the parent bounds what it acknowledges itself.
-        full_timeout_s=_ROOM_WAIT_S,
-    )
     try:
-        audit = AuditLog.open(args.path, settings=settings)
+        conn = open_for_writing(args.path)
     except Exception as exc:
         print(f"aviator.audit.sink: cannot open {args.path}: {exc}", file=sys.stderr)
         return 1
     answers = _Answers(sys.stdout.buffer)
     answers.ready()
     try:
-        _serve(sys.stdin.buffer, audit, answers)
+        _serve(sys.stdin.buffer, conn, answers)
     finally:
-        audit.close()
+        conn.close()
         if answers.broken:  # what stdout still buffers has no reader: not an error at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -16,7 +16,6 @@ from aviator.api.principal import ADMIN, Principal
 from aviator.audit.log import AuditClosed, AuditReader, AuditUnavailable
 from aviator.audit.record import AuditRecord, Stamps, Tokens
 from aviator.audit.sink import AuditSink, LocalSink, Sink
-from aviator.settings import AuditSettings
 
 AGENT = Principal(
     kind="agent", id="spiffe://aviator.local/ns/team/agent/bot", namespace="team", name="bot"
@@ -90,8 +89,7 @@ async def test_records_are_chained_in_order_with_the_canonical_bytes(
 
 async def test_flush_returns_once_the_records_are_committed(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
-    # A long batch interval: without the flush nothing would be committed for a minute.
-    sink = await AuditSink.start(path, settings=AuditSettings(batch_interval_s=60.0))
+    sink = await AuditSink.start(path)
     try:
         expected = await _write_some(sink)
         assert sink.pending == 4
@@ -105,7 +103,7 @@ async def test_flush_returns_once_the_records_are_committed(tmp_path: Path) -> N
 
 async def test_each_flush_covers_what_was_acknowledged_before_it(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
-    sink = await AuditSink.start(path, settings=AuditSettings(batch_interval_s=60.0))
+    sink = await AuditSink.start(path)
     try:
         template = sink.template(
             AGENT, source="gateway", action="infer", resource="r", decision="allow"
