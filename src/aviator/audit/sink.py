@@ -135,6 +135,7 @@ class LocalSink:
     def __init__(self, audit: AuditLog) -> None:
         self.audit = audit
         self._templates: list[RecordTemplate] = []
+        self._numbers: dict[tuple[object, ...], int] = {}
         self._stamps = Stamps()
 
     @classmethod
@@ -157,6 +158,20 @@ class LocalSink:
         policies: Iterable[str] = (),
         reason: str = "",
     ) -> int:
+        policies = tuple(policies)
+        fields = (
+            principal.kind,
+            principal.id,
+            source,
+            action,
+            resource,
+            decision,
+            policies,
+            reason,
+        )
+        known = self._numbers.get(fields)
+        if known is not None:
+            return known
         self._templates.append(
             RecordTemplate(
                 principal,
@@ -168,7 +183,8 @@ class LocalSink:
                 reason=reason,
             )
         )
-        return len(self._templates) - 1
+        number = self._numbers[fields] = len(self._templates) - 1
+        return number
 
     def record(
         self,
@@ -206,6 +222,9 @@ class AuditSink:
         self._python = python
         self._templates: list[bytes] = []
         """The ``T`` frame of each template, by id (sent again to a restarted child)."""
+        self._numbers: dict[tuple[object, ...], int] = {}
+        """Each template's number by its fields: one number per distinct template, however often
+        it is registered."""
         self._batch: list[Facts] = []
         self._frames: list[bytes] = []
         """Whole frames (``R``) waiting with the batch, in order."""
@@ -260,20 +279,21 @@ class AuditSink:
             policies=policies,
             reason=reason,
         )
-        number = len(self._templates)
-        frame = b"T" + orjson.dumps(
-            [
-                number,
-                principal.kind,
-                principal.id,
-                source,
-                action,
-                resource,
-                decision,
-                policies,
-                reason,
-            ]
+        fields = (
+            principal.kind,
+            principal.id,
+            source,
+            action,
+            resource,
+            decision,
+            policies,
+            reason,
         )
+        known = self._numbers.get(fields)
+        if known is not None:  # registered before (a caller's cache of them starts over)
+            return known
+        number = self._numbers[fields] = len(self._templates)
+        frame = b"T" + orjson.dumps([number, *fields])
         self._templates.append(frame)
         self._frames.append(frame)
         self._schedule()

@@ -241,6 +241,7 @@ class Governance:
         if opening is not None:
             await opening
         audit, self.audit = self.audit, None
+        self._templates.clear()  # numbers of that log's templates
         if audit is not None:
             await audit.aclose()
 

@@ -180,3 +180,22 @@ def test_the_writer_writes_what_was_sent_even_when_its_parent_is_gone(tmp_path: 
     assert [e.data()["request_id"] for e in AuditReader(path).iterate()] == [
         f"r{n}" for n in range(50)
     ]
+
+
+@pytest.mark.parametrize("kind", ["process", "local"])
+async def test_a_template_registered_again_keeps_its_number(tmp_path: Path, kind: str) -> None:
+    """A caller's cache of template numbers may start over: the sink's templates do not grow."""
+    path = tmp_path / "audit.db"
+    sink: Sink = await (AuditSink.start(path) if kind == "process" else LocalSink.start(path))
+    fields = {"source": "gateway", "action": "infer", "resource": "r", "decision": "allow"}
+    try:
+        first = sink.template(AGENT, **fields, policies=["p#0"])  # type: ignore[arg-type]
+        again = sink.template(AGENT, **fields, policies=("p#0",))  # type: ignore[arg-type]
+        other = sink.template(AGENT, **fields, policies=("p#1",))  # type: ignore[arg-type]
+        assert again == first != other
+        sink.record(again, request_id="r1", micros=MICROS)
+        sink.record(other, request_id="r2", micros=MICROS)
+    finally:
+        await sink.aclose()
+    policies = [e.data()["policies"] for e in AuditReader(path).iterate()]
+    assert policies == [["p#0"], ["p#1"]]
