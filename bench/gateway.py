@@ -18,14 +18,15 @@ worker, no database, the upstream configured as an OpenAI-compatible provider).
 ``aviator gateway --workers N`` does, and one of M, ...; the CPU per request of one is that of
 all its processes. ``--rounds R`` measures every target R times, interleaved, and reports the
 medians (a busy machine makes single runs noisy). ``--baseline SRC`` adds the gateway of another
-source tree, for a before/after comparison in one run.
+source tree, for a before/after comparison in one run. ``--pin`` runs every target on CPU 1 and
+wrk and the upstream on CPU 0, a core each.
 
 Everything shares the machine's cores, so figures are relative; run it on an idle machine.
 
     .venv/bin/python bench/gateway.py [--seconds 10] [--requests 50000] [--concurrency 1 16]
         [--driver auto|wrk|aiohttp] [--insecure] [--with-naive] [--with-vllm-router]
         [--vllm-router PATH] [--with-litellm] [--litellm PATH] [--workers N [M ...]]
-        [--rounds R] [--baseline SRC] [--json]
+        [--rounds R] [--baseline SRC] [--pin] [--json]
 """
 
 from __future__ import annotations
@@ -360,11 +361,14 @@ def _run_wrk(
     script_dir: Path,
     variants: Sequence[Request] | None = None,
     delay_ms: float | None = None,
+    cpus: str | None = None,
 ) -> tuple[int, int, float, float, float]:
+    """``cpus``: run wrk on these CPUs only (``taskset -c``)."""
     script = script_dir / "post.lua"
     script.write_text(_wrk_script(headers, variants, delay_ms=delay_ms))
     out = subprocess.run(
         [
+            *(["taskset", "-c", cpus] if cpus else []),
             "wrk",
             "-t1",
             f"-c{concurrency}",
@@ -473,6 +477,7 @@ def _measure(
             script_dir=script_dir,
             variants=requests,
             delay_ms=delay_ms,
+            cpus=LOAD_CPU if getattr(args, "pin", False) else None,
         )
     else:
         n, errors, rate, p50, p99 = asyncio.run(
@@ -614,6 +619,12 @@ def main() -> None:
         help="Measure every target this many times, interleaved, and report medians.",
     )
     parser.add_argument("--json", action="store_true", help="Print the results as JSON too.")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="Pin each target to CPU 1 and wrk and the upstream to CPU 0 (taskset; needs 2 "
+        "CPUs): one core each, less noise from the scheduler.",
+    )
     args = parser.parse_args()
 
     if args.role == "upstream":
@@ -715,6 +726,13 @@ def main() -> None:
             litellm_url, litellm_pids = _start_litellm(litellm, up_url, Path(tmp), extra)
             litellm_headers = {**headers, "Authorization": f"Bearer {LITELLM_KEY}"}
             targets.append(("litellm", litellm_url, litellm_pids, litellm_headers))
+        if args.pin:
+            # One core for the target, the other for the load generator and the upstream: less
+            # noise, and every target (multi-threaded vllm-router too) gets the same one core.
+            _pin([up_pid], LOAD_CPU)
+            for name, _, pids, _ in targets:
+                if name != "direct":
+                    _pin([p for pid in pids for p in (pid, *_children(pid))], TARGET_CPU)
         for _ in range(args.rounds):
             for concurrency in args.concurrency:
                 for name, url, pids, hdrs in targets:
@@ -733,14 +751,26 @@ def main() -> None:
     results.sort(key=lambda r: (r.concurrency, [t[0] for t in targets].index(r.target)))
     auth = "off" if args.insecure else "admin token"
     rounds = f"; median of {args.rounds} rounds" if args.rounds > 1 else ""
+    pinned = "; pinned: targets on CPU 1, wrk and upstream on CPU 0" if args.pin else ""
     print(
-        f"driver: {args.driver}; {args.seconds:.0f} s per run{rounds}; gateway auth: {auth}; "
+        f"driver: {args.driver}; {args.seconds:.0f} s per run{rounds}{pinned}; gateway auth: {auth}; "
         f"gateway workers: {' and '.join(map(str, args.workers))}; cores: {os.cpu_count()}; "
         f"load average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}"
     )
     print(_report(results))
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
+
+
+LOAD_CPU = "0"
+TARGET_CPU = "1"
+"""With ``--pin``: the CPUs of the load generator and upstream, and of the target measured."""
+
+
+def _pin(pids: Sequence[int], cpus: str) -> None:
+    """Every thread of ``pids`` onto ``cpus`` (threads started later inherit it)."""
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-cp", cpus, str(pid)], check=True, capture_output=True)
 
 
 LITELLM_KEY = "sk-litellm-bench-0123456789abcdef"
