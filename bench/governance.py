@@ -78,7 +78,18 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import API_KEY, MODEL, Request, Result, _children, _measure, _median
+from gateway import (
+    API_KEY,
+    LOAD_CPU,
+    MODEL,
+    TARGET_CPU,
+    Request,
+    Result,
+    _children,
+    _measure,
+    _median,
+    _pin,
+)
 from procs import child
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -801,6 +812,11 @@ def main() -> None:
         help="Also count each gateway's user-space instructions per request (needs perf).",
     )
     parser.add_argument("--json", action="store_true", help="Print the results as JSON too.")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="Pin each gateway (and its audit writer) to CPU 1, wrk and the upstream to CPU 0.",
+    )
     args = parser.parse_args()
     if args.rounds < 1 or args.agents < 1 or args.variants < 1:
         parser.error("--rounds, --agents and --variants must be at least 1")
@@ -821,8 +837,12 @@ def main() -> None:
         (tmp / "jwks.json").write_bytes(orjson.dumps(jwks))
         paths = {"objects": str(tmp / "objects.json"), "jwks": str(tmp / "jwks.json")}
         sent = {t.name: requests_of(t, cycle, tokens) for t in TARGETS}
-        with child([*me, "upstream"]) as (_, upstream):
+        with child([*me, "upstream"]) as (up_pid, upstream):
             with gateways(TARGETS, upstream=upstream, tmp=tmp, paths=paths) as started:
+                if args.pin:  # each gateway and its audit writer on CPU 1; wrk, upstream on 0
+                    _pin([up_pid], LOAD_CPU)
+                    for pid, _ in started.values():
+                        _pin([pid, *_children(pid)], TARGET_CPU)
                 runs = measure_all(args, started=started, sent=sent, tmp=tmp)
             profiled = ""
             if args.profile:  # after the measured gateways stopped: they would share the cores
@@ -831,6 +851,7 @@ def main() -> None:
     print(
         f"driver: {args.driver}; {args.seconds:.0f} s per run; median of {args.rounds} rounds; "
         f"{f'paced at about {args.paced:.0f} req/s; ' if args.paced else 'saturating; '}"
+        f"{'pinned: gateways on CPU 1, wrk and upstream on CPU 0; ' if args.pin else ''}"
         f"{args.agents} agents, {args.variants} request variants; cores: {os.cpu_count()}; "
         f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}, after: "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
