@@ -128,14 +128,81 @@ class Sink(Protocol):
     async def aclose(self) -> None: ...
 
 
+class _Templates:
+    """Record templates by number, one number per distinct template however often it is
+    registered (a caller's cache of the numbers may start over)."""
+
+    __slots__ = ("_numbers", "by_number", "fields")
+
+    def __init__(self) -> None:
+        self.by_number: list[RecordTemplate] = []
+        self.fields: list[TemplateFields] = []
+        """What each was made of: ``(kind, id, source, action, resource, decision, policies,
+        reason)``, as the writer process is sent it."""
+        self._numbers: dict[TemplateFields, int] = {}
+
+    def register(
+        self,
+        principal: Principal,
+        *,
+        source: Source,
+        action: str,
+        resource: str,
+        decision: Decision,
+        policies: Iterable[str],
+        reason: str,
+    ) -> tuple[int, bool]:
+        """The template's number, and whether it is new (``ValueError`` for what
+        ``AuditRecord`` refuses, checked once per template)."""
+        policies = tuple(policies)
+        fields: TemplateFields = (
+            principal.kind,
+            principal.id,
+            source,
+            action,
+            resource,
+            decision,
+            policies,
+            reason,
+        )
+        known = self._numbers.get(fields)
+        if known is not None:
+            return known, False
+        self.by_number.append(_template_of(fields))
+        self.fields.append(fields)
+        number = self._numbers[fields] = len(self.by_number) - 1
+        return number, True
+
+
+TemplateFields = tuple[str, str, str, str, str, str, tuple[str, ...], str]
+
+
+def _template_frame(number: int, fields: TemplateFields) -> bytes:
+    """The ``T`` frame that tells the writer process template ``number``."""
+    return b"T" + orjson.dumps([number, *fields])
+
+
+def _template_of(fields: Sequence[Any]) -> RecordTemplate:
+    """The ``RecordTemplate`` of ``_Templates`` fields (in this process or the writer's)."""
+    kind, id_, source, action, resource, decision, policies, reason = fields
+    return RecordTemplate(
+        Principal(kind=kind, id=id_),
+        source=source,
+        action=action,
+        resource=resource,
+        decision=decision,
+        policies=policies,
+        reason=reason,
+    )
+
+
 class LocalSink:
     """``Sink`` over an ``AuditLog`` of this process (its writer thread): records are rendered
     here. For tests and for callers whose record rate does not matter."""
 
     def __init__(self, audit: AuditLog) -> None:
         self.audit = audit
-        self._templates: list[RecordTemplate] = []
-        self._numbers: dict[tuple[object, ...], int] = {}
+        self._templates = _Templates()
         self._stamps = Stamps()
 
     @classmethod
@@ -158,32 +225,15 @@ class LocalSink:
         policies: Iterable[str] = (),
         reason: str = "",
     ) -> int:
-        policies = tuple(policies)
-        fields = (
-            principal.kind,
-            principal.id,
-            source,
-            action,
-            resource,
-            decision,
-            policies,
-            reason,
+        number, _ = self._templates.register(
+            principal,
+            source=source,
+            action=action,
+            resource=resource,
+            decision=decision,
+            policies=policies,
+            reason=reason,
         )
-        known = self._numbers.get(fields)
-        if known is not None:
-            return known
-        self._templates.append(
-            RecordTemplate(
-                principal,
-                source=source,
-                action=action,
-                resource=resource,
-                decision=decision,
-                policies=policies,
-                reason=reason,
-            )
-        )
-        number = self._numbers[fields] = len(self._templates) - 1
         return number
 
     def record(
@@ -195,7 +245,7 @@ class LocalSink:
         tokens: tuple[int, int] | None = None,
         extra: Mapping[str, ExtraValue] | None = None,
     ) -> None:
-        data = self._templates[template].encode(
+        data = self._templates.by_number[template].encode(
             request_id=request_id, time=self._stamps.at(micros), tokens=tokens, extra=extra
         )
         self.audit.append_json(data)
@@ -220,11 +270,8 @@ class AuditSink:
         self.path = path
         self.settings = settings
         self._python = python
-        self._templates: list[bytes] = []
-        """The ``T`` frame of each template, by id (sent again to a restarted child)."""
-        self._numbers: dict[tuple[object, ...], int] = {}
-        """Each template's number by its fields: one number per distinct template, however often
-        it is registered."""
+        self._templates = _Templates()
+        """Sent to the child once each, and all again to a restarted child."""
         self._batch: list[Facts] = []
         self._frames: list[bytes] = []
         """Whole frames (``R``) waiting with the batch, in order."""
@@ -269,8 +316,7 @@ class AuditSink:
     ) -> int:
         """Register what a family of records shares; returns the number ``record`` takes.
         ``ValueError`` for what ``AuditRecord`` refuses (checked here, once)."""
-        policies = tuple(policies)
-        RecordTemplate(
+        number, new = self._templates.register(
             principal,
             source=source,
             action=action,
@@ -279,23 +325,9 @@ class AuditSink:
             policies=policies,
             reason=reason,
         )
-        fields = (
-            principal.kind,
-            principal.id,
-            source,
-            action,
-            resource,
-            decision,
-            policies,
-            reason,
-        )
-        known = self._numbers.get(fields)
-        if known is not None:  # registered before (a caller's cache of them starts over)
-            return known
-        number = self._numbers[fields] = len(self._templates)
-        frame = b"T" + orjson.dumps([number, *fields])
-        self._templates.append(frame)
-        self._frames.append(frame)
+        if not new:
+            return number
+        self._frames.append(_template_frame(number, self._templates.fields[number]))
         self._schedule()
         return number
 
@@ -444,9 +476,10 @@ class AuditSink:
             )
         self._process = process
         self._sent = self._committed = 0
-        if self._templates:
-            # A restarted child knows no template: send them all before any record.
-            self._frames[:0] = list(self._templates)
+        # A (re)started child knows no template: send them all before any record.
+        self._frames[:0] = [
+            _template_frame(n, fields) for n, fields in enumerate(self._templates.fields)
+        ]
         self._reader = asyncio.create_task(self._read(process), name="aviator-audit-sink")
         self._send()
 
@@ -519,18 +552,8 @@ def _serve(lines: Iterable[bytes], conn: sqlite3.Connection, out: _Answers) -> i
             # Checked as a record, and chained as sent (it is its canonical JSON).
             batch.append(AuditRecord.from_json(body).to_json())
         elif kind == b"T":
-            number, kind_, id_, source, action, resource, decision, policies, reason = orjson.loads(
-                body
-            )
-            templates[number] = RecordTemplate(
-                Principal(kind=kind_, id=id_),
-                source=source,
-                action=action,
-                resource=resource,
-                decision=decision,
-                policies=policies,
-                reason=reason,
-            )
+            number, *fields = orjson.loads(body)
+            templates[number] = _template_of(fields)
             continue
         elif kind == b"F":
             out.flushed(written)  # every line before it is committed already
