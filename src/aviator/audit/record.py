@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -37,6 +37,7 @@ __all__ = [
     "Stamps",
     "Tokens",
     "audit_time",
+    "encode_facts",
 ]
 
 Source = Literal["controlapi", "gateway", "plane"]
@@ -355,11 +356,12 @@ class Stamps:
     are formatted once per second, the microseconds per call. Not thread-safe: one per thread
     (the gateway's event loop owns one)."""
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_prefix", "_quoted", "_second")
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self._quoted = b""
 
     def __call__(self) -> str:
         return self.at(time.time_ns() // 1000)
@@ -368,9 +370,20 @@ class Stamps:
         """The stamp of ``micros`` microseconds since the epoch (fastest for times in order)."""
         second = micros // 1_000_000
         if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
+            self._start(second)
         return "%s.%06dZ" % (self._prefix, micros % 1_000_000)  # noqa: UP031 (cheaper here)
+
+    def quoted(self, micros: int) -> bytes:
+        """``at(micros)`` as a JSON string (the stamp holds nothing JSON would escape)."""
+        second = micros // 1_000_000
+        if second != self._second:
+            self._start(second)
+        return b'%s.%06dZ"' % (self._quoted, micros % 1_000_000)
+
+    def _start(self, second: int) -> None:
+        self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        self._quoted = b'"' + self._prefix.encode()
+        self._second = second
 
 
 class RecordTemplate:
@@ -462,6 +475,100 @@ class RecordTemplate:
                 tail,
             )
         )
+
+
+_STAMPABLE: Final = 253_402_300_800_000_000
+"""Microseconds since the epoch before year 10000 (``Stamps`` then gives four year digits)."""
+
+
+def encode_facts(
+    templates: Mapping[int, RecordTemplate] | Sequence[RecordTemplate],
+    facts: Iterable[Sequence[Any]],
+    *,
+    stamps: Stamps,
+    rejected: Callable[[Sequence[Any], ValueError], None],
+) -> list[bytes]:
+    """The records of ``facts``, each ``(template number, request_id, time in µs, prompt tokens
+    or None (then no tokens), completion tokens, extra or None)``: for each, exactly the bytes
+    ``templates[number].encode`` gives with ``time=stamps.at(µs)`` (the tests prove it), in
+    about half the time — the audit writer process renders every request a gateway admits.
+    A fact ``encode`` refuses (or that is not one) goes to ``rejected`` and is left out."""
+    out: list[bytes] = []
+    dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
+    for fact in facts:
+        try:
+            number, request_id, micros, prompt, completion, extra = fact
+            head, after_extra, after_id, after_time, tail = templates[number]._parts
+        except (ValueError, TypeError, LookupError) as exc:
+            rejected(fact, ValueError(f"not the facts of a record (unknown template?): {exc!r}"))
+            continue
+        # What a gateway sends, checked as cheaply as encode would check it; anything else is
+        # left to encode, with its cuts and messages.
+        if (
+            type(request_id) is str
+            and len(request_id) <= _MAX_ID
+            and type(micros) is int
+            and 0 <= micros < _STAMPABLE
+            and (
+                extra is None
+                or (type(extra) is dict and len(extra) <= MAX_EXTRA_KEYS and _plain(extra))
+            )
+        ):
+            if prompt is None:
+                counts = b"null"
+            elif (
+                type(prompt) is int
+                and type(completion) is int
+                and 0 <= prompt <= _INT_MAX
+                and 0 <= completion <= _INT_MAX
+            ):
+                counts = b'{"completion":%d,"prompt":%d}' % (completion, prompt)
+            else:
+                counts = b""
+            if counts:
+                out.append(
+                    b"%s%s%s%s%s%s%s%s%s"
+                    % (
+                        head,
+                        dumps(extra, option=sort_keys) if extra else b"{}",
+                        after_extra,
+                        dumps(request_id),
+                        after_id,
+                        stamps.quoted(micros),
+                        after_time,
+                        counts,
+                        tail,
+                    )
+                )
+                continue
+        try:
+            out.append(
+                templates[number].encode(
+                    request_id=request_id,
+                    time=stamps.at(micros),
+                    tokens=None if prompt is None else (prompt, completion),
+                    extra=extra,
+                )
+            )
+        except (TypeError, ValueError, OverflowError) as exc:
+            rejected(fact, exc if isinstance(exc, ValueError) else ValueError(str(exc)))
+    return out
+
+
+def _plain(extra: dict[Any, Any]) -> bool:
+    """Whether ``_extra_dict`` would keep ``extra`` as it is: short keys, each with a short
+    string or an int orjson encodes (then ``orjson.dumps`` sorting the keys is its JSON)."""
+    for key, value in extra.items():
+        if not (
+            type(key) is str
+            and 0 < len(key) <= _MAX_EXTRA_KEY
+            and (
+                (type(value) is str and len(value) <= _MAX_EXTRA_TEXT)
+                or (type(value) is int and _INT_MIN <= value <= _INT_MAX)
+            )
+        ):
+            return False
+    return True
 
 
 _PER_REQUEST: Final = ("extra", "request_id", "time", "tokens")

@@ -68,6 +68,7 @@ from aviator.audit.record import (
     RecordTemplate,
     Source,
     Stamps,
+    encode_facts,
 )
 from aviator.settings import AuditSettings
 
@@ -534,20 +535,7 @@ def _serve(lines: Iterable[bytes], conn: sqlite3.Connection, out: _Answers) -> i
         kind, body = line[:1], line[1:].rstrip(b"\n")
         batch: list[bytes] = []
         if kind == b"B":
-            facts: Sequence[list[Any]] = orjson.loads(body)
-            for number, request_id, micros, prompt, completion, extra in facts:
-                try:
-                    batch.append(
-                        templates[number].encode(
-                            request_id=request_id,
-                            time=stamps.at(micros),
-                            tokens=None if prompt is None else (prompt, completion),
-                            extra=extra,
-                        )
-                    )
-                except (KeyError, TypeError, ValueError) as exc:
-                    # A caller's bug; the other records of the batch are still written.
-                    log.error("audit record %r not written: %r", request_id, exc)
+            batch = encode_facts(templates, orjson.loads(body), stamps=stamps, rejected=_rejected)
         elif kind == b"R":
             # Checked as a record, and chained as sent (it is its canonical JSON).
             batch.append(AuditRecord.from_json(body).to_json())
@@ -565,6 +553,11 @@ def _serve(lines: Iterable[bytes], conn: sqlite3.Connection, out: _Answers) -> i
             written += len(batch)
         out.committed(written)
     return written
+
+
+def _rejected(fact: Sequence[Any], error: ValueError) -> None:
+    # A caller's bug; the other records of the batch are still written.
+    log.error("audit record %r not written: %s", fact[1] if len(fact) > 1 else fact, error)
 
 
 def _write_until_done(conn: sqlite3.Connection, batch: list[bytes]) -> None:

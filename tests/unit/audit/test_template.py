@@ -18,6 +18,7 @@ from aviator.audit.record import (
     Stamps,
     Tokens,
     audit_time,
+    encode_facts,
 )
 
 AGENT = Principal(
@@ -130,3 +131,81 @@ def test_a_template_refuses_what_a_record_refuses() -> None:
         template.encode(request_id="r1", time=TIME, extra={"k": [1]})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="request_id must be a string"):
         template.encode(request_id=7, time=TIME)  # type: ignore[arg-type]
+
+
+def test_quoted_stamps_are_the_stamps_as_json() -> None:
+    stamps = Stamps()
+    for micros in (0, 1_795_822_449_275_963, 1_795_822_449_999_999, 1_795_822_450_000_000):
+        assert stamps.quoted(micros) == b'"' + stamps.at(micros).encode() + b'"'
+
+
+TEMPLATE = RecordTemplate(
+    AGENT,
+    source="gateway",
+    action="infer",
+    resource='ModelDeployment::"team/chat"',
+    decision="allow",
+    policies=("team/chat-users",),
+)
+OTHER = RecordTemplate(AGENT, source="gateway", action="embed", resource="r", decision="allow")
+
+facts_of_a_gateway = st.tuples(
+    st.sampled_from([0, 1]),
+    st.text(max_size=300),  # past 256 characters: cut, as encode cuts it
+    st.integers(min_value=0, max_value=253_402_300_799_999_999),
+    st.none() | st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.none() | st.dictionaries(st.text(min_size=1, max_size=70), extra_values, max_size=4),
+)
+
+
+@given(facts=st.lists(facts_of_a_gateway, max_size=6))
+def test_facts_encode_exactly_as_their_template_would(facts: list[tuple[Any, ...]]) -> None:
+    templates = [TEMPLATE, OTHER]
+    expected = [
+        templates[number].encode(
+            request_id=request_id,
+            time=Stamps().at(micros),
+            tokens=None if prompt is None else (prompt, completion),
+            extra=extra,
+        )
+        for number, request_id, micros, prompt, completion, extra in facts
+    ]
+    refused: list[object] = []
+    encoded = encode_facts(
+        templates, facts, stamps=Stamps(), rejected=lambda f, e: refused.append(f)
+    )
+    assert encoded == expected
+    assert refused == []
+
+
+def test_facts_a_template_would_refuse_are_left_out_and_said() -> None:
+    good = (0, "r1", 1_795_822_449_275_963, 3, 4, {"status": 200})
+    bad = [
+        (0, "r2", 1_795_822_449_275_963, -1, 4, None),  # a negative count
+        (0, "r3", 1_795_822_449_275_963, 3, True, None),  # a boolean count
+        (0, "r4", 1_795_822_449_275_963, None, None, {"k": [1]}),  # not a JSON scalar
+        (0, 7, 1_795_822_449_275_963, None, None, None),  # request id not a string
+        (0, "r6", 2**70, None, None, None),  # a time past year 9999
+        (5, "r7", 1_795_822_449_275_963, None, None, None),  # an unknown template
+        (0, "r8"),  # not the facts of a record
+    ]
+    refused: list[tuple[object, str]] = []
+    encoded = encode_facts(
+        [TEMPLATE],
+        [bad[0], good, *bad[1:], good],
+        stamps=Stamps(),
+        rejected=lambda fact, error: refused.append((fact, str(error))),
+    )
+    assert (
+        encoded
+        == [
+            TEMPLATE.encode(
+                request_id="r1", time=Stamps().at(good[2]), tokens=(3, 4), extra={"status": 200}
+            )
+        ]
+        * 2
+    )
+    assert [fact for fact, _ in refused] == bad
+    assert "tokens.prompt" in refused[0][1]
+    assert "unknown template" in refused[5][1]
