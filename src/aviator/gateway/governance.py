@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from aviator.api import grant as grant_api
 from aviator.api.principal import Principal
@@ -45,7 +45,7 @@ from aviator.gateway import openai
 from aviator.gateway.usage import Usage
 from aviator.governance.budgets import Budgets, Limits, Refusal, Reservation
 from aviator.governance.view import PolicyView
-from aviator.policy.engine import CompiledPolicies, Decision
+from aviator.policy.engine import CompiledPolicies, Decision, InferenceLane
 from aviator.policy.entities import EntityUid, object_uid
 from aviator.settings import AuditSettings
 
@@ -171,6 +171,16 @@ class Admission:
         return self._estimate
 
 
+class _Lane(NamedTuple):
+    """``Governance._lane``: what one family of requests shares under one compiled set."""
+
+    compiled: CompiledPolicies
+    intent: str
+    grant: str
+    policies: InferenceLane | None
+    """Its decisions (None: ``decide_inference`` each time)."""
+
+
 class Governance:
     """Policy, budgets, leases and audit for one gateway. ``start``/``aclose`` in its lifespan."""
 
@@ -207,6 +217,8 @@ class Governance:
         self._leases: set[GrantLease] = set()
         self._resources: dict[str, tuple[EntityUid | None, str]] = {}
         self._templates: dict[tuple[object, ...], int] = {}
+        self._lanes: dict[tuple[str | None, ...], _Lane] = {}
+        """``_lane``'s by agent, action, deployment, model, priority and intent header."""
         self._limits: dict[str, tuple[Mapping[str, Any], Limits]] = {}
         """Per agent: the Agent object its limits were read from, and them (the reflector
         replaces the object when the Agent changes, so identity says whether they are current)."""
@@ -292,19 +304,25 @@ class Governance:
         now = self._clock()
         deciding = time.perf_counter()
         compiled = self.view.compiled
-        intent = grant = ""
-        if intent_header and intent_header.strip():
-            declared = compiled.declared_intent(principal, intent_header[:_INTENT_MAX])
-            intent, grant = declared["intent"], declared["grant"]
-            if intent:
-                admission.extra["intent"] = intent
-            if grant:
-                admission.extra["grant"] = grant
+        hour = int(now // 3600) % 24  # UTC: POSIX time has no leap seconds
+        lane = self._lanes.get(
+            (principal.agent_key, action, deployment, model, priority, intent_header)
+        )
+        if lane is None or lane.compiled is not compiled:
+            lane = self._lane(
+                compiled, principal, action, uid, deployment, model, priority, intent_header
+            )
+        if lane.intent:
+            admission.extra["intent"] = lane.intent
+        if lane.grant:
+            admission.extra["grant"] = lane.grant
         if uid is None:
             decision = Decision(
                 allowed=False,
                 reason=f"model {model!r} is served by no ModelDeployment the gateway knows",
             )
+        elif lane.policies is not None:
+            decision = lane.policies.decide(estimate, hour)
         else:
             decision = compiled.decide_inference(
                 principal,
@@ -313,9 +331,9 @@ class Governance:
                 model=model,
                 estimated_tokens=estimate,
                 priority=priority,
-                hour=int(now // 3600) % 24,  # UTC: POSIX time has no leap seconds
-                intent=intent,
-                grant=grant,
+                hour=hour,
+                intent=lane.intent,
+                grant=lane.grant,
             )
         if self.recorder is not None:
             self.recorder.decided(time.perf_counter() - deciding)
@@ -405,6 +423,37 @@ class Governance:
                 self._resources.clear()  # deployments come and go; a rebuild is one string each
             self._resources[deployment] = known
         return known
+
+    def _lane(
+        self,
+        compiled: CompiledPolicies,
+        principal: Principal,
+        action: str,
+        uid: EntityUid | None,
+        deployment: str,
+        model: str,
+        priority: str,
+        intent_header: str | None,
+    ) -> _Lane:
+        """What ``admit`` decides the same way for every request of this principal, action,
+        deployment, model, priority and ``x-aviator-intent`` under ``compiled``: the declared
+        intent, and the policies' decisions by estimate and hour (``InferenceLane``)."""
+        intent = grant = ""
+        if intent_header and intent_header.strip():
+            declared = compiled.declared_intent(principal, intent_header[:_INTENT_MAX])
+            intent, grant = declared["intent"], declared["grant"]
+        policies = None
+        if uid is not None:
+            policies = compiled.inference_lane(
+                principal, action, uid, model=model, priority=priority, intent=intent, grant=grant
+            )
+        lane = _Lane(compiled, intent, grant, policies)
+        if principal.agent_key is not None:  # others (anonymous, API keys) are not remembered
+            if len(self._lanes) >= _REMEMBERED:
+                self._lanes.clear()  # a lane is rebuilt on the next request: a few lookups
+            key = (principal.agent_key, action, deployment, model, priority, intent_header)
+            self._lanes[key] = lane
+        return lane
 
     def _limits_of(self, principal: Principal) -> Limits:
         assert self.view is not None

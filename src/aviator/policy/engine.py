@@ -77,6 +77,7 @@ __all__ = [
     "CompileError",
     "CompiledPolicies",
     "Decision",
+    "InferenceLane",
     "PolicyEngine",
     "Statement",
     "grant_policy",
@@ -512,6 +513,105 @@ MAX_SLICES = 65_536
 but their key is recomputed per request (a few tens of µs)."""
 
 
+_LANE_CLASSES: Final = 4096
+"""Decisions an ``InferenceLane`` remembers (classes of two values: a few dozen in practice)."""
+
+
+class InferenceLane:
+    """``CompiledPolicies.decide_inference`` for one agent, action, resource, model, priority
+    and declared intent — what a gateway sees over and over — where only ``estimated_tokens``
+    and ``hour`` vary per request. The slice's plan says what of those two the decision depends
+    on, so the lane remembers a decision per class of them: a request costs a comparison or two
+    and one lookup, not a context, its checks and a key of six parts. The decisions are
+    ``decide_inference``'s (the tests prove it); it belongs to the compiled set that made it
+    (``compiled``) and is dropped with it."""
+
+    __slots__ = ("_decide", "_decisions", "_hour", "_tokens", "compiled")
+
+    def __init__(
+        self,
+        compiled: CompiledPolicies,
+        principal: Principal,
+        action: str,
+        resource: ent.EntityUid,
+        *,
+        model: str,
+        priority: str,
+        intent: str,
+        grant: str,
+        plan: tuple[_ValueClass, ...],
+    ) -> None:
+        self.compiled = compiled
+        reads = {value_class.attr: value_class for value_class in plan}
+        self._tokens = _class_of(reads.get("estimatedTokens"))
+        self._hour = _class_of(reads.get("hour"))
+        self._decisions: dict[tuple[int, int], Decision] = {}
+
+        def decide(estimated_tokens: int, hour: int) -> Decision:
+            return compiled.decide_inference(
+                principal,
+                action,
+                resource,
+                model=model,
+                estimated_tokens=estimated_tokens,
+                priority=priority,
+                hour=hour,
+                intent=intent,
+                grant=grant,
+            )
+
+        self._decide = decide
+
+    def decide(self, estimated_tokens: int, hour: int) -> Decision:
+        """The decision ``decide_inference`` gives with these two values and the lane's."""
+        if not (
+            type(estimated_tokens) is int
+            and 0 <= estimated_tokens <= _LONG_MAX
+            and type(hour) is int
+            and 0 <= hour <= 23
+        ):
+            return self._decide(estimated_tokens, hour)  # its checks and messages
+        # The class of each value: 0 when no statement reads it, the value itself when one reads
+        # it otherwise than comparing it with literals, else its place among them (context_class).
+        cuts = self._tokens
+        if cuts is None:
+            tokens = 0
+        elif cuts is _BY_VALUE:
+            tokens = estimated_tokens
+        else:
+            at = bisect_left(cuts, estimated_tokens)
+            tokens = 2 * at + (at < len(cuts) and cuts[at] == estimated_tokens)
+        cuts = self._hour
+        if cuts is None:
+            hours = 0
+        elif cuts is _BY_VALUE:
+            hours = hour
+        else:
+            at = bisect_left(cuts, hour)
+            hours = 2 * at + (at < len(cuts) and cuts[at] == hour)
+        key = (tokens, hours)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._decide(estimated_tokens, hour)
+            if len(self._decisions) >= _LANE_CLASSES:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
+
+
+_BY_VALUE: Final[tuple[int, ...]] = (-1,)
+"""An ``InferenceLane``'s mark for an attribute whose exact value decides (compared by
+identity: a plan's cuts are tuples of their own)."""
+
+
+def _class_of(value_class: _ValueClass | None) -> tuple[int, ...] | None:
+    """None when no statement reads the attribute, ``_BY_VALUE`` when its value decides, else
+    the cuts."""
+    if value_class is None:
+        return None
+    return value_class.cuts if value_class.cuts is not None else _BY_VALUE
+
+
 class PolicyEngine:
     """Compiles policy sets against aviator's Cedar schema (parsed once, shared by every compile).
 
@@ -875,6 +975,49 @@ class CompiledPolicies:
         ):  # anything unusual takes the general path, with its checks and messages
             return self.decide(principal, action, resource, context)
         return self._remembered(ent.EntityUid("Agent", key), action, resource, context)
+
+    def inference_lane(
+        self,
+        principal: Principal,
+        action: str,
+        resource: ent.EntityUid,
+        *,
+        model: str,
+        priority: str,
+        intent: str = "",
+        grant: str = "",
+    ) -> InferenceLane | None:
+        """``decide_inference`` for the requests that differ only in ``estimated_tokens`` and
+        ``hour``, or None when it would not remember their decisions (then call it each time)."""
+        key = principal.agent_key
+        if (
+            key is None
+            or principal.kind != "agent"
+            or action not in schema.INFERENCE_ACTIONS
+            or self.decision_cache_size <= 0
+            or type(model) is not str
+            or type(priority) is not str
+            or type(intent) is not str
+            or type(grant) is not str
+        ):
+            return None
+        try:
+            plan = self._policy_set(action, ent.EntityUid("Agent", key), resource, ()).plan
+        except ValueError:
+            return None
+        if plan is None:  # a statement reads the context whole: every value is its own class
+            return None
+        return InferenceLane(
+            self,
+            principal,
+            action,
+            resource,
+            model=model,
+            priority=priority,
+            intent=intent,
+            grant=grant,
+            plan=plan,
+        )
 
     def _remembered(
         self,

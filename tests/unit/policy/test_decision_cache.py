@@ -141,6 +141,85 @@ def test_decide_inference_is_decide_with_that_context(
         assert short == fresh.decide(principal, action, target, context)
 
 
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    principal=st.sampled_from(AGENTS),
+    action=st.sampled_from(["infer", "embed"]),
+    target=st.sampled_from(TARGETS),
+    context=contexts,
+    varying=st.lists(
+        st.tuples(contexts.map(operator.itemgetter("estimatedTokens")), st.integers(0, 23)),
+        min_size=1,
+        max_size=10,
+    ),
+)
+def test_a_lane_decides_as_cedar(
+    pair: tuple[engine.CompiledPolicies, engine.CompiledPolicies],
+    principal: Principal,
+    action: str,
+    target: ent.EntityUid,
+    context: dict[str, Any],
+    varying: list[tuple[int, int]],
+) -> None:
+    """An ``InferenceLane`` (what the gateway keeps per agent, deployment, model, priority and
+    intent) gives Cedar's decision whatever the estimate and the hour of each request, including
+    from what it remembered for an earlier one."""
+    remembering, fresh = pair
+    lane = remembering.inference_lane(
+        principal,
+        action,
+        target,
+        model=context["model"],
+        priority=context["priority"],
+        intent=context["intent"],
+        grant=context["grant"],
+    )
+    if lane is None:
+        assert principal.kind != "agent"
+        return
+    assert lane.compiled is remembering
+    for estimate, hour in varying:
+        expected = fresh.decide(
+            principal, action, target, {**context, "estimatedTokens": estimate, "hour": hour}
+        )
+        assert lane.decide(estimate, hour) == expected
+
+
+def test_a_lane_remembers_by_class_and_only_where_decisions_are_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compiled = compile_with(engine.PolicyEngine(), CONTEXTUAL, grants=GRANTS)
+    bot, chat = agent("team-a", "bot"), md("team-a", "chat")
+    lane = compiled.inference_lane(bot, "infer", chat, model="llama", priority="standard")
+    assert lane is not None
+    asked: list[dict[str, Any]] = []
+    real = engine._authorize
+
+    def spy(request: dict[str, Any], *rest: Any) -> dict[str, Any]:
+        asked.append(request)
+        return real(request, *rest)
+
+    monkeypatch.setattr(engine, "_authorize", spy)
+    first = lane.decide(100, 5)
+    assert lane.decide(100, 11) is first  # the same side of every threshold on the hour
+    assert len(asked) == 1
+    # The estimate is read by value here (a product): another estimate is another class.
+    assert lane.decide(101, 11) == first
+    assert len(asked) == 2
+    assert lane.decide(100, 3).allowed is not first.allowed  # hour 3 is forbidden
+    assert len(asked) == 3
+    # Nothing to remember for: another kind of principal, another action, no cache.
+    key = Principal(kind="apikey", id="apikey:k1")
+    assert compiled.inference_lane(key, "infer", chat, model="m", priority="standard") is None
+    assert compiled.inference_lane(bot, "create", chat, model="m", priority="standard") is None
+    forgetful = compile_with(engine.PolicyEngine(decision_cache_size=0), CONTEXTUAL, grants=GRANTS)
+    assert forgetful.inference_lane(bot, "infer", chat, model="m", priority="standard") is None
+
+
 def test_the_cache_is_hit_within_a_class_and_missed_across(
     pair: tuple[engine.CompiledPolicies, engine.CompiledPolicies],
     monkeypatch: pytest.MonkeyPatch,
