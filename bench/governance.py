@@ -353,6 +353,11 @@ class Run:
 _PERF_STAT = ("perf", "stat", "-x", ",", "-e", "instructions:u")
 
 
+def writer_cpu_of(args: argparse.Namespace) -> str:
+    """The CPU ``--pin`` gives the audit writer processes."""
+    return TARGET_CPU if args.writer_cpu == "target" else LOAD_CPU
+
+
 @contextlib.contextmanager
 def counting_instructions(pids: Sequence[int], *, enabled: bool) -> Iterator[list[int]]:
     """Count the user-space instructions processes ``pids`` (every thread) retire in the block
@@ -817,6 +822,14 @@ def main() -> None:
         action="store_true",
         help="Pin each gateway (and its audit writer) to CPU 1, wrk and the upstream to CPU 0.",
     )
+    parser.add_argument(
+        "--writer-cpu",
+        choices=["target", "load"],
+        default="target",
+        help="With --pin: the CPU of the audit writer processes: the gateway's (target: "
+        "the strictest, the writer takes from the gateway's core) or the load's (load: as on a "
+        "host with a core to spare, the writer off the gateway's core).",
+    )
     args = parser.parse_args()
     if args.rounds < 1 or args.agents < 1 or args.variants < 1:
         parser.error("--rounds, --agents and --variants must be at least 1")
@@ -839,10 +852,11 @@ def main() -> None:
         sent = {t.name: requests_of(t, cycle, tokens) for t in TARGETS}
         with child([*me, "upstream"]) as (up_pid, upstream):
             with gateways(TARGETS, upstream=upstream, tmp=tmp, paths=paths) as started:
-                if args.pin:  # each gateway and its audit writer on CPU 1; wrk, upstream on 0
+                if args.pin:  # each gateway (and its audit writer) on CPU 1; wrk, upstream on 0
                     _pin([up_pid], LOAD_CPU)
                     for pid, _ in started.values():
-                        _pin([pid, *_children(pid)], TARGET_CPU)
+                        _pin([pid], TARGET_CPU)
+                        _pin(_children(pid), writer_cpu_of(args))
                 runs = measure_all(args, started=started, sent=sent, tmp=tmp)
             profiled = ""
             if args.profile:  # after the measured gateways stopped: they would share the cores
@@ -852,6 +866,7 @@ def main() -> None:
         f"driver: {args.driver}; {args.seconds:.0f} s per run; median of {args.rounds} rounds; "
         f"{f'paced at about {args.paced:.0f} req/s; ' if args.paced else 'saturating; '}"
         f"{'pinned: gateways on CPU 1, wrk and upstream on CPU 0; ' if args.pin else ''}"
+        f"{f'audit writers on CPU {writer_cpu_of(args)}; ' if args.pin else ''}"
         f"{args.agents} agents, {args.variants} request variants; cores: {os.cpu_count()}; "
         f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}, after: "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
