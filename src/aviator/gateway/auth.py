@@ -106,18 +106,23 @@ class Credentials:
             if self.insecure:
                 return ANONYMOUS
             raise Unauthenticated.of(InvalidToken("missing"))
-        scheme, _, token = header.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated.of(InvalidToken("missing"))
+        if header.startswith("Bearer ") and not header[-1].isspace() and not header[7].isspace():
+            token = header[7:]  # what clients send: nothing to strip (the general path below)
+        else:
+            scheme, _, token = header.strip().partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise Unauthenticated.of(InvalidToken("missing"))
         verifier = self._verifier
-        if verifier is not None and verifier.remembers(token):
+        if verifier is not None:
             # An agent token verified lately: no need to hash it to compare with the secrets.
             # (Which tokens are remembered says nothing about the admin token or the keys.)
             try:
-                return verifier.verify(token)
+                remembered = verifier.remembered(token)
             except InvalidToken as exc:
                 raise Unauthenticated.of(exc) from None
+            if remembered is not None:
+                return remembered
         presented = _digest(token)
         # Every digest is compared, whatever matched earlier: the time taken says nothing about
         # which secret (if any) matched. Digests have one length, so length leaks nothing either.
