@@ -37,7 +37,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -411,21 +410,6 @@ async def _run(
                 loop.remove_signal_handler(sig)
 
 
-def _reserve_port(host: str, port: int) -> socket.socket:
-    """A bound (not listening) ``SO_REUSEPORT`` socket on ``host:port`` (0: a free port), held by
-    the supervisor so that the port stays its workers' while they start and restart."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def _supervise_workers(count: int, *, serve: Callable[[], int], exit_with_parent: bool) -> int:
     """Fork ``count`` workers that each run ``serve()`` (its return is their exit code); wait.
 
@@ -560,6 +544,13 @@ def gateway(
         "(aviator up starts its gateway this way, before its Control API listens).",
         hidden=True,
     ),
+    reuse_port: bool = typer.Option(
+        False,
+        "--reuse-port",
+        help="Bind with SO_REUSEPORT: share a port a supervisor holds for it (aviator up "
+        "reserves its gateway's port this way, so that nothing else takes it meanwhile).",
+        hidden=True,
+    ),
     workers: int = typer.Option(
         1,
         "--workers",
@@ -673,10 +664,12 @@ def gateway(
         return 0
 
     if workers == 1:
-        code = serve(settings, reuse_port=False, exit_with_parent=exit_with_parent)
+        code = serve(settings, reuse_port=reuse_port, exit_with_parent=exit_with_parent)
         raise typer.Exit(code)
     try:
-        reserved = _reserve_port(host, port)
+        from aviator.runtime.processes import reserve_port
+
+        reserved = reserve_port(host, port)
     except OSError as exc:
         typer.echo(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None

@@ -8,11 +8,12 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
 
-from aviator.runtime.processes import read_cmdline
+from aviator.runtime.processes import read_cmdline, reserve_port
 
 log = logging.getLogger("aviator.plane.gateway")
 
@@ -37,7 +38,9 @@ class GatewayProcess:
         workers: int = 1,
         identity_config: Path | None = None,
     ) -> None:
-        """``workers`` > 1 runs the gateway as that many processes sharing the port
+        """``port`` 0: a free port, reserved here (``reserve_port``) for as long as this
+        supervises the gateway, restarts included; ``port`` is then the one reserved once
+        ``start`` returns. ``workers`` > 1 runs the gateway as that many processes sharing the port
         (``aviator gateway --workers``). Callers authenticate with agent tokens (or the admin
         token ``token_file``, which the gateway also watches with); every decision goes to the
         audit log ``audit_file``, which the plane writes too. ``identity_config``: the plane's
@@ -49,6 +52,7 @@ class GatewayProcess:
         the plane starts; ``set_control_url`` hands it the URL, and only then does it begin."""
         self.host = host
         self.port = port
+        self._reserved: socket.socket | None = None
         self._control_url = control_url
         self._options = [
             "--token-file",
@@ -98,6 +102,12 @@ class GatewayProcess:
 
     async def start(self) -> None:
         await reap_leftover(self._record, grace_s=self._stop_grace_s)
+        if self.port == 0 and self._reserved is None:
+            # Picked and held here, not picked and let go: between a free port's pick and the
+            # gateway's bind (its start-up, a second or more) anyone could take it.
+            self._reserved = reserve_port(self.host, 0)
+            self.port = self._reserved.getsockname()[1]
+            self._options.append("--reuse-port")
         await self._spawn()
         self._task = asyncio.create_task(self._supervise(), name="gateway supervisor")
 
@@ -185,6 +195,9 @@ class GatewayProcess:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
         remove_record(self._record)
 
 

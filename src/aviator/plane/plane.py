@@ -27,7 +27,6 @@ from aviator.api.replica import Replica
 from aviator.audit.log import AuditLog, default_path
 from aviator.plane.datadir import DataDir, read_secret
 from aviator.plane.gateway import GatewayProcess
-from aviator.runtime.processes import free_port
 from aviator.settings import Settings
 
 if TYPE_CHECKING:
@@ -107,7 +106,7 @@ class Plane:
             gw = settings.gateway
             self._gateway = GatewayProcess(
                 host=gw.host,
-                port=gw.port or free_port(gw.host),
+                port=gw.port,  # 0: GatewayProcess reserves a free one
                 control_url=None,
                 token_file=self.data_dir.admin_token,
                 audit_file=self.audit_path,
@@ -176,7 +175,6 @@ class Plane:
         )
 
         api = settings.api
-        api_port = api.port or free_port(api.host)
         app = build_app(
             store=self._store,
             settings=api,
@@ -190,7 +188,9 @@ class Plane:
             app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, api.host, api_port).start()
+        # Port 0 is the kernel's pick at bind time, read back: no window for anyone to take it.
+        await web.TCPSite(self._runner, api.host, api.port).start()
+        api_port = int(self._runner.addresses[0][1])
         api_url = f"http://{api.host}:{api_port}"
         self.settings = replace(settings, api=replace(api, port=api_port))
 

@@ -32,6 +32,7 @@ __all__ = [
     "port_taken",
     "read_cmdline",
     "read_environ_has",
+    "reserve_port",
     "spawn",
     "terminate",
 ]
@@ -84,6 +85,26 @@ def free_port(host: str) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A bound (not listening) ``SO_REUSEPORT`` socket on ``host:port`` (0: a free port). Held by
+    a supervisor, it keeps the port for the processes it starts (which bind it with
+    ``SO_REUSEPORT`` too) while they start and restart: no race with anyone else for it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if port:
+            # A fixed port may still have connections in TIME_WAIT from a run just stopped. Not
+            # for a fresh one: with SO_REUSEADDR, anyone setting it too (asyncio's servers do)
+            # could bind a port whose holder does not listen.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def port_taken(host: str, port: int) -> bool:

@@ -16,6 +16,7 @@ from aviator.runtime.processes import (
     free_port,
     port_taken,
     read_cmdline,
+    reserve_port,
     spawn,
     terminate,
 )
@@ -50,6 +51,23 @@ def test_free_port_and_port_taken():
         listener.bind(("127.0.0.1", port))
         listener.listen()
         assert port_taken("127.0.0.1", port)
+
+
+def test_a_reserved_port_is_refused_to_others_and_shared_with_reuse_port():
+    reserved = reserve_port("127.0.0.1", 0)
+    try:
+        port = reserved.getsockname()[1]
+        assert port_taken("127.0.0.1", port)  # nobody else binds it, listening or not
+        with socket.socket() as listener:  # what the supervised process does
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listener.bind(("127.0.0.1", port))
+            listener.listen()
+            # Connections go to the listener, not to the reservation (which never listens).
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                accepted, _ = listener.accept()
+                accepted.close()
+    finally:
+        reserved.close()
 
 
 def test_read_cmdline():
