@@ -278,6 +278,9 @@ class AuditSink:
         """Whole frames (``R``) waiting with the batch, in order."""
         self._timer: asyncio.TimerHandle | None = None
         self._process: asyncio.subprocess.Process | None = None
+        self._writing = False
+        """A child runs and answers (``pending`` is asked on every request: a flag, not the
+        process's return code)."""
         self._reader: asyncio.Task[None] | None = None
         self._sent = 0
         """Records handed to the current child."""
@@ -369,7 +372,7 @@ class AuditSink:
     def pending(self) -> int:
         """Records acknowledged that the child has not committed yet (the bound while there is no
         child: nothing acknowledged now could be written)."""
-        if self._process is None or self._process.returncode is not None:
+        if not self._writing:
             return max(self.settings.queue_bound, self._waiting)
         return self._waiting + self._sent - self._committed
 
@@ -476,6 +479,7 @@ class AuditSink:
                 "is on the gateway's standard error)"
             )
         self._process = process
+        self._writing = True
         self._sent = self._committed = 0
         # A (re)started child knows no template: send them all before any record.
         self._frames[:0] = [
@@ -495,6 +499,7 @@ class AuditSink:
                         flushed.set_result(int(line[1:]))
             else:
                 self._committed = int(line)
+        self._writing = False  # its output ended: it exited, or is about to
         code = await process.wait()
         if self._closing:
             return

@@ -267,8 +267,19 @@ class Budgets:
         limit = limits.tokens_per_day
         if limit is not None and day.total + estimate > limit:
             return self._refuse(agent, state, "tokensPerDay", limit, day, estimate, now)
-        minute.add(minute_bucket, estimate)
-        day.add(day_bucket, estimate)
+        # ``add``, inlined for the common case: the newest bucket is the current one.
+        buckets = minute._buckets
+        if buckets and buckets[-1][0] == minute_bucket:
+            buckets[-1][1] += estimate
+            minute.total += estimate
+        else:
+            minute.add(minute_bucket, estimate)
+        buckets = day._buckets
+        if buckets and buckets[-1][0] == day_bucket:
+            buckets[-1][1] += estimate
+            day.total += estimate
+        else:
+            day.add(day_bucket, estimate)
         state.inflight += 1
         return _new(Reservation, (agent, estimate, minute_bucket, day_bucket))
 
@@ -291,12 +302,12 @@ class Budgets:
     def settle(self, reservation: Reservation, *, used: int | None, now: float) -> None:
         """The request of ``reservation`` ended having used ``used`` tokens (None: unknown, the
         estimate stands). Its tokens count from now on, in place of the estimate."""
-        state = self._agents.get(reservation.agent)
+        agent, reserved, minute_bucket, day_bucket = reservation
+        state = self._agents.get(agent)
         if state is None:  # cannot happen while the reservation is outstanding
             return
         if state.inflight > 0:
             state.inflight -= 1
-        _, reserved, minute_bucket, day_bucket = reservation
         actual = reserved if used is None else used if used > 0 else 0
         state.minute.settle(minute_bucket, reserved, actual, now)
         state.day.settle(day_bucket, reserved, actual, now)
