@@ -28,7 +28,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import orjson
@@ -140,7 +140,7 @@ class Gateway:
             settings,
             # Saturation detection needs scraped metrics; without a scraper it stays off.
             signals=ScrapedSignals(self.signals) if settings.metrics_interval_s > 0 else None,
-            pool=lambda model: [e.key for e in self.table.lookup(model) or ()],
+            pool=self.table.keys,
             defaults=self._default_priority,
             recorder=self.metrics.flow,
         )
@@ -258,8 +258,10 @@ async def _proxy(gw: Gateway, request: Request, operation: str) -> Answer:
         model = route.model
         if not candidates:  # deployed, but no replica is ready (or it is scaled to zero)
             raise openai.no_ready_replica(model)
-        priority = gw.flow.priority(model, headers.get(PRIORITY_HEADER))
         served_by = gw.directory.route(model)
+        priority = gw.flow.priority_of(
+            served_by.priority if served_by is not None else None, headers.get(PRIORITY_HEADER)
+        )
         try:
             admission = gw.governance.admit(
                 principal,
@@ -275,7 +277,8 @@ async def _proxy(gw: Gateway, request: Request, operation: str) -> Answer:
             gw.metrics.governance.refused(_REFUSALS.get(err.status, "policy"))
             raise
         client = client_of(principal, request.remote)
-        if await gw.flow.admit(model=model, client=client, priority=priority):
+        waiting = gw.flow.admit_now(model=model, client=client, priority=priority)
+        if waiting is not None and await waiting:
             candidates = gw.table.lookup(model)  # it waited: the replicas may have changed
             if not candidates:
                 raise openai.no_ready_replica(model)
@@ -393,20 +396,25 @@ def build_app(gateway: Gateway) -> Handler:
     """The gateway's application: one handler that routes a request by method and path."""
     operations = openai.OPERATIONS
 
-    async def handle(request: Request) -> Answer:
+    # Not a coroutine itself: it hands the server ``_proxy``'s coroutine (one less per request).
+    def handle(request: Request) -> Awaitable[Answer]:
         method = request.method
         path = request.path
         if method == "POST":
             operation = operations.get(path)
             if operation is not None:
-                return await _proxy(gateway, request, operation)
+                return _proxy(gateway, request, operation)
         elif method in ("GET", "HEAD"):
             page = _PAGES.get(path)
             if page is not None:
-                return page(gateway, request)
-        return _unknown(gateway, request)
+                return _answered(page(gateway, request))
+        return _answered(_unknown(gateway, request))
 
     return handle
+
+
+async def _answered(answer: Response) -> Answer:
+    return answer
 
 
 class GatewayServer:

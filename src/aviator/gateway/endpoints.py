@@ -87,9 +87,12 @@ class _Model:
     """Every replica of the model by key, with its endpoint when routable."""
     ready: tuple[Endpoint, ...] = ()
     """The routable ones, sorted by key."""
+    keys: tuple[str, ...] = ()
+    """Their keys."""
 
     def rebuild(self) -> None:
         self.ready = tuple(ep for _, ep in sorted(self.members.items()) if ep is not None)
+        self.keys = tuple(ep.key for ep in self.ready)
 
 
 class EndpointTable:
@@ -115,6 +118,11 @@ class EndpointTable:
         """The ready endpoints of ``model`` (maybe empty), or None if no replica serves it."""
         entry = self._models.get(model)
         return None if entry is None else entry.ready
+
+    def keys(self, model: str) -> tuple[str, ...]:
+        """The keys of the ready endpoints of ``model`` (empty when there are none)."""
+        entry = self._models.get(model)
+        return () if entry is None else entry.keys
 
     def endpoint(self, key: str) -> Endpoint | None:
         """The endpoint of replica ``key`` (``namespace/name``) if it is routable."""

@@ -37,9 +37,9 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from aviator.api.modeldeployment import Priority
 from aviator.api.principal import Principal
@@ -674,7 +674,12 @@ class FlowControl:
 
         Raises ``OpenAIError`` 400 when the header names no priority.
         """
-        configured = self._defaults(model)
+        return self.priority_of(self._defaults(model), header)
+
+    @staticmethod
+    def priority_of(configured: str | None, header: str | None) -> Priority:
+        """``priority`` of a request whose model's configured priority is ``configured`` (for a
+        caller that knows it already)."""
         default = (as_priority(configured) if configured else None) or "standard"
         return request_priority(header, default=default)
 
@@ -684,14 +689,27 @@ class FlowControl:
         Returns whether the request was queued (time passed: what the caller looked up before
         may have changed).
         """
+        waiting = self.admit_now(model=model, client=client, priority=priority)
+        return False if waiting is None else await waiting
+
+    def admit_now(
+        self, *, model: str, client: str, priority: Priority
+    ) -> Coroutine[Any, Any, bool] | None:
+        """``admit`` without a coroutine in the usual case: None when the request may be sent
+        at once; else the rest of ``admit``, to await at once (it raises, or waits)."""
         if not self.policy.enabled:
-            return False
+            return None
         now = self._clock()
         decision = self.policy.arrive(
             model=model, client=client, priority=priority, pool=self._pool(model), now=now
         )
         if isinstance(decision, Admit):
-            return False
+            return None
+        return self._decided(decision, model, priority, now)
+
+    async def _decided(
+        self, decision: Shed | Queued, model: str, priority: Priority, now: float
+    ) -> bool:
         if isinstance(decision, Shed):
             self._recorder.shed(model=model, priority=priority, reason=decision.reason)
             if decision.reason == "saturated":

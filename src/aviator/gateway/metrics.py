@@ -451,8 +451,11 @@ class GatewayMetrics:
                 self._requests.labels(model, status),
             )
             self._done[key] = children
-        children[0].observe(duration_s)
-        children[1].inc()
+        duration, requests = children
+        # (``observe`` and ``inc``, inline: this runs for every request.)
+        duration.counts[bisect_left(duration._bounds, duration_s)] += 1
+        duration.sum += duration_s
+        requests.value += 1.0
 
     def retried(self) -> None:
         self._retries.inc()
@@ -500,7 +503,8 @@ class GatewayMetrics:
         series = self._ttft_series.get(key)
         if series is None:
             series = self._ttft_series[key] = self._ttft.labels(operation, PROVIDER, model)
-        series.observe(seconds)
+        series.counts[bisect_left(series._bounds, seconds)] += 1  # (``observe``, inline)
+        series.sum += seconds
 
     def used(self, operation: str, model: str, counts: usage.Usage) -> None:
         """The usage one successful answer reported (series appear with their first report)."""
@@ -518,20 +522,19 @@ class GatewayMetrics:
                 self._cached_tokens.labels(model),
             )
         prompt_tokens, output_tokens, prompt_counter, cached_counter = series
-        prompt_tokens.observe(counts.prompt_tokens)
+        prompt, completion, reported = counts
+        # (``observe`` and ``inc``, inline: this runs for every answer.)
+        prompt_tokens.counts[bisect_left(prompt_tokens._bounds, prompt)] += 1
+        prompt_tokens.sum += prompt
         if output_tokens is not None:
-            output_tokens.observe(counts.completion_tokens)
+            output_tokens.counts[bisect_left(output_tokens._bounds, completion)] += 1
+            output_tokens.sum += completion
         # vLLM leaves prompt_tokens_details out when nothing was cached (and always without
         # --enable-prompt-tokens-details): no report counts as 0 cached tokens.
-        cached = counts.cached_tokens or 0
-        prompt_counter.inc(counts.prompt_tokens)
-        cached_counter.inc(cached)
-        self._cache_ratio.add(
-            model,
-            cached=cached,
-            prompt=counts.prompt_tokens,
-            reported=counts.cached_tokens is not None,
-        )
+        cached = reported or 0
+        prompt_counter.value += prompt
+        cached_counter.value += cached
+        self._cache_ratio.add(model, cached=cached, prompt=prompt, reported=reported is not None)
 
     def inflight(self, model: str) -> _GaugeSeries:
         """The in-flight gauge child of ``model`` (``inc()`` on start, ``dec()`` on end)."""
@@ -575,7 +578,10 @@ class AnswerMeter:
 
     def whole(self, body: bytes) -> None:
         """The whole answer is about to be sent: its first byte is now, its usage in ``body``."""
-        self._first_byte()
+        started = self._started
+        if started is not None:  # (``_first_byte``, inline)
+            self._started = None
+            self._metrics.first_byte(self._operation, self._model, time.perf_counter() - started)
         if self._media is not None:
             found = usage.from_json(body)
             if found is not None:

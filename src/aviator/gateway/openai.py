@@ -207,14 +207,14 @@ def parse_request(body: bytes, *, operation: str, session: str | None = None) ->
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise bad_json(_quote(str(exc))) from None
-    if not isinstance(doc, dict):
+    if type(doc) is not dict:  # (orjson makes plain dicts)
         raise bad_json(f"got a JSON {type(doc).__name__}, not an object")
     model = doc.get("model")
-    if not isinstance(model, str) or not model:
+    if type(model) is not str or not model:
         raise OpenAIError(
             400, "You must provide a model parameter (a non-empty string).", param="model"
         )
-    return RouteRequest(model=model, operation=operation, body=doc, session=session or None)
+    return RouteRequest(model, operation, doc, session or None)  # (positional: per request)
 
 
 def model_list(models: Iterable[str]) -> bytes:

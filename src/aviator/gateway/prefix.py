@@ -42,11 +42,13 @@ def prompt_text(operation: str, body: Mapping[str, Any]) -> str:
     if operation == "chat":
         parts: list[str] = []
         for message in body.get("messages") or ():
-            if not isinstance(message, Mapping):
+            # (``type(...) is dict`` first: a parsed body holds plain dicts, and the ABC check
+            # alone costs more than the rest of the loop.)
+            if type(message) is not dict and not isinstance(message, Mapping):
                 continue
             parts.append(f"<|{message.get('role', '')}|>")
             content = message.get("content")
-            if isinstance(content, str):
+            if type(content) is str or isinstance(content, str):
                 parts.append(content)
             elif isinstance(content, list):
                 parts.extend(

@@ -102,8 +102,12 @@ def _dropped(headers: Mapping[str, str], always: frozenset[str]) -> frozenset[st
 def request_headers(headers: Mapping[str, str], *, request_id: str) -> list[tuple[str, str]]:
     """The client's headers (lower-case names, as ``server.Request`` has them) as a replica
     should see them."""
-    drop = _dropped(headers, _DROP_UPSTREAM)
-    out = [(k, v) for k, v in headers.items() if k not in drop]
+    connection = headers.get("connection")
+    drop = _DROP_UPSTREAM if not connection else _dropped(headers, _DROP_UPSTREAM)
+    out: list[tuple[str, str]] = []
+    for k, v in headers.items():  # (a loop: cheaper than a comprehension for a few)
+        if k not in drop:
+            out.append((k, v))
     if "content-type" not in headers:
         out.append(("content-type", "application/json"))
     out.append((REQUEST_ID, request_id))
@@ -118,6 +122,21 @@ def response_headers(
     ``Content-Encoding`` does not apply any more)."""
     drop = _dropped(headers, _DROP_DOWNSTREAM_DECODED if decoded else _DROP_DOWNSTREAM)
     out = [(k, v) for k, v in headers.items() if k.lower() not in drop]
+    out.append((REQUEST_ID, request_id))
+    out.append((REPLICA, replica))
+    return out
+
+
+def _relayed_headers(upstream: Answer, *, request_id: str, replica: str) -> list[tuple[str, str]]:
+    """``response_headers`` of an upstream answer, from its header lines as parsed (their
+    lower-case names are known already)."""
+    drop = _DROP_DOWNSTREAM_DECODED if upstream.decoded else _DROP_DOWNSTREAM
+    if upstream.connection:
+        drop = drop | {token.strip().lower() for token in upstream.connection.split(",")}
+    out: list[tuple[str, str]] = []
+    for key, name, value in upstream.fields:  # (a loop: cheaper than a comprehension for a few)
+        if key not in drop:
+            out.append((name, value))
     out.append((REQUEST_ID, request_id))
     out.append((REPLICA, replica))
     return out
@@ -152,9 +171,10 @@ class Lease(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forwarded:
-    """What became of a forwarded request."""
+    """What became of a forwarded request (made per request: not frozen, which costs twice as
+    much to make; never change one)."""
 
     response: Response | ResponseStream | None
     """What the client gets: an answer to send, the stream already sent, or None (the client
@@ -237,7 +257,8 @@ class Proxy:
             if attempt:
                 candidates = self._table.lookup(route.model) or ()
             # Replicas whose breaker is open are left out (if all are, the one due soonest).
-            candidates = self._breakers.usable(candidates, now=self._clock(), exclude=tried)
+            now = self._clock()
+            candidates = self._breakers.usable(candidates, now=now, exclude=tried)
             endpoint = await self._picker.pick(candidates, request=route, exclude=tried)
             if endpoint is None:
                 break
@@ -247,7 +268,7 @@ class Proxy:
             self._metrics.routed(route.model, endpoint.key)
             replica = endpoint.key
             self._stats.acquire(endpoint.key)
-            trial = self._breakers.attempt(endpoint.key, self._clock())
+            trial = self._breakers.attempt(endpoint.key, now)
             try:
                 try:
                     upstream = await self._client.request(
@@ -275,15 +296,19 @@ class Proxy:
                     upstream.close()
                     self._failed(endpoint.key)
                     continue
-                self._succeeded(endpoint.key)
-                return await self._relay(
-                    request,
-                    upstream,
+                if self._breakers.succeeded(endpoint.key):
+                    self._log.info("replica %s answers again: circuit breaker closed", endpoint.key)
+                meter = self._metrics.answer(
                     operation=route.operation,
                     model=route.model,
-                    replica=endpoint.key,
-                    request_id=request_id,
-                    lease=lease,
+                    status=upstream.status,
+                    content_type=upstream.content_type,
+                    started=request.started,
+                )
+                return self._relay(
+                    upstream, meter, route.model, endpoint.key, request_id, lease
+                ) or await self._relay_rest(
+                    request, upstream, meter, route.model, endpoint.key, request_id, lease
                 )
             finally:
                 self._stats.release(endpoint.key)
@@ -306,32 +331,71 @@ class Proxy:
                 "replica %s keeps failing: circuit breaker open, requests go elsewhere", key
             )
 
-    def _succeeded(self, key: str) -> None:
-        if self._breakers.succeeded(key):
-            self._log.info("replica %s answers again: circuit breaker closed", key)
-
-    async def _relay(
+    def _relay(
         self,
-        request: Request,
         upstream: Answer,
-        *,
-        operation: str,
+        meter: AnswerMeter,
+        model: str,
+        replica: str,
+        request_id: str,
+        lease: Lease | None,
+    ) -> Forwarded | None:
+        """The answer to send, if it is a small one that arrived whole (the non-streaming case,
+        dealt with here without awaiting anything); else None: ``_relay_rest`` relays it."""
+        length = upstream.content_length
+        if length is None or length > BUFFER_MAX_BYTES or upstream.decoded:
+            return None
+        body = upstream.ready()
+        if body is None:  # not all there yet
+            return None
+        upstream.release()  # (arrived whole: its connection is back in the pool already)
+        return self._whole(upstream, body, meter, model, replica, request_id, lease)
+
+    def _whole(
+        self,
+        upstream: Answer,
+        body: bytes,
+        meter: AnswerMeter,
         model: str,
         replica: str,
         request_id: str,
         lease: Lease | None,
     ) -> Forwarded:
-        meter = self._metrics.answer(
-            operation=operation,
-            model=model,
-            status=upstream.status,
-            content_type=upstream.headers.get("Content-Type", ""),
-            started=request.started,
-        )
-        try:
-            headers = response_headers(
-                upstream.headers, request_id=request_id, replica=replica, decoded=upstream.decoded
+        """A small, complete answer, read whole: sent in one write."""
+        if lease is not None and (why := lease.ended()) is not None:
+            # Nothing was sent yet: the client gets a clean refusal instead.
+            self._log.info("request %s: not relayed, %s", request_id, why)
+            err = openai.grant_ended(why)
+            return Forwarded(
+                error_response(err, request_id=request_id, replica=replica),
+                err.status,
+                replica,
+                cut=why,
             )
+        headers = _relayed_headers(upstream, request_id=request_id, replica=replica)
+        # Metered once sent (``Forwarded.settled``): reading the usage out of the body need not
+        # delay it.
+        return Forwarded(
+            Response(upstream.status, body, headers=headers, reason=upstream.reason),
+            upstream.status,
+            replica,
+            None,
+            None,
+            (meter, body),
+        )
+
+    async def _relay_rest(
+        self,
+        request: Request,
+        upstream: Answer,
+        meter: AnswerMeter,
+        model: str,
+        replica: str,
+        request_id: str,
+        lease: Lease | None,
+    ) -> Forwarded:
+        """Relay an answer ``_relay`` did not: a small one still arriving, or a stream."""
+        try:
             length = upstream.content_length
             if length is not None and length <= BUFFER_MAX_BYTES and not upstream.decoded:
                 # A small, complete answer (the non-streaming case): read it whole and send it in
@@ -349,24 +413,8 @@ class Proxy:
                     return Forwarded(
                         error_response(err, request_id=request_id, replica=replica), 502, replica
                     )
-                if lease is not None and (why := lease.ended()) is not None:
-                    # Nothing was sent yet: the client gets a clean refusal instead.
-                    self._log.info("request %s: not relayed, %s", request_id, why)
-                    err = openai.grant_ended(why)
-                    return Forwarded(
-                        error_response(err, request_id=request_id, replica=replica),
-                        err.status,
-                        replica,
-                        cut=why,
-                    )
-                # Metered once sent (``Forwarded.settled``): reading the usage out of the body
-                # need not delay it.
-                return Forwarded(
-                    Response(upstream.status, body, headers=headers, reason=upstream.reason),
-                    upstream.status,
-                    replica,
-                    whole=(meter, body),
-                )
+                return self._whole(upstream, body, meter, model, replica, request_id, lease)
+            headers = _relayed_headers(upstream, request_id=request_id, replica=replica)
             return await self._stream(
                 request,
                 upstream,

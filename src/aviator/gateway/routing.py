@@ -33,7 +33,7 @@ from typing import Protocol
 from aviator.gateway.endpoints import Endpoint
 from aviator.gateway.models import DEFAULT_ROUTE, ModelRoute
 from aviator.gateway.picking import InFlight, RouteRequest
-from aviator.gateway.prefix import PrefixIndex, prompt_blocks, prompt_text
+from aviator.gateway.prefix import BLOCK_CHARS, PrefixIndex, prompt_blocks, prompt_text
 from aviator.gateway.scrape import EngineSignals
 
 __all__ = [
@@ -66,6 +66,9 @@ class Filter(Protocol):
 
 
 class Scorer(Protocol):
+    """A scorer whose ``picked`` does nothing may say so with a class attribute ``learns =
+    False``: the pipeline then does not call it."""
+
     name: str
 
     async def score(
@@ -98,6 +101,7 @@ def _min_max(values: Sequence[float]) -> list[float]:
 
 class QueueDepthScorer:
     name = "queue-depth"
+    learns = False
 
     def __init__(self, signals: EngineSignals) -> None:
         self._signals = signals
@@ -116,6 +120,7 @@ class QueueDepthScorer:
 
 class KvCacheScorer:
     name = "kv-cache"
+    learns = False
 
     def __init__(self, signals: EngineSignals) -> None:
         self._signals = signals
@@ -133,6 +138,7 @@ class KvCacheScorer:
 
 class InFlightScorer:
     name = "in-flight"
+    learns = False
 
     def __init__(self, inflight: InFlight) -> None:
         self._inflight = inflight
@@ -146,15 +152,18 @@ class InFlightScorer:
 
 class PrefixCacheScorer:
     name = "prefix-cache"
+    learns = True
 
     def __init__(self, index: PrefixIndex) -> None:
         self._index = index
 
     def _blocks(self, context: RouteContext) -> tuple[int, ...]:
-        if context.blocks is None:
+        blocks = context.blocks
+        if blocks is None:
             request = context.request
-            context.blocks = prompt_blocks(prompt_text(request.operation, request.body))
-        return context.blocks
+            text = prompt_text(request.operation, request.body)
+            blocks = context.blocks = prompt_blocks(text) if len(text) >= BLOCK_CHARS else ()
+        return blocks
 
     async def score(self, context: RouteContext, candidates: Sequence[Endpoint]) -> list[float]:
         blocks = self._blocks(context)
@@ -163,11 +172,14 @@ class PrefixCacheScorer:
         return [self._index.match(c.key, blocks) / len(blocks) for c in candidates]
 
     def picked(self, context: RouteContext, endpoint: Endpoint) -> None:
-        self._index.record(endpoint.key, self._blocks(context))
+        blocks = self._blocks(context)
+        if blocks:  # (a short prompt has none: nothing to record)
+            self._index.record(endpoint.key, blocks)
 
 
 class SessionScorer:
     name = "session"
+    learns = True
 
     def __init__(
         self,
@@ -218,8 +230,27 @@ class Router:
         """``routes`` maps a model name to its route (the model directory's ``route``)."""
         self._scorers: Mapping[str, Scorer] = {s.name: s for s in scorers}
         self._filters: tuple[Filter, ...] = (ExcludeFilter(), *filters)
+        self._more_filters = tuple(filters)
         self._routes = routes
         self._turn = 0
+        self._plans: dict[
+            tuple[tuple[str, float], ...],
+            tuple[tuple[tuple[Scorer, float], ...], tuple[Scorer, ...]],
+        ] = {}
+        """Per route's scorer list: the (scorer, weight) pairs that exist, and those that learn."""
+
+    def _plan(
+        self, scorers: tuple[tuple[str, float], ...]
+    ) -> tuple[tuple[tuple[Scorer, float], ...], tuple[Scorer, ...]]:
+        plan = self._plans.get(scorers)
+        if plan is None:
+            named = self._scorers
+            weighted = tuple((named[n], w) for n, w in scorers if n in named)
+            learners = tuple(s for s, _ in weighted if getattr(s, "learns", True))
+            if len(self._plans) >= 256:  # (routes come from ModelDeployments: few)
+                self._plans.clear()
+            plan = self._plans[scorers] = (weighted, learners)
+        return plan
 
     async def pick(
         self,
@@ -228,15 +259,21 @@ class Router:
         request: RouteRequest,
         exclude: AbstractSet[str] = frozenset(),
     ) -> Endpoint | None:
-        context = RouteContext(request=request, exclude=exclude)
-        for step in self._filters:
+        context = RouteContext(request, exclude)
+        if exclude:
+            steps = self._filters
+        else:  # the exclude filter would pass every candidate: not even called
+            if not candidates:
+                return None
+            steps = self._more_filters
+        for step in steps:
             candidates = await step.filter(context, candidates)
             if not candidates:
                 return None
         route = self._routes(request.model) or DEFAULT_ROUTE
         turn = self._turn
         self._turn = turn + 1
-        weighted = [(self._scorers[n], w) for n, w in route.scorers if n in self._scorers]
+        weighted, learners = self._plan(route.scorers)
         if not weighted or len(candidates) == 1:
             chosen = candidates[turn % len(candidates)]
         else:
@@ -248,6 +285,6 @@ class Router:
             best = max(totals)
             ties = [c for c, total in zip(candidates, totals, strict=True) if best - total < 1e-9]
             chosen = ties[turn % len(ties)]
-        for scorer, _ in weighted:
+        for scorer in learners:
             scorer.picked(context, chosen)
         return chosen

@@ -102,6 +102,11 @@ _REASONS: Final = {
     505: "HTTP Version Not Supported",
 }
 
+_NAMES_MAX: Final = 1024
+"""Header names an ``HttpServer`` remembers lowered (``HttpServer.header_names``)."""
+_NAME_KEPT_MAX: Final = 64
+"""Longest name remembered (the memory held stays small whatever clients send)."""
+
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY: Final = frozenset({204, 304})
 """Answers that have no body, and no ``Content-Length`` (RFC 9110 §8.6)."""
@@ -205,6 +210,12 @@ class Request:
 
     def _run_after(self) -> None:
         callbacks, self._after = self._after, None
+        if callbacks is not None and len(callbacks) == 1:  # (the usual case: one, run at once)
+            try:
+                callbacks[0]()
+            except Exception:
+                log.exception("after %s %s", self.method, self.path)
+            return
         for callback in callbacks or ():
             try:
                 callback()
@@ -342,11 +353,13 @@ def _status_line(version: str, status: int, reason: str | None) -> str:
 
 
 _STATUS_LINES: Final = {
-    (version, status): _status_line(version, status, None)
+    (version, status, reason): _status_line(version, status, None).encode("latin-1")
     for version in ("1.1", "1.0")
-    for status in _REASONS
+    for status, standard in _REASONS.items()
+    for reason in (None, standard)
 }
-"""The status lines with the standard reasons (checked once, here)."""
+"""The status lines with the standard reasons, by (version, status, reason as given: None or the
+standard one), encoded (and free of CR and LF: checked once, here)."""
 
 
 def _head(
@@ -357,19 +370,23 @@ def _head(
     framing: bytes,
     date: bytes,
 ) -> bytes:
-    """The status line and header block; refuses CR or LF inside the reason, a name or a value."""
-    count = 1
-    if reason is None:
-        block = _STATUS_LINES.get((version, status)) or _status_line(version, status, None)
-    else:
-        block = _status_line(version, status, reason)
+    """The status line and header block; refuses CR or LF inside the reason, a name or a
+    value."""
+    line = _STATUS_LINES.get((version, status, reason))
+    if line is None:
+        text = _status_line(version, status, reason)
+        if text.count("\n") != 1 or text.count("\r") != 1:
+            raise ValueError("a response status line or header holds CR or LF")
+        line = text.encode("latin-1")
+    block = ""
+    count = 0
     for name, value in headers:
         block += f"{name}: {value}\r\n"
         count += 1
     # Each line has exactly one CR and one LF, its own terminator: any other is an injection.
     if block.count("\n") != count or block.count("\r") != count:
         raise ValueError("a response status line or header holds CR or LF")
-    return block.encode("latin-1") + framing + date + b"\r\n"
+    return line + block.encode("latin-1") + framing + date + b"\r\n"
 
 
 class _Connection(asyncio.Protocol):
@@ -384,6 +401,7 @@ class _Connection(asyncio.Protocol):
         "_headers",
         "_heard",
         "_in_body",
+        "_loop",
         "_oversized",
         "_parser",
         "_queue",
@@ -407,6 +425,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, server: HttpServer) -> None:
         self._server = server
+        self._loop = server.loop
         self._parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self._remote: str | None = None
@@ -533,7 +552,12 @@ class _Connection(asyncio.Protocol):
             raise self._refused
         if self._in_body:
             return  # a trailer (after a chunked body): not one of the request's headers
-        key = name.decode("latin-1").lower()
+        names = self._server.header_names
+        key = names.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(names) < _NAMES_MAX and len(name) <= _NAME_KEPT_MAX:
+                names[name] = key
         text = value.decode("latin-1")
         known = self._headers.get(key)
         self._headers[key] = text if known is None else f"{known}, {text}"
@@ -599,6 +623,9 @@ class _Connection(asyncio.Protocol):
             connection=self,
         )
         self.receiving_since = None
+        if self._task is None and not self._queue:  # the usual case: served at once
+            self._task = self._loop.create_task(self._serve(request))
+            return
         self._queue.append(request)
         if self._task is None:
             self._next()
@@ -624,7 +651,7 @@ class _Connection(asyncio.Protocol):
                         self._resume_reading()
             return
         request = self._queue.popleft()
-        self._task = self._server.loop.create_task(self._serve(request))
+        self._task = self._loop.create_task(self._serve(request))
 
     async def _serve(self, request: Request) -> None:
         server = self._server
@@ -860,6 +887,9 @@ class HttpServer:
         self.write_timeout_s = write_timeout_s
         self.connections: set[_Connection] = set()
         self.dates = _Dates()
+        self.header_names: dict[bytes, str] = {}
+        """Header names as sent → as ``Request.headers`` has them (lower-case): clients send the
+        same few names again and again, and one look-up costs less than decoding and lowering."""
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None

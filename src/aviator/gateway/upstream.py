@@ -70,6 +70,16 @@ _RESUME_BYTES: Final = 64 * 1024
 
 _NO_BODY: Final = frozenset({204, 304})
 
+_NOTED: Final = frozenset(
+    {"content-length", "transfer-encoding", "connection", "content-type", "content-encoding"}
+)
+"""Header names the head parser looks at (lower-case)."""
+
+_LINES_MAX: Final = 1024
+"""Header lines an ``UpstreamClient`` remembers parsed (``UpstreamClient.lines``)."""
+_LINE_KEPT_MAX: Final = 256
+"""Longest line remembered (so the memory held stays small whatever a replica sends)."""
+
 
 class UpstreamError(AviatorError):
     """Something went wrong talking to a replica (the message never holds the request)."""
@@ -101,10 +111,13 @@ class Answer:
         "_decoder",
         "_done",
         "_error",
+        "_headers",
         "_waiter",
+        "connection",
         "content_length",
+        "content_type",
         "decoded",
-        "headers",
+        "fields",
         "reason",
         "status",
     )
@@ -112,16 +125,23 @@ class Answer:
     def __init__(
         self,
         conn: _Connection,
-        *,
         status: int,
         reason: str,
-        headers: CIMultiDict[str],
+        fields: list[tuple[str, str, str]],
         content_length: int | None,
         decoder: _Decoder | None,
+        content_type: str,
+        connection: str | None,
     ) -> None:
         self.status = status
         self.reason = reason
-        self.headers = headers
+        self.fields = fields
+        """The header lines as received, in order: (lower-case name, name, value)."""
+        self.content_type = content_type
+        """The first ``Content-Type`` value ("" when there is none)."""
+        self.connection = connection
+        """The first ``Connection`` value, or None."""
+        self._headers: CIMultiDict[str] | None = None
         self.content_length = content_length
         """The length the replica declared (None: chunked or until close). Of the encoded body
         when ``decoded``."""
@@ -129,11 +149,18 @@ class Answer:
         """The body was ``gzip``/``deflate``-encoded and is delivered decoded."""
         self._conn: _Connection | None = conn
         self._decoder = decoder
-        self._chunks: collections.deque[bytes] = collections.deque()
+        self._chunks: list[bytes] = []  # (taken all at once: a list does)
         self._buffered = 0
         self._done = False
         self._error: UpstreamError | None = None
         self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """The headers, case-insensitive (built on first use: the proxy reads ``fields``)."""
+        if self._headers is None:
+            self._headers = CIMultiDict([(name, value) for _, name, value in self.fields])
+        return self._headers
 
     @property
     def complete(self) -> bool:
@@ -143,6 +170,13 @@ class Answer:
     def at_eof(self) -> bool:
         """Everything was read."""
         return self._done and not self._chunks
+
+    def ready(self) -> bytes | None:
+        """The whole (rest of the) body if it has all arrived intact, without waiting; else None
+        (``read()`` it)."""
+        if self._done and self._error is None and len(self._chunks) <= 1:
+            return self._take()
+        return None
 
     async def read(self) -> bytes:
         """The whole (rest of the) body."""
@@ -192,7 +226,7 @@ class Answer:
         chunks = self._chunks
         if not chunks:
             return b""
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         if self._buffered > _RESUME_BYTES and self._conn is not None:
             self._conn.resume()
@@ -212,7 +246,8 @@ class Answer:
         self._buffered += len(data)
         if self._buffered > _PAUSE_BYTES and self._conn is not None:
             self._conn.pause()
-        self._wake()
+        if self._waiter is not None:  # (an answer read whole has nobody waiting on it yet)
+            self._wake()
 
     def _finish(self) -> None:
         if self._decoder is not None:
@@ -225,7 +260,8 @@ class Answer:
                 self._chunks.append(tail)
         self._done = True
         self._conn = None
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def _fail(self, error: UpstreamError) -> None:
         if self._done:
@@ -306,8 +342,7 @@ class _Connection(asyncio.Protocol):
         self._got_bytes = True
         try:
             if self._state == _HEAD:
-                self._buf += data
-                self._parse_head()
+                self._parse_head(data)
             elif self._state == _LENGTH:
                 self._feed_length(data)
             elif self._state == _UNTIL_CLOSE:
@@ -370,8 +405,9 @@ class _Connection(asyncio.Protocol):
         waiter: asyncio.Future[Answer] = self.loop.create_future()
         self._head_waiter = waiter
         transport.write(data)
-        self._disarm()
-        self.wait_for_bytes()
+        # Someone waits for the answer now: the read timeout runs (``wait_for_bytes``, inline).
+        self.deadline = self.loop.time() + self.pool.read_timeout_s
+        self.pool.client.watch()
         return waiter
 
     def wait_for_bytes(self) -> None:
@@ -403,90 +439,147 @@ class _Connection(asyncio.Protocol):
 
     # -- parsing --------------------------------------------------------------------------------
 
-    def _parse_head(self) -> None:
+    def _parse_head(self, data: bytes) -> None:
         buf = self._buf
+        if buf:  # the head began in an earlier read
+            buf += data
+            data = bytes(buf)
+            buf.clear()
         while True:
-            end = buf.find(b"\r\n\r\n")
+            end = data.find(b"\r\n\r\n")
             if end < 0:
-                if len(buf) > HEAD_MAX_BYTES:
+                if len(data) > HEAD_MAX_BYTES:
                     raise AnswerBroken("the answer's head is too long")
+                buf += data  # (held: ``connection_lost`` tells a cut head by it)
                 return
             if end > HEAD_MAX_BYTES:
                 raise AnswerBroken("the answer's head is too long")
-            head = bytes(buf[:end])
-            rest = bytes(buf[end + 4 :])
-            buf.clear()
-            status, reason, headers, framing = self._head(head)
+            rest = data[end + 4 :]
+            status, reason, fields, length, chunked, content_type, coding, connection = self._head(
+                data[:end]
+            )
             if 100 <= status < 200:  # informational (100 Continue, 103 Early Hints): skip
-                buf += rest
+                data = rest
                 continue
-            self._start_body(status, reason, headers, framing, rest)
+            self._start_body(
+                status, reason, fields, length, chunked, content_type, coding, connection, rest
+            )
             return
 
-    def _head(self, head: bytes) -> tuple[int, str, CIMultiDict[str], tuple[int | None, bool]]:
-        lines = head.split(b"\r\n")
-        version, _, rest = lines[0].partition(b" ")
-        code, _, reason = rest.partition(b" ")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-            raise AnswerBroken(f"not an HTTP/1.x status line: {lines[0][:64]!r}")
-        if version == b"HTTP/1.0":
+    def _framing_header(self, key: str, value: str, http10: bool, chunked: bool) -> bool:
+        """Note a ``Transfer-Encoding`` or ``Connection`` header (judged on its bytes); whether
+        the answer is chunked now."""
+        raw = value.encode("utf-8", "surrogateescape")
+        if key == "transfer-encoding":
+            chunked = raw.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            if not chunked:
+                self._keep_alive = False  # some other coding: delimited by the close
+            return chunked
+        tokens = {t.strip() for t in raw.lower().split(b",")}
+        if b"close" in tokens:
             self._keep_alive = False
-        headers: CIMultiDict[str] = CIMultiDict()
+        elif b"keep-alive" in tokens and http10:
+            self._keep_alive = True
+        return chunked
+
+    def _head(
+        self, head: bytes
+    ) -> tuple[int, str, list[tuple[str, str, str]], int | None, bool, str, str | None, str | None]:
+        """Status, reason, header lines and what of them the client needs: the framing
+        (length, chunked), the first ``Content-Type``, ``Content-Encoding`` and ``Connection``.
+
+        The head is decoded once (UTF-8, undecodable bytes kept as surrogates) and split as text:
+        the delimiters are ASCII, so this is what decoding each piece would give. The framing
+        headers' values are judged on their bytes, as sent.
+        """
+        lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        code, _, reason = rest.partition(" ")
+        if (
+            version not in ("HTTP/1.1", "HTTP/1.0")
+            or len(code) != 3
+            or not (code.isascii() and code.isdigit())
+        ):
+            first = head.partition(b"\r\n")[0]
+            raise AnswerBroken(f"not an HTTP/1.x status line: {first[:64]!r}")
+        http10 = version == "HTTP/1.0"
+        if http10:
+            self._keep_alive = False
+        fields: list[tuple[str, str, str]] = []
         length: int | None = None
         chunked = False
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name[-1] in b" \t" or name[0] in b" \t":
-                raise AnswerBroken(f"malformed header line: {line[:64]!r}")
-            value = value.strip(b" \t")
-            key = name.lower()
-            if key == b"content-length":
-                if not value.isdigit() or (length is not None and length != int(value)):
-                    raise AnswerBroken("invalid Content-Length")
-                length = int(value)
-            elif key == b"transfer-encoding":
-                chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
-                if not chunked:
-                    self._keep_alive = False  # some other coding: delimited by the close
-            elif key == b"connection":
-                tokens = {t.strip() for t in value.lower().split(b",")}
-                if b"close" in tokens:
-                    self._keep_alive = False
-                elif b"keep-alive" in tokens and version == b"HTTP/1.0":
-                    self._keep_alive = True
-            headers.add(
-                name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")
-            )
+        content_type: str | None = None
+        coding: str | None = None
+        connection: str | None = None
+        del lines[0]
+        known = self.pool.client.lines
+        for line in lines:
+            field = known.get(line)
+            if field is None:
+                name, sep, value = line.partition(":")
+                if not sep or not name or name[-1] in " \t" or name[0] in " \t":
+                    raw = line.encode("utf-8", "surrogateescape")
+                    raise AnswerBroken(f"malformed header line: {raw[:64]!r}")
+                field = (name.lower(), name, value.strip(" \t"))
+                if len(line) <= _LINE_KEPT_MAX:
+                    if len(known) >= _LINES_MAX:
+                        known.clear()
+                    known[line] = field
+            key = field[0]
+            if key in _NOTED:
+                value = field[2]
+                if key == "content-length":
+                    if not (value.isascii() and value.isdigit()) or (
+                        length is not None and length != int(value)
+                    ):
+                        raise AnswerBroken("invalid Content-Length")
+                    length = int(value)
+                elif key == "content-type":
+                    if content_type is None:
+                        content_type = value
+                elif key == "content-encoding":
+                    if coding is None:
+                        coding = value
+                else:
+                    if key == "connection" and connection is None:
+                        connection = value
+                    chunked = self._framing_header(key, value, http10, chunked)
+            fields.append(field)
         if chunked and length is not None:
             length = None  # Transfer-Encoding wins (RFC 9112 §6.3); do not trust this connection
             self._keep_alive = False
-        status = int(code)
-        return status, reason.decode("utf-8", "surrogateescape"), headers, (length, chunked)
+        return int(code), reason, fields, length, chunked, content_type or "", coding, connection
 
     def _start_body(
         self,
         status: int,
         reason: str,
-        headers: CIMultiDict[str],
-        framing: tuple[int | None, bool],
+        fields: list[tuple[str, str, str]],
+        length: int | None,
+        chunked: bool,
+        content_type: str,
+        coding: str | None,
+        connection: str | None,
         rest: bytes,
     ) -> None:
-        length, chunked = framing
         no_body = self._method_head or status in _NO_BODY
-        coding = headers.get("Content-Encoding", "").strip().lower()
-        decoder = (
-            _Decoder(coding) if coding in ("gzip", "x-gzip", "deflate") and not no_body else None
-        )
+        decoder = None
+        if coding is not None and not no_body:
+            coding = coding.strip().lower()
+            if coding in ("gzip", "x-gzip", "deflate"):
+                decoder = _Decoder(coding)
         answer = Answer(
             self,
-            status=status,
-            reason=reason,
-            headers=headers,
-            content_length=0 if no_body else length,
-            decoder=decoder,
+            status,
+            reason,
+            fields,
+            0 if no_body else length,
+            decoder,
+            content_type,
+            connection,
         )
         waiter, self._head_waiter = self._head_waiter, None
-        self._disarm()
+        self.deadline = 0.0  # (``_disarm``, inline)
         if waiter is None or waiter.done():  # the request was given up meanwhile
             self._close()
             return
@@ -581,13 +674,14 @@ class _Connection(asyncio.Protocol):
         """The answer arrived whole: hand it over and make the connection idle again."""
         answer, self._answer = self._answer, None
         self._state = _IDLE
-        self._disarm()
+        self.deadline = 0.0  # (``_disarm``, inline)
         if extra:  # more than the answer: the framing cannot be trusted any more
             self._keep_alive = False
         if answer is not None:
             answer._finish()
         if self._keep_alive and not self.closed:
-            self._resume_for_pool()
+            if self._paused:
+                self._resume_for_pool()
             self.pool.give_back(self)
         else:
             self._close()
@@ -638,6 +732,26 @@ class _Pool:
         self.idle: list[_Connection] = []
         self.busy: set[_Connection] = set()
 
+    def reuse(self) -> _Connection | None:
+        """An idle connection, if one is kept and a slot is free at once (the usual case, taken
+        without awaiting anything); else None: ``acquire`` one."""
+        idle = self.idle
+        client = self.client
+        if not idle or client._in_use >= client.limit or client._slot_waiters:
+            return None
+        now = time.monotonic()
+        keepalive = client.keepalive_s
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < keepalive:
+                if idle and now - idle[0].idle_since >= keepalive:
+                    idle.pop(0)._close()  # the stalest one: one sweep step per request
+                client._in_use += 1
+                self.busy.add(conn)
+                return conn
+            conn._close()
+        return None
+
     async def acquire(self) -> tuple[_Connection, bool]:
         """A connection (from the pool if one is idle), and whether it was reused."""
         await self.client._take_slot()
@@ -683,7 +797,11 @@ class _Pool:
     def give_back(self, conn: _Connection) -> None:
         if conn in self.busy:
             self.busy.discard(conn)
-            self.client._free_slot()
+            client = self.client
+            if client._slot_waiters:
+                client._free_slot()
+            else:  # (``_free_slot`` with nobody waiting)
+                client._in_use -= 1
         conn.idle_since = time.monotonic()
         if self.client.closed:
             conn._close()
@@ -725,6 +843,11 @@ class UpstreamClient:
         self.keepalive_s = keepalive_s
         self.limit = limit
         self.closed = False
+        self.lines: dict[str, tuple[str, str, str]] = {}
+        """Header lines as received → (lower-case name, name, value): a replica sends the same
+        lines again and again (``Content-Type``, ``Server``, often ``Content-Length``), and one
+        look-up costs less than splitting, checking and lowering one. At most ``_LINES_MAX`` of
+        at most ``_LINE_KEPT_MAX`` characters: the memory held stays small whatever is sent."""
         self._ssl = ssl_context
         self._origins: dict[tuple[str, str, int], _Pool] = {}
         self._bases: dict[str, tuple[_Pool, str, str]] = {}
@@ -778,11 +901,14 @@ class UpstreamClient:
         """
         if self.closed:
             raise ConnectFailed("the client is closed")
-        pool, prefix, host_line = self._pool(base_url)
-        lines = [f"{name}: {value}\r\n" for name, value in headers]
-        fields = "".join(lines)
+        pool, prefix, host_line = self._bases.get(base_url) or self._pool(base_url)
+        fields = ""
+        count = 0
+        for name, value in headers:  # (a loop: cheaper than a comprehension for a few)
+            fields += f"{name}: {value}\r\n"
+            count += 1
         # One CR and one LF per field, or a name or value carried a line break (header injection).
-        if fields.count("\n") != len(lines) or fields.count("\r") != len(lines):
+        if fields.count("\n") != count or fields.count("\r") != count:
             raise ValueError("a line break in a header name or value")
         head = (
             f"{method} {prefix}{target} HTTP/1.1\r\n{host_line}{fields}"
@@ -790,7 +916,10 @@ class UpstreamClient:
         ).encode("utf-8", "surrogateescape")
         data = head + body if len(body) < 16384 else b""
         for attempt in (0, 1):
-            conn, reused = await pool.acquire()
+            conn = pool.reuse()
+            reused = conn is not None
+            if conn is None:
+                conn, reused = await pool.acquire()
             try:
                 if data:
                     waiter = conn.send(data, head_only=method == "HEAD")

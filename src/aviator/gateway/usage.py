@@ -41,7 +41,11 @@ _CLOSE_TRIES = 8
 """Closing braces tried as the end of a usage object (it nests one level: two suffice)."""
 
 _KEY = b'"usage"'
+_KEY_LEN = len(_KEY)
 _SPACE = b" \t\r\n"
+
+
+_new_tuple = tuple.__new__
 
 
 class Usage(NamedTuple):
@@ -59,17 +63,19 @@ def _count(value: object) -> int | None:
 
 
 def _usage(doc: object) -> Usage | None:
-    if not isinstance(doc, dict):
+    # (Inlined checks, positional construction: this runs for every answer.)
+    if type(doc) is not dict:
         return None
-    prompt = _count(doc.get("prompt_tokens"))
-    completion = _count(doc.get("completion_tokens", 0))
-    if prompt is None or completion is None:
-        return None
+    prompt = doc.get("prompt_tokens")
+    completion = doc.get("completion_tokens", 0)
+    if type(prompt) is not int or prompt < 0 or type(completion) is not int or completion < 0:
+        return None  # (bool is not a count: its type is not int)
     details = doc.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    cached = _count(details.get("cached_tokens")) if type(details) is dict else None
     if cached is not None:
         cached = min(cached, prompt)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
+    # (``Usage(...)`` goes through a Python-level ``__new__``; this is the same tuple, made in C.)
+    return _new_tuple(Usage, (prompt, completion, cached))
 
 
 def _value_start(data: bytes, key_at: int) -> int:
@@ -97,9 +103,12 @@ def _decode_at(data: bytes, key_at: int) -> Usage | None:
     Python). Should a brace inside a string throw the count off, orjson rejects the cut-off text
     and every following ``}`` is tried, up to ``_CLOSE_TRIES`` braces in all.
     """
-    start = _value_start(data, key_at)
-    if start < 0:
-        return None
+    # The usual shape, ``"usage":{``, without walking whitespace in Python.
+    start = key_at + _KEY_LEN + 1
+    if data[start - 1 : start + 1] != b":{" or (key_at > 0 and data[key_at - 1] == 0x5C):
+        start = _value_start(data, key_at)
+        if start < 0:
+            return None
     stop = min(len(data), start + USAGE_OBJECT_MAX_BYTES)
     end = start
     counting = True
@@ -121,6 +130,24 @@ def _decode_at(data: bytes, key_at: int) -> Usage | None:
 def from_json(body: bytes) -> Usage | None:
     """The ``usage`` of a JSON answer (the last ``"usage"`` key with an object value), or None."""
     end = len(body)
+    # The usual answer first, in fewer steps than ``_decode_at`` (and with its outcome): the last
+    # key is followed by ``:{`` and its object holds no other (so its first ``}`` balances).
+    at = body.rfind(_KEY)
+    if at < 0:
+        return None
+    start = at + _KEY_LEN + 1
+    if body[start - 1 : start + 1] == b":{" and not (at and body[at - 1] == 0x5C):
+        close = body.find(b"}", start + 1, start + USAGE_OBJECT_MAX_BYTES)
+        if close > 0 and body.find(b"{", start + 1, close) < 0:
+            try:
+                doc = orjson.loads(body[start : close + 1])
+            except orjson.JSONDecodeError:
+                pass  # (``_decode_at`` goes on with the next braces)
+            else:
+                found = _usage(doc)
+                if found is not None:
+                    return found
+                end = at  # decoded, not a usage: an earlier key may be
     while True:
         at = body.rfind(_KEY, 0, end)
         if at < 0:

@@ -147,4 +147,6 @@ def test_any_event_sequence_matches_the_model(steps: list[tuple[str, Any]]) -> N
             assert got is not None
             assert [(e.key, e.url) for e in got] == endpoints
             assert all(e.model == model for e in got)
+            assert table.keys(model) == tuple(key for key, _ in endpoints)
+        assert table.keys("no-such-model") == ()
         assert len(table) == sum(len(v) for v in expected.values())

@@ -185,3 +185,69 @@ async def test_the_pick_maximises_the_weighted_sum_and_never_an_excluded_replica
     cache = await KvCacheScorer(p.signals).score(ctx, allowed)
     totals = {e.key: 2 * q + 2 * c + 1.0 for e, q, c in zip(allowed, queue, cache, strict=True)}
     assert totals[chosen.key] >= max(totals.values()) - 1e-9
+
+
+class _Recording:
+    """A scorer (score 0) that counts ``picked``; ``learns`` as given (None: not declared)."""
+
+    def __init__(self, name: str, learns: bool | None) -> None:
+        self.name = name
+        if learns is not None:
+            self.learns = learns
+        self.picks = 0
+
+    async def score(self, context: RouteContext, candidates: object) -> list[float]:
+        return [0.0] * len(candidates)  # type: ignore[arg-type]
+
+    def picked(self, context: RouteContext, endpoint: Endpoint) -> None:
+        self.picks += 1
+
+
+class _Keep:
+    """A filter that keeps the candidates whose key ends with ``suffix``."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+        self.calls = 0
+
+    async def filter(self, context: RouteContext, candidates: list[Endpoint]) -> list[Endpoint]:
+        self.calls += 1
+        return [c for c in candidates if c.key.endswith(self.suffix)]
+
+
+async def test_only_scorers_that_learn_are_told_the_pick_and_routes_follow_their_own_scorers() -> (
+    None
+):
+    quiet = _Recording("quiet", learns=False)
+    learning = _Recording("learning", learns=True)
+    undeclared = _Recording("undeclared", learns=None)  # learns, as far as anyone knows
+    routes = {
+        "m": ModelRoute(deployment="", preset="custom", priority="standard",
+                        scorers=(("quiet", 1.0), ("learning", 1.0), ("undeclared", 1.0))),
+        "n": ModelRoute(deployment="", preset="custom", priority="standard",
+                        scorers=(("learning", 1.0), ("missing", 1.0))),
+    }  # fmt: skip
+    router = Router(scorers=[quiet, learning, undeclared], routes=routes.get)
+    eps = endpoints(2)
+    for _ in range(2):
+        assert await router.pick(eps, request=chat("hi")) is not None
+    assert (quiet.picks, learning.picks, undeclared.picks) == (0, 2, 2)
+    other = RouteRequest(model="n", operation="chat", body={}, session=None)
+    assert await router.pick(eps, request=other) is not None
+    assert (quiet.picks, learning.picks, undeclared.picks) == (0, 3, 2)
+
+
+async def test_filters_run_with_and_without_exclusions() -> None:
+    keep = _Keep("1")
+    router = Router(scorers=[], routes=lambda model: None, filters=[keep])
+    eps = endpoints(3)
+    assert (await router.pick(eps, request=chat("hi"))) == eps[1]
+    assert await router.pick(eps, request=chat("hi"), exclude={"default/r1"}) is None
+    assert await router.pick([], request=chat("hi")) is None
+    assert keep.calls == 2  # (no candidates: nothing to filter)
+    assert (
+        await Router(scorers=[], routes=lambda m: None).pick(
+            eps, request=chat("hi"), exclude={"default/r0", "default/r1"}
+        )
+        == eps[2]
+    )

@@ -357,6 +357,36 @@ async def test_trailers_are_not_headers(serve: Serve) -> None:
     assert req.headers == {"host": "t", "transfer-encoding": "chunked", "x-role": "user"}
 
 
+async def test_header_names_are_lower_cased_however_often_they_come(serve: Serve) -> None:
+    # (Names seen before are looked up, not decoded again: the result must not differ.)
+    seen: list[dict[str, str]] = []
+
+    async def record(request: Request) -> Response:
+        seen.append(dict(request.headers))
+        return Response(200, b"ok")
+
+    served = await serve(record)
+    long_name = "X-" + "N" * 100
+    async with asyncio.timeout(DEADLINE):
+        reader, writer = await served.connect()
+        for _ in range(3):
+            writer.write(
+                request(headers=[("X-Thing", "1"), ("x-THING", "2"), (long_name, "3")])
+                + request(headers=[("x-thing", "4"), ("X-Other", "5")])
+            )
+            for _ in range(2):
+                assert (await read_answer(reader)).status == 200
+        writer.close()
+    assert (
+        seen
+        == [
+            {"host": "test", "x-thing": "1, 2", long_name.lower(): "3"},
+            {"host": "test", "x-thing": "4", "x-other": "5"},
+        ]
+        * 3
+    )
+
+
 async def test_a_body_over_the_limit_by_content_length_is_not_read(serve: Serve) -> None:
     seen: list[Request] = []
 
@@ -663,6 +693,32 @@ async def test_a_header_with_cr_or_lf_is_never_sent(serve: Serve, answer: Respon
             assert "set-cookie" not in got.headers
         writer.close()
     assert [status for status, _, req in served.errors if req is not None] == [500, 500]
+
+
+@pytest.mark.parametrize(
+    ("answer", "line"),
+    [
+        (Response(200, b"ok"), "HTTP/1.1 200 OK"),
+        (Response(200, b"ok", reason="OK"), "HTTP/1.1 200 OK"),
+        (Response(200, b"ok", reason="Fine"), "HTTP/1.1 200 Fine"),
+        (Response(200, b"ok", reason=""), "HTTP/1.1 200 OK"),
+        (Response(404, b"no", reason="Not Here"), "HTTP/1.1 404 Not Here"),
+        (Response(299, b"ok"), "HTTP/1.1 299 Unknown"),
+    ],
+)
+async def test_status_lines_carry_the_reason_given(
+    serve: Serve, answer: Response, line: str
+) -> None:
+    async def given(request: Request) -> Response:
+        return answer
+
+    served = await serve(given)
+    async with asyncio.timeout(DEADLINE):
+        reader, writer = await served.connect()
+        writer.write(request())
+        got = await read_answer(reader)
+        assert f"{got.version} {got.status} {got.reason}" == line
+        writer.close()
 
 
 async def test_every_answer_has_a_date_and_a_length(serve: Serve) -> None:

@@ -504,3 +504,108 @@ def test_the_same_under_uvloop() -> None:
             await server.close()
 
     uvloop.run(main())
+
+
+# -- the head as parsed ---------------------------------------------------------------------------
+
+
+async def test_header_lines_are_kept_as_sent_and_the_first_values_noted(
+    client: UpstreamClient, raw
+) -> None:
+    head = (
+        b"HTTP/1.1 200 Fine Indeed\r\n"
+        b"content-TYPE:  application/json \r\n"
+        b"Content-Type: text/plain\r\n"
+        b"X-Multi: 1\r\nx-multi: 2\r\n"
+        b"Connection: keep-alive, X-Hop\r\nconnection: close\r\n"
+        b"X-Text: caf\xc3\xa9\r\n"
+        b"Content-Length: 2\r\nContent-Length: 2\r\n\r\nok"
+    )
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(head)
+        await reader.read()
+
+    url = await raw(script)
+    answer = await client.request("POST", url, "/x", headers=JSON)
+    assert (answer.status, answer.reason, answer.content_length) == (200, "Fine Indeed", 2)
+    assert answer.content_type == "application/json"  # the first one, blanks stripped
+    assert answer.connection == "keep-alive, X-Hop"
+    assert answer.fields == [
+        ("content-type", "content-TYPE", "application/json"),
+        ("content-type", "Content-Type", "text/plain"),
+        ("x-multi", "X-Multi", "1"),
+        ("x-multi", "x-multi", "2"),
+        ("connection", "Connection", "keep-alive, X-Hop"),
+        ("connection", "connection", "close"),
+        ("x-text", "X-Text", "café"),
+        ("content-length", "Content-Length", "2"),
+        ("content-length", "Content-Length", "2"),
+    ]
+    assert answer.headers.getall("X-MULTI") == ["1", "2"]
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.ready() == b"ok"  # it all arrived with the head
+    answer.release()
+
+
+async def test_a_body_still_arriving_is_not_ready_until_it_has(client: UpstreamClient, raw) -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"cd")
+        await reader.read()
+
+    url = await raw(slow)
+    answer = await client.request("POST", url, "/x", headers=JSON)
+    assert answer.ready() is None
+    assert await answer.read() == b"abcd"
+    assert answer.ready() == b""  # read: nothing left
+    answer.release()
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xd9\xa3\r\n\r\n",  # a digit, but not an ASCII one
+        b"HTTP/1.1 \xd9\xa3\xd9\xa3\xd9\xa3 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n Folded: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Trailing-Blank\t: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+    ],
+)
+async def test_heads_the_line_parser_refuses(client: UpstreamClient, raw, wire: bytes) -> None:
+    async def bad(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(wire)
+        await reader.read()
+
+    url = await raw(bad)
+    with pytest.raises(AnswerBroken):
+        await client.request("POST", url, "/x", headers=JSON)
+
+
+async def test_a_line_seen_before_is_taken_the_same_way_again(client: UpstreamClient, raw) -> None:
+    # Header lines are remembered once parsed: what a line means for the connection must still
+    # apply on every answer that carries it.
+    connections = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nX-Same:  1\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+        )
+        await reader.read()
+
+    url = await raw(script)
+    for _ in range(3):
+        answer = await client.request("POST", url, "/x", headers=JSON)
+        assert answer.fields[0] == ("x-same", "X-Same", "1")
+        assert answer.connection == "close"
+        assert await answer.read() == b"ok"
+        answer.release()
+    assert connections == 3  # each answer closed its connection

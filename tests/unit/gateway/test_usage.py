@@ -118,6 +118,38 @@ def test_braces_inside_strings_of_the_usage_object_do_not_cut_it_short() -> None
     assert usage.from_json(orjson.dumps({"usage": odd, "after": {"x": 1}})) == Usage(3, 1)
 
 
+def test_the_compact_shape_and_its_neighbours_give_what_the_general_search_gives() -> None:
+    # ``from_json`` reads a compact ``"usage":{...}`` without nested objects in fewer steps; every
+    # variation must still come out as the general search (``_decode_at`` per key) says.
+    def general(body: bytes) -> Usage | None:
+        end = len(body)
+        while (at := body.rfind(b'"usage"', 0, end)) >= 0:
+            if (found := usage._decode_at(body, at)) is not None:
+                return found
+            end = at
+        return None
+
+    plain = b'"usage":{"prompt_tokens":3,"completion_tokens":8}'
+    bodies = [
+        b"{" + plain + b"}",
+        b'{"a":1,' + plain + b',"b":{"c":2}}',
+        b'{"usage":{"prompt_tokens":1,"completion_tokens":1},"x":{"usage":{"n":1}}}',  # not one
+        b'{"usage":{"prompt_tokens":1,"completion_tokens":1},"x":{"usage":{"n":"}"}}}',
+        b'{"usage":{"prompt_tokens":2,"completion_tokens":2},"x":"\\"usage":{}"}',
+        b'{"usage":{"prompt_tokens":5,"completion_tokens":1,"d":{"cached_tokens":4}}}',
+        b'{"usage":{"prompt_tokens":5,"completion_tokens":1,"n":"{"}}',
+        b'{"usage":{"prompt_tokens":5,"completion_tokens":1,"n":"}{"}}',
+        b'{"usage":{"prompt_tokens":6,"completion_tokens":1}',  # the closing brace only
+        b'{"usage":{"prompt_tokens":6,',
+        b'"usage":{"prompt_tokens":7,"completion_tokens":0}',  # the key at the very start
+        b'x"usage":{"prompt_tokens":7,"completion_tokens":0}',
+        b'\\"usage":{"prompt_tokens":7,"completion_tokens":0}',
+    ]
+    for body in bodies:
+        assert usage.from_json(body) == general(body), body
+    assert usage.from_json(bodies[2]) == Usage(1, 1, None)  # the last key held no usage
+
+
 def test_cached_tokens_never_exceed_the_prompt() -> None:
     odd = {
         "prompt_tokens": 4,
