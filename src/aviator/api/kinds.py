@@ -2,23 +2,24 @@
 
 It is a constant table (never mutated at run time); the Control API routes from it, the CLI resolves
 ``md`` or ``modeldeployments`` through it, and schema generation walks it.
+
+Importing it imports no model (nor pydantic): each kind names its model by ``model_ref``
+(``module:Class``) and ``KindInfo.model`` imports that module on first use (``sys.modules`` keeps
+it). So a command that only names objects (``aviator get``, ``delete``, ``describe``) never pays
+for the models; admission, schema generation and typed reads get the class as before.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aviator.api.agent import Agent
-from aviator.api.devices import DeviceClass, Node
 from aviator.api.errors import NotFound
-from aviator.api.grant import Grant
-from aviator.api.meta import API_GROUP, GROUP_VERSION
-from aviator.api.modeldeployment import ModelDeployment
-from aviator.api.policy import Policy
-from aviator.api.replica import Replica
-from aviator.api.resource import Resource
+from aviator.api.names import API_GROUP, GROUP_VERSION
+
+if TYPE_CHECKING:
+    from aviator.api.resource import Resource
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +35,26 @@ class PrinterColumn:
     description: str = ""
 
 
+def _import_model(ref: str) -> type[Resource[Any, Any]]:
+    module, _, name = ref.partition(":")
+    # __import__ rather than importlib.import_module: the same import (sys.modules caches it),
+    # but one that `python -X importtime` reports, so the models' cost stays visible in profiles.
+    model: type[Resource[Any, Any]] = getattr(__import__(module, fromlist=[name]), name)
+    return model
+
+
 @dataclass(frozen=True, slots=True)
 class KindInfo:
+    """One kind; its typed model is named by ``model_ref`` and imported on first use of
+    ``model``."""
+
     kind: str
     plural: str
     singular: str
     short_names: tuple[str, ...]
     namespaced: bool
-    model: type[Resource[Any, Any]]
+    model_ref: str
+    """Where the typed model is, ``module:Class``."""
     columns: tuple[PrinterColumn, ...] = ()
     categories: tuple[str, ...] = ("aviator",)
     name_is_label: bool = False
@@ -49,6 +62,18 @@ class KindInfo:
     home turns them into Service names."""
     status_subresource: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        module, colon, name = self.model_ref.partition(":")
+        if not (module and colon and name) or ":" in name:
+            raise ValueError(
+                f"KindInfo {self.kind!r}: model_ref must be 'module:Class', not {self.model_ref!r}"
+            )
+
+    @property
+    def model(self) -> type[Resource[Any, Any]]:
+        """The typed model (its module is imported on the first call)."""
+        return _import_model(self.model_ref)
 
     @property
     def api_version(self) -> str:
@@ -69,7 +94,7 @@ MODEL_DEPLOYMENT = KindInfo(
     singular="modeldeployment",
     short_names=("md", "mds"),
     namespaced=True,
-    model=ModelDeployment,
+    model_ref="aviator.api.modeldeployment:ModelDeployment",
     name_is_label=True,
     columns=(
         PrinterColumn("Model", ".spec.model.name"),
@@ -89,7 +114,7 @@ REPLICA = KindInfo(
     singular="replica",
     short_names=("rep", "reps"),
     namespaced=True,
-    model=Replica,
+    model_ref="aviator.api.replica:Replica",
     columns=(
         PrinterColumn("Model", ".spec.model.name"),
         PrinterColumn("Engine", ".spec.engine"),
@@ -109,7 +134,7 @@ NODE = KindInfo(
     singular="node",
     short_names=("no",),
     namespaced=False,
-    model=Node,
+    model_ref="aviator.api.devices:Node",
     columns=(
         PrinterColumn("Region", ".spec.region"),
         PrinterColumn("Zone", ".spec.zone"),
@@ -124,7 +149,7 @@ DEVICE_CLASS = KindInfo(
     singular="deviceclass",
     short_names=("dc",),
     namespaced=False,
-    model=DeviceClass,
+    model_ref="aviator.api.devices:DeviceClass",
     columns=(
         PrinterColumn("Selectors", ".spec.selectors[*].cel.expression", priority=1),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
@@ -137,7 +162,7 @@ AGENT = KindInfo(
     singular="agent",
     short_names=("ag",),
     namespaced=True,
-    model=Agent,
+    model_ref="aviator.api.agent:Agent",
     columns=(
         PrinterColumn("Owner", ".spec.owner"),
         PrinterColumn("Purpose", ".spec.purpose"),
@@ -152,7 +177,7 @@ POLICY = KindInfo(
     singular="policy",
     short_names=("pol",),
     namespaced=False,
-    model=Policy,
+    model_ref="aviator.api.policy:Policy",
     columns=(
         PrinterColumn("Description", ".spec.description"),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
@@ -165,7 +190,7 @@ GRANT = KindInfo(
     singular="grant",
     short_names=("gr",),
     namespaced=True,
-    model=Grant,
+    model_ref="aviator.api.grant:Grant",
     columns=(
         PrinterColumn("Agent", ".spec.agent"),
         PrinterColumn("Phase", ".status.phase"),

@@ -12,9 +12,24 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-API_GROUP = "aviator.dev"
-API_VERSION = "v1alpha1"
-GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+from aviator.api.names import API_GROUP, API_VERSION, GROUP_VERSION
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "GROUP_VERSION",
+    "Condition",
+    "ConditionStatus",
+    "Model",
+    "ObjectMeta",
+    "OwnerReference",
+    "dns1123_label_problem",
+    "dns1123_subdomain_problem",
+    "find_condition",
+    "format_time",
+    "now_utc",
+    "set_condition",
+]
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(

@@ -15,7 +15,23 @@ from aviator.api.modeldeployment import (
     SimulatorOptions,
     Sovereignty,
 )
+from aviator.api.names import LABEL_DEPLOYMENT, LABEL_TEMPLATE_HASH, RUNTIME_FINALIZER
 from aviator.api.resource import Resource, Status
+
+__all__ = [
+    "LABEL_DEPLOYMENT",
+    "LABEL_TEMPLATE_HASH",
+    "READY",
+    "RUNTIME_FINALIZER",
+    "SCHEDULED",
+    "AllocatedDevice",
+    "LastExit",
+    "Replica",
+    "ReplicaEngine",
+    "ReplicaPhase",
+    "ReplicaSpec",
+    "ReplicaStatus",
+]
 
 ReplicaEngine = Literal["auto", "sim", "vllm", "sglang", "llamacpp", "external"]
 """``auto`` only until the replica is scheduled: placement then picks the engine for its device."""
@@ -25,13 +41,6 @@ READY = "Ready"
 """Condition type the gateway routes on."""
 SCHEDULED = "Scheduled"
 """Condition type saying whether the replica's devices were allocated (and if not, why)."""
-
-LABEL_DEPLOYMENT = "aviator.dev/model-deployment"
-"""Label on every Replica naming the ModelDeployment it serves (select with ``-l``)."""
-LABEL_TEMPLATE_HASH = "aviator.dev/template-hash"
-"""Label with the hash of the template a Replica was made from."""
-RUNTIME_FINALIZER = "aviator.dev/runtime"
-"""Held on a Replica while its engine may still run; removed once the runtime stopped it."""
 
 
 class AllocatedDevice(Model):

@@ -5,6 +5,10 @@ stops the whole apply instead of leaving it half done. ``apply`` creates or upda
 (create, and on ``AlreadyExists`` replace carrying the current resourceVersion, retrying on
 ``Conflict``) and reports ``created``/``configured``/``unchanged`` per object, like kubectl.
 
+Admission (and with it every kind's pydantic model) is imported on the first validation, not with
+this module: ``aviator delete -f`` reads manifests without validating them, and ``aviator get``
+imports this module with the other commands of ``aviator.cli.resources``.
+
 This module MUST NOT print or exit: it returns results and raises ``ManifestError``; the command
 layer decides what goes to stdout and stderr.
 """
@@ -20,7 +24,7 @@ from typing import Any, Literal, TextIO
 
 import yaml
 
-from aviator.api import admission, errors
+from aviator.api import errors
 from aviator.api.kinds import KINDS, KindInfo
 from aviator.cli.printing import format_api_error, object_ref
 from aviator.client import Client
@@ -278,6 +282,13 @@ def resolve_namespace(doc: Document, default_namespace: str) -> str | None:
     return doc.namespace or default_namespace
 
 
+def _admit(body: dict[str, Any], *, kind: KindInfo, namespace: str | None) -> dict[str, Any]:
+    """``admission.admit``, imported on first use (it imports the models and pydantic)."""
+    from aviator.api import admission
+
+    return admission.admit(body, kind=kind, namespace=namespace)
+
+
 def desired_object(doc: Document, namespace: str | None) -> dict[str, Any]:
     """The body to send: a copy without status and store-owned metadata, in ``namespace``."""
     body = copy.deepcopy(doc.body)
@@ -348,9 +359,7 @@ async def apply_one(client: Client, doc: Document, *, default_namespace: str) ->
     namespace = resolve_namespace(doc, default_namespace)
     body = desired_object(doc, namespace)
     try:
-        normalized: dict[str, Any] | None = admission.admit(
-            body, kind=doc.kind, namespace=namespace
-        )
+        normalized: dict[str, Any] | None = _admit(body, kind=doc.kind, namespace=namespace)
     except errors.ApiError:
         normalized = None  # let the server say what is wrong (local validation was switched off)
     try:
@@ -403,7 +412,7 @@ def validate(documents: Sequence[Document], *, default_namespace: str) -> list[A
     for doc in documents:
         namespace = resolve_namespace(doc, default_namespace)
         try:
-            admission.admit(desired_object(doc, namespace), kind=doc.kind, namespace=namespace)
+            _admit(desired_object(doc, namespace), kind=doc.kind, namespace=namespace)
         except errors.ApiError as exc:
             failures.append(ApplyOutcome(doc, error=f"error: {doc.where}: {exc}"))
     return failures

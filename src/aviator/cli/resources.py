@@ -20,7 +20,7 @@ import typer
 
 from aviator.api import errors, kinds
 from aviator.api.kinds import KindInfo
-from aviator.api.replica import LABEL_DEPLOYMENT
+from aviator.api.names import LABEL_DEPLOYMENT
 from aviator.cli import manifests, parsing, printing
 from aviator.cli.context import CliContext, NotConfigured
 from aviator.cli.logfiles import LogReader

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aviator.api.kinds import MODEL_DEPLOYMENT, REPLICA, KindInfo
-from aviator.api.modeldeployment import ModelDeployment
 from aviator.api.watch import WatchEvent
 
 NODE = KindInfo(
@@ -16,7 +15,7 @@ NODE = KindInfo(
     singular="testnode",
     short_names=(),
     namespaced=False,
-    model=ModelDeployment,
+    model_ref="aviator.api.modeldeployment:ModelDeployment",
 )
 """A cluster-scoped kind, for scope rules (the store never looks at ``model``)."""
 
