@@ -12,7 +12,13 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from aviator.api.names import API_GROUP, API_VERSION, GROUP_VERSION
+from aviator.api.names import (
+    API_GROUP,
+    API_VERSION,
+    GROUP_VERSION,
+    dns1123_label_problem,
+    dns1123_subdomain_problem,
+)
 
 __all__ = [
     "API_GROUP",
@@ -31,39 +37,7 @@ __all__ = [
     "set_condition",
 ]
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-
-
-def dns1123_label_problem(value: str) -> str | None:
-    """Why ``value`` is not a DNS-1123 label, or None when it is one."""
-    if not value:
-        return "must not be empty"
-    if len(value) > 63:
-        return f"must be no more than 63 characters (got {len(value)})"
-    if not _DNS1123_LABEL.match(value):
-        return (
-            "a DNS-1123 label must consist of lower case alphanumeric characters or '-', "
-            "and must start and end with an alphanumeric character (e.g. 'my-name', or '123-abc')"
-        )
-    return None
-
-
-def dns1123_subdomain_problem(value: str) -> str | None:
-    """Why ``value`` is not a DNS-1123 subdomain, or None when it is one."""
-    if not value:
-        return "must not be empty"
-    if len(value) > 253:
-        return f"must be no more than 253 characters (got {len(value)})"
-    if not _DNS1123_SUBDOMAIN.match(value):
-        return (
-            "a DNS-1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-            "and must start and end with an alphanumeric character (e.g. 'example.com')"
-        )
-    return None
 
 
 def _check_label_key(key: str) -> str | None:

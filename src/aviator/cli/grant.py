@@ -17,7 +17,7 @@ from typing import Any
 import typer
 
 from aviator.api import kinds
-from aviator.api.meta import GROUP_VERSION, dns1123_subdomain_problem
+from aviator.api.names import GROUP_VERSION, dns1123_subdomain_problem
 from aviator.cli import parsing, printing
 from aviator.cli.resources import (
     NamespaceOption,

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from aviator.api import errors, kinds
-from aviator.api.meta import GROUP_VERSION
+from aviator.api.names import GROUP_VERSION
 from aviator.cli import parsing, printing
 from aviator.cli.resources import (
     NamespaceOption,

@@ -1,4 +1,5 @@
-"""``get``, ``describe`` and ``delete`` name objects: they never import a kind's pydantic model.
+"""``get``, ``describe``, ``delete``, ``token``, ``keys`` and ``grant`` name objects: they never
+import a kind's pydantic model.
 
 The registry (``aviator.api.kinds``) names each model by ``module:Class`` and imports it on first
 use, and ``aviator.cli.manifests`` imports admission only to validate. These tests run the real
@@ -91,6 +92,15 @@ def test_get_without_a_plane_imports_no_model(tmp_path: Path) -> None:
     code, output, modules = run_aviator("--data-dir", str(tmp_path), "get", "md", cwd=tmp_path)
     assert code == 1
     assert "no running plane found" in output
+    assert MODEL_MODULES.isdisjoint(modules), sorted(MODEL_MODULES & modules)
+
+
+@pytest.mark.parametrize(
+    "args", [["token", "issue", "--help"], ["grant", "request", "--help"], ["keys", "--help"]]
+)
+def test_the_identity_and_grant_commands_import_no_model(tmp_path: Path, args: list[str]) -> None:
+    code, output, modules = run_aviator(*args, cwd=tmp_path)
+    assert code == 0, output
     assert MODEL_MODULES.isdisjoint(modules), sorted(MODEL_MODULES & modules)
 
 
