@@ -61,6 +61,28 @@ def test_the_admin_token_api_keys_and_agent_tokens_each_name_their_principal(
     assert agent.kind == "agent" and agent.agent_key == "default/bot"
 
 
+def test_a_remembered_agent_token_is_the_same_principal_however_the_header_is_spaced(
+    ring: KeyRing,
+) -> None:
+    checker = verifier(ring)
+    chain = Credentials(admin_token="adm", verifier=checker)
+    token = mint(ring)
+    first = chain.authenticate(headers(f"Bearer {token}"))  # verified, then remembered
+    for value in (
+        f"Bearer {token}",  # the usual form (cut without strip/partition)
+        f"bearer {token}",
+        f"Bearer  {token}",
+        f" Bearer {token}\t",
+        f"BEARER {token} ",
+    ):
+        assert chain.authenticate(headers(value)) == first, value
+    stats = checker.cache_stats()
+    assert (stats.misses, stats.hits) == (1, 5)  # each found remembered, none verified again
+    for value in (f"Bearer {token}x", f"Bearer x{token}", f"Basic {token}"):
+        with pytest.raises(Unauthenticated):
+            chain.authenticate(headers(value))
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
