@@ -305,6 +305,9 @@ class Governance:
         deciding = time.perf_counter()
         compiled = self.view.compiled
         hour = int(now // 3600) % 24  # UTC: POSIX time has no leap seconds
+        if intent_header is not None:
+            # Only this much of it is read; and a lane's key must not hold a client's kilobytes.
+            intent_header = intent_header[:_INTENT_MAX]
         lane = self._lanes.get(
             (principal.agent_key, action, deployment, model, priority, intent_header)
         )
@@ -436,11 +439,12 @@ class Governance:
         intent_header: str | None,
     ) -> _Lane:
         """What ``admit`` decides the same way for every request of this principal, action,
-        deployment, model, priority and ``x-aviator-intent`` under ``compiled``: the declared
-        intent, and the policies' decisions by estimate and hour (``InferenceLane``)."""
+        deployment, model, priority and ``x-aviator-intent`` (cut to ``_INTENT_MAX``) under
+        ``compiled``: the declared intent, and the policies' decisions by estimate and hour
+        (``InferenceLane``)."""
         intent = grant = ""
         if intent_header and intent_header.strip():
-            declared = compiled.declared_intent(principal, intent_header[:_INTENT_MAX])
+            declared = compiled.declared_intent(principal, intent_header)
             intent, grant = declared["intent"], declared["grant"]
         policies = None
         if uid is not None:

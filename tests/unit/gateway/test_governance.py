@@ -342,6 +342,17 @@ async def test_a_declared_grant_scopes_the_request_to_it(world: World) -> None:
     assert extras[1]["grant"] == "team/q3" and extras[2]["intent"] == "backfill"
 
 
+async def test_a_long_intent_header_is_read_and_remembered_cut(world: World) -> None:
+    """Only the first 256 characters of ``x-aviator-intent`` count, and only they are kept in the
+    lanes a gateway remembers (a client's kilobytes would otherwise stay in memory)."""
+    long = "backfill" + "x" * 4_000
+    assert (await world.chat(world.token(), headers={"x-aviator-intent": long}))[0] == 200
+    lanes = world.gateway.governance._lanes
+    assert lanes and all(len(key[-1] or "") <= 256 for key in lanes)
+    await world.gateway.governance.aclose()
+    assert world.records()[-1].extra["intent"] == long[:256]
+
+
 async def test_budgets_refuse_with_429_and_retry_after(world: World, upstreams: Start) -> None:
     bot = world.token()
     assert estimate_tokens("chat", BODY) == 2 + 10  # "hi there": 8 characters
