@@ -308,13 +308,10 @@ class Governance:
         if intent_header is not None:
             # Only this much of it is read; and a lane's key must not hold a client's kilobytes.
             intent_header = intent_header[:_INTENT_MAX]
-        lane = self._lanes.get(
-            (principal.agent_key, action, deployment, model, priority, intent_header)
-        )
+        key = (principal.agent_key, action, deployment, model, priority, intent_header)
+        lane = self._lanes.get(key)
         if lane is None or lane.compiled is not compiled:
-            lane = self._lane(
-                compiled, principal, action, uid, deployment, model, priority, intent_header
-            )
+            lane = self._lane(key, compiled, principal, action, uid, model, priority, intent_header)
         if lane.intent:
             admission.extra["intent"] = lane.intent
         if lane.grant:
@@ -429,17 +426,17 @@ class Governance:
 
     def _lane(
         self,
+        key: tuple[str | None, ...],
         compiled: CompiledPolicies,
         principal: Principal,
         action: str,
         uid: EntityUid | None,
-        deployment: str,
         model: str,
         priority: str,
         intent_header: str | None,
     ) -> _Lane:
-        """What ``admit`` decides the same way for every request of this principal, action,
-        deployment, model, priority and ``x-aviator-intent`` (cut to ``_INTENT_MAX``) under
+        """What ``admit`` decides the same way for every request of ``key`` — principal, action,
+        deployment, model, priority and ``x-aviator-intent`` (cut to ``_INTENT_MAX``) — under
         ``compiled``: the declared intent, and the policies' decisions by estimate and hour
         (``InferenceLane``)."""
         intent = grant = ""
@@ -455,7 +452,6 @@ class Governance:
         if principal.agent_key is not None:  # others (anonymous, API keys) are not remembered
             if len(self._lanes) >= _REMEMBERED:
                 self._lanes.clear()  # a lane is rebuilt on the next request: a few lookups
-            key = (principal.agent_key, action, deployment, model, priority, intent_header)
             self._lanes[key] = lane
         return lane
 

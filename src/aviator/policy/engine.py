@@ -483,13 +483,19 @@ def context_class(plan: tuple[_ValueClass, ...] | None, context: Mapping[str, An
     for attr, cuts, literals in plan:
         value = context[attr]
         if cuts is not None:
-            at = bisect_left(cuts, value)
-            out.append(2 * at + (at < len(cuts) and cuts[at] == value))
+            out.append(_among(cuts, value))
         elif literals is not None:
             out.append(value if value in literals else _OTHER)
         else:
             out.append(value)
     return tuple(out)
+
+
+def _among(cuts: tuple[int, ...], value: int) -> int:
+    """The class of a Long compared only with the literals ``cuts`` (sorted): its position among
+    them, and whether it equals the literal there (see ``context_class``)."""
+    at = bisect_left(cuts, value)
+    return 2 * at + (at < len(cuts) and cuts[at] == value)
 
 
 class _Slice(NamedTuple):
@@ -574,21 +580,15 @@ class InferenceLane:
         # The class of each value: 0 when no statement reads it, the value itself when one reads
         # it otherwise than comparing it with literals, else its place among them (context_class).
         cuts = self._tokens
-        if cuts is None:
-            tokens = 0
-        elif cuts is _BY_VALUE:
-            tokens = estimated_tokens
-        else:
-            at = bisect_left(cuts, estimated_tokens)
-            tokens = 2 * at + (at < len(cuts) and cuts[at] == estimated_tokens)
+        tokens = (
+            0
+            if cuts is None
+            else estimated_tokens
+            if cuts is _BY_VALUE
+            else _among(cuts, estimated_tokens)
+        )
         cuts = self._hour
-        if cuts is None:
-            hours = 0
-        elif cuts is _BY_VALUE:
-            hours = hour
-        else:
-            at = bisect_left(cuts, hour)
-            hours = 2 * at + (at < len(cuts) and cuts[at] == hour)
+        hours = 0 if cuts is None else hour if cuts is _BY_VALUE else _among(cuts, hour)
         key = (tokens, hours)
         decision = self._decisions.get(key)
         if decision is None:
