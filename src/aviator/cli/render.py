@@ -25,32 +25,18 @@ from aviator.cli.manifests import Document, ManifestError, desired_object, load,
 from aviator.k8s.crds import CRD_KINDS, UPSTREAM_KINDS
 from aviator.k8s.documents import dump_documents
 from aviator.k8s.render import (
-    DEFAULT_ENGINE_IMAGES,
     EndpointPicker,
     RenderError,
     RenderOptions,
     default_aviator_image,
+    parse_engine_images,
     parse_kubernetes_version,
     render,
 )
 
+# parse_engine_images lives in the pure renderer (the install bundle validates with it too) and is
+# re-exported here, where ``aviator operator`` takes it from.
 __all__ = ["parse_endpoint_picker", "parse_engine_images", "render_command", "render_documents"]
-
-
-def parse_engine_images(values: list[str]) -> dict[str, str]:
-    """``ENGINE=IMAGE`` pairs over the defaults; ``RenderError`` names a bad one."""
-    images = dict(DEFAULT_ENGINE_IMAGES)
-    for value in values:
-        engine, sep, image = value.partition("=")
-        if not sep or not image or any(ch.isspace() for ch in image):
-            raise RenderError(f"--engine-image: expected ENGINE=IMAGE (got {value!r})")
-        if engine not in DEFAULT_ENGINE_IMAGES:
-            raise RenderError(
-                f"--engine-image: unknown engine {engine!r}; expected one of "
-                f"{', '.join(DEFAULT_ENGINE_IMAGES)} (the simulator uses --image)"
-            )
-        images[engine] = image
-    return images
 
 
 def parse_endpoint_picker(value: str | None, *, fail_open: bool) -> EndpointPicker | None:
@@ -142,7 +128,10 @@ def render_command(
         default_aviator_image(), "--image", help="aviator's image (runs the simulator)."
     ),
     engine_image: list[str] = typer.Option(
-        [], "--engine-image", help="ENGINE=IMAGE to pin an engine's image (repeatable)."
+        [],
+        "--engine-image",
+        help="ENGINE[@DRIVER]=IMAGE: the image of an engine, on one DRA driver's devices with "
+        "@DRIVER (e.g. vllm@gpu.amd.com=rocm/vllm:TAG); repeatable.",
     ),
     endpoint_picker: str | None = typer.Option(
         None,

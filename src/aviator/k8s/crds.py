@@ -23,6 +23,10 @@ listed in :data:`WIDER_WIRE_SHAPES` and kept open in the CRD (``x-kubernetes-pre
 fields``) rather than refusing what the embedded plane accepts; the operator validates them with
 the model, as admission does.
 
+Specs the embedded plane refuses to change after creation (:data:`IMMUTABLE_SPECS`: a Grant's,
+``aviator.controlapi.grants``) carry the transition rule ``self == oldSelf``, so the API server
+refuses the change too: in a cluster there is no Control API between a client and the CR.
+
 Which kinds are CRDs: :data:`CRD_KINDS`. The others map onto upstream kinds in a cluster
 (:data:`UPSTREAM_KINDS`), so that aviator does not shadow what Kubernetes already has.
 
@@ -42,6 +46,7 @@ from aviator.api.meta import API_VERSION
 
 __all__ = [
     "CRD_KINDS",
+    "IMMUTABLE_SPECS",
     "UPSTREAM_KINDS",
     "WIDER_WIRE_SHAPES",
     "SchemaError",
@@ -66,6 +71,13 @@ WIDER_WIRE_SHAPES: Mapping[tuple[str, str], str] = {
 }
 """(kind, dotted path) of fields whose wire form is wider than their model's JSON schema, with
 the description the CRD gives them."""
+
+IMMUTABLE_SPECS: Mapping[str, str] = {
+    "Grant": "a Grant's spec is immutable once requested; request a new Grant instead "
+    "(approve, deny and revoke change its status)",
+}
+"""Kinds whose ``spec`` may not change once created, with the API server's refusal message (the
+embedded plane's wording)."""
 
 _DROPPED_KEYS = frozenset({"title", "examples", "discriminator", "$schema", "$id"})
 _SCALAR_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
@@ -251,11 +263,18 @@ def _printer_columns(info: KindInfo) -> list[dict[str, Any]]:
 
 def crd(info: KindInfo) -> dict[str, Any]:
     """The ``apiextensions.k8s.io/v1`` CustomResourceDefinition of one kind."""
+    schema = structural_schema(info.model, kind=info.kind)
+    if info.kind in IMMUTABLE_SPECS:
+        # A transition rule: evaluated on update only (oldSelf is the stored spec). The spec
+        # node sits at a fixed path, so the API server can correlate old and new.
+        schema["properties"]["spec"]["x-kubernetes-validations"] = [
+            {"rule": "self == oldSelf", "message": IMMUTABLE_SPECS[info.kind]}
+        ]
     version: dict[str, Any] = {
         "name": API_VERSION,
         "served": True,
         "storage": True,
-        "schema": {"openAPIV3Schema": structural_schema(info.model, kind=info.kind)},
+        "schema": {"openAPIV3Schema": schema},
         "additionalPrinterColumns": _printer_columns(info),
     }
     if info.status_subresource:

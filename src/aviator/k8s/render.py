@@ -4,14 +4,16 @@
 table):
 
 - **ResourceClaimTemplate** (``resource.k8s.io/v1``, with accelerators): one request named
-  ``accelerators`` per replica's claim; the claim's alternatives become ``firstAvailable``
+  ``accelerators`` per replica's claim; the claim's alternatives (those the engine runs on and
+  the first one's image serves, :func:`image_alternatives`) become ``firstAvailable``
   subrequests in the same order (the short form becomes one ``exactly`` request), CEL selectors
   are carried over verbatim, ``constraints`` become ``matchAttribute`` constraints, and
   ``sovereignty.excludedDrivers`` adds a ``device.driver != '...'`` selector to every
   alternative. Each Pod gets its own claim from the template, so devices are never shared
   between replicas, as in the embedded plane.
 - **Deployment**: one engine container per Pod, its command line built by the same pure engine
-  adapters the local runtime uses (``aviator.runtime.engines``), listening on ``0.0.0.0:8000``;
+  adapters the local runtime uses (``aviator.runtime.engines``), listening on ``0.0.0.0:8000``,
+  in the image of the engine's build for the alternatives' DRA driver (:func:`engine_image`);
   startup, readiness and liveness probes on the adapter's health path; a surge-only rolling
   update (``maxUnavailable: 0``), like the plane's rollout; ``sovereignty.allowedRegions`` as
   required node affinity on ``topology.kubernetes.io/region``; ``strategy: spread`` as a
@@ -44,7 +46,7 @@ from aviator import __version__
 from aviator.api.meta import GROUP_VERSION
 from aviator.api.modeldeployment import DeviceSubRequest, ModelDeployment
 from aviator.api.replica import LABEL_DEPLOYMENT, Replica, ReplicaSpec
-from aviator.placement.engines import ENGINES, SIMULATOR, support_for
+from aviator.placement.engines import DRIVER_ALIASES, ENGINES, SIMULATOR, support_for
 from aviator.runtime.engines import for_engine
 
 __all__ = [
@@ -52,12 +54,17 @@ __all__ = [
     "DEFAULT_ENGINE_IMAGES",
     "ENGINE_PORT",
     "MIN_KUBERNETES",
+    "UNVERIFIED_ENGINE_IMAGES",
     "EndpointPicker",
     "RenderError",
     "RenderOptions",
     "Rendered",
     "cluster_engine",
     "default_aviator_image",
+    "engine_image",
+    "image_alternatives",
+    "image_key",
+    "parse_engine_images",
     "parse_kubernetes_version",
     "render",
     "selector_labels",
@@ -72,13 +79,49 @@ MIN_KUBERNETES = (1, 34)
 
 DEFAULT_ENGINE_IMAGES: Mapping[str, str] = MappingProxyType(
     {
+        # Engine-wide (``ENGINE``): deployments without accelerators, and device classes the
+        # engine matrix does not know (a cluster's own DeviceClass), most often NVIDIA's.
         "vllm": "vllm/vllm-openai:latest",
         "sglang": "lmsysorg/sglang:latest",
         "llamacpp": "ghcr.io/ggml-org/llama.cpp:server",
+        # Per driver (``ENGINE@DRIVER``), one per row of aviator.placement.engines.MATRIX: a
+        # vLLM build runs on one platform only (the CUDA image does not start on ROCm or Gaudi).
+        "vllm@gpu.nvidia.com": "vllm/vllm-openai:latest",  # docs.vllm.ai, deployment/docker
+        "vllm@gpu.amd.com": "rocm/vllm:latest",  # AMD's vLLM builds (rocm.docs.amd.com)
+        "vllm@gpu.intel.com": "intel/vllm:xpu",
+        "vllm@gaudi.intel.com": (
+            # Habana's vLLM quick start image; pin the one of your Gaudi software version.
+            "vault.habana.ai/gaudi-docker/1.23.0/ubuntu22.04/habanalabs/vllm-installer-2.9.0:latest"
+        ),
+        "vllm@tpu.google.com": "vllm/vllm-tpu:latest",
+        # vLLM's x86 CPU build (the repository the Inference Extension's CPU example uses).
+        "vllm@dra.cpu": "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:latest",
+        "sglang@gpu.nvidia.com": "lmsysorg/sglang:latest",
+        "sglang@gpu.amd.com": "lmsysorg/sglang:latest-rocm",
+        # llama.cpp's published server images per backend (ggml-org/llama.cpp docs/docker.md).
+        "llamacpp@gpu.nvidia.com": "ghcr.io/ggml-org/llama.cpp:server-cuda",
+        "llamacpp@gpu.amd.com": "ghcr.io/ggml-org/llama.cpp:server-rocm",
+        "llamacpp@gpu.intel.com": "ghcr.io/ggml-org/llama.cpp:server-intel",
+        "llamacpp@dra.cpu": "ghcr.io/ggml-org/llama.cpp:server",
     }
 )
-"""Upstream images per engine; pin a tag (or a digest) with ``--engine-image ENGINE=REF``. The
-simulator runs from aviator's own image."""
+"""The image of each engine's build, per DRA driver (``ENGINE@DRIVER``) with an engine-wide
+fallback (``ENGINE``); override any with ``--engine-image KEY=REF`` and pin a tag or digest in
+production. The simulator runs from aviator's own image."""
+
+UNVERIFIED_ENGINE_IMAGES = frozenset(
+    {
+        # Which image (or which tag) upstream publishes for these could not be confirmed when
+        # this table was written; rendering one adds a note asking for --engine-image.
+        "vllm@gpu.intel.com",  # vLLM documents building the XPU image; Intel's tag unconfirmed
+        "vllm@gaudi.intel.com",  # entrypoint and `vllm` on the PATH unconfirmed
+        "vllm@tpu.google.com",  # vLLM TPU documents a Docker image; its name is unconfirmed
+        "vllm@dra.cpu",  # the repository is confirmed, a `latest` tag is not
+        "vllm@gpu.amd.com",  # AMD documents long version tags; `latest` unconfirmed
+        "sglang@gpu.amd.com",  # SGLang publishes versioned -rocm tags; no moving tag confirmed
+    }
+)
+"""Keys of :data:`DEFAULT_ENGINE_IMAGES` whose default is a best guess, not a confirmed image."""
 
 _IMAGE_ENTRYPOINT_ENGINES = frozenset({"llamacpp"})
 """Engines whose image's entrypoint *is* the server (llama.cpp's ``/app/llama-server``): the
@@ -202,6 +245,62 @@ def _metadata(md: ModelDeployment, name: str, labels: Mapping[str, str]) -> dict
     return meta
 
 
+def image_key(engine: str, driver: str | None) -> str:
+    """``ENGINE@DRIVER`` (``ENGINE`` when no driver): the key of :data:`DEFAULT_ENGINE_IMAGES`
+    and of ``--engine-image``. Class aliases (``cpu``) become their driver (``dra.cpu``)."""
+    return engine if driver is None else f"{engine}@{DRIVER_ALIASES.get(driver, driver)}"
+
+
+def engine_image(images: Mapping[str, str], *, engine: str, driver: str | None) -> str:
+    """The image ``engine`` runs from on ``driver``'s devices: ``ENGINE@DRIVER``, else the
+    engine-wide ``ENGINE`` (no accelerators, or a driver aviator has no table row for)."""
+    for key in (image_key(engine, driver), engine):
+        if key in images:
+            return images[key]
+    raise RenderError(
+        f"spec.engine: no image configured for engine {engine!r}; give one with "
+        f"--engine-image {image_key(engine, driver)}=REF"
+    )
+
+
+def _image_engines() -> frozenset[str]:
+    return frozenset(key.partition("@")[0] for key in DEFAULT_ENGINE_IMAGES)
+
+
+def _driver_problem(driver: str) -> str | None:
+    # A DRA driver name is a DNS subdomain (the class alias "cpu" is accepted too).
+    labels = driver.split(".")
+    if len(driver) > 253 or not all(
+        label and len(label) <= 63 and label[0].isalnum() and label[-1].isalnum()
+        for label in labels
+    ):
+        return "a DRA driver name is a DNS subdomain like gpu.amd.com"
+    if not all(ch.islower() or ch.isdigit() or ch in "-." for ch in driver):
+        return "a DRA driver name is lower case: letters, digits, '-' and '.'"
+    return None
+
+
+def parse_engine_images(values: Sequence[str]) -> dict[str, str]:
+    """``ENGINE[@DRIVER]=IMAGE`` pairs over :data:`DEFAULT_ENGINE_IMAGES`; ``RenderError``
+    names a bad one."""
+    images = dict(DEFAULT_ENGINE_IMAGES)
+    engines = _image_engines()
+    for value in values:
+        key, sep, image = value.partition("=")
+        if not sep or not image or any(ch.isspace() for ch in image):
+            raise RenderError(f"--engine-image: expected ENGINE[@DRIVER]=IMAGE (got {value!r})")
+        engine, at, driver = key.partition("@")
+        if engine not in engines:
+            raise RenderError(
+                f"--engine-image: unknown engine {engine!r}; expected one of "
+                f"{', '.join(sorted(engines))} (the simulator uses --image)"
+            )
+        if at and (problem := _driver_problem(driver)):
+            raise RenderError(f"--engine-image {value!r}: {problem}")
+        images[image_key(engine, driver if at else None)] = image
+    return images
+
+
 def _class_engines(alternative: DeviceSubRequest) -> list[str] | None:
     """Engines the compatibility matrix allows on this class's driver; None for a class the
     matrix does not know (a cluster's own DeviceClass)."""
@@ -258,6 +357,45 @@ def cluster_engine(md: ModelDeployment) -> tuple[str, list[DeviceSubRequest], li
             f"spec.engine: {engine} runs on none of the alternatives of spec.accelerators"
         )
     return engine, kept, notes
+
+
+def _driver_of(alternative: DeviceSubRequest) -> str:
+    # aviator's shipped classes, like the DRA drivers' own, are named after the driver.
+    return DRIVER_ALIASES.get(alternative.device_class_name, alternative.device_class_name)
+
+
+def image_alternatives(
+    engine: str, alternatives: Sequence[DeviceSubRequest], images: Mapping[str, str]
+) -> tuple[str, list[DeviceSubRequest], list[str]]:
+    """The engine container's image, the alternatives that image runs on, and notes (for a
+    real engine: the simulator runs from aviator's image, whatever the device).
+
+    One Deployment has one Pod template, fixed before the scheduler picks an alternative, so
+    it carries one image: the most preferred (first) alternative's. Alternatives whose driver
+    needs another build of the engine (ROCm, Gaudi, CPU beside CUDA) are dropped with a note,
+    the same rule as an engine that cannot run on an alternative: refusing the whole
+    ModelDeployment would serve nothing, while the first alternative is what was asked for
+    first. Splitting the alternatives into one ModelDeployment per vendor keeps them all."""
+    if not alternatives:
+        return engine_image(images, engine=engine, driver=None), [], []
+    first = engine_image(images, engine=engine, driver=_driver_of(alternatives[0]))
+    kept = [alternatives[0]]
+    dropped: list[str] = []
+    for alt in alternatives[1:]:
+        image = engine_image(images, engine=engine, driver=_driver_of(alt))
+        if image == first:
+            kept.append(alt)
+        else:
+            dropped.append(f"{alt.device_class_name!r} (needs {image})")
+    notes = []
+    if dropped:
+        notes.append(
+            f"spec.accelerators.firstAvailable: alternative(s) {', '.join(dropped)} dropped: one "
+            f"Deployment runs one image, {first} for {alternatives[0].device_class_name!r} "
+            "(the first); split them into one ModelDeployment per vendor, or give them one "
+            "image with --engine-image ENGINE@DRIVER=REF"
+        )
+    return first, kept, notes
 
 
 def _request_name(alternative: DeviceSubRequest, taken: set[str]) -> str:
@@ -351,18 +489,11 @@ def _probe(path: str, *, period: int, failures: int, timeout: int = 3) -> dict[s
     }
 
 
-def _container(md: ModelDeployment, engine: str, options: RenderOptions) -> dict[str, Any]:
+def _container(md: ModelDeployment, engine: str, image: str) -> dict[str, Any]:
     adapter = for_engine(engine)
     replica = _replica_for(md, engine)
     argv = adapter.argv(replica, host="0.0.0.0", port=ENGINE_PORT)
     assert argv is not None  # only ``external`` runs no process, and it renders no Deployment
-    if engine == SIMULATOR:
-        image = options.aviator_image
-    else:
-        try:
-            image = options.engine_images[engine]
-        except KeyError:
-            raise RenderError(f"spec.engine: no image configured for engine {engine!r}") from None
     env = {**adapter.env(replica)}
     if engine != SIMULATOR:
         # Weights download into the Pod's cache volume (HF_HOME is read by vLLM, SGLang and
@@ -418,14 +549,14 @@ def _affinity(md: ModelDeployment) -> dict[str, Any] | None:
 
 
 def _pod_spec(
-    md: ModelDeployment, engine: str, options: RenderOptions, claim_template: str | None
+    md: ModelDeployment, engine: str, image: str, claim_template: str | None
 ) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 60,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [_container(md, engine, options)],
+        "containers": [_container(md, engine, image)],
     }
     if engine == SIMULATOR:
         pod["securityContext"].update({"runAsNonRoot": True, "runAsUser": 65532})
@@ -461,6 +592,7 @@ def _autoscaled(md: ModelDeployment) -> bool:
 def _deployment(
     md: ModelDeployment,
     engine: str,
+    image: str,
     options: RenderOptions,
     labels: Mapping[str, str],
     claim_template: str | None,
@@ -485,7 +617,7 @@ def _deployment(
             },
             "template": {
                 "metadata": {"labels": dict(labels)},
-                "spec": _pod_spec(md, engine, options, claim_template),
+                "spec": _pod_spec(md, engine, image, claim_template),
             },
         }
     )
@@ -623,6 +755,22 @@ def render(md: ModelDeployment, *, options: RenderOptions | None = None) -> Rend
             objects=[],
             notes=[f"{where}: engine external runs no workload in the cluster; nothing to apply"],
         )
+    if engine == SIMULATOR:
+        image = options.aviator_image
+    else:
+        image, alternatives, image_notes = image_alternatives(
+            engine, alternatives, options.engine_images
+        )
+        notes.extend(f"{where}: {n}" for n in image_notes)
+        driver = _driver_of(alternatives[0]) if alternatives else None
+        key = image_key(engine, driver)
+        if key not in options.engine_images:
+            key = engine
+        if key in UNVERIFIED_ENGINE_IMAGES and image == DEFAULT_ENGINE_IMAGES.get(key):
+            notes.append(
+                f"{where}: image {image} is aviator's unverified default for {key}; pin the "
+                f"image of your platform with --engine-image {key}=REF"
+            )
     labels = _labels(md, engine)
     objects: list[dict[str, Any]] = []
     claim_template: str | None = None
@@ -638,7 +786,7 @@ def render(md: ModelDeployment, *, options: RenderOptions | None = None) -> Rend
         )
     if hpa and md.spec.replicas.min == 0:
         notes.append(f"{where}: the HPA keeps at least 1 replica (scale to zero is alpha upstream)")
-    objects.append(_deployment(md, engine, options, labels, claim_template, hpa=hpa))
+    objects.append(_deployment(md, engine, image, options, labels, claim_template, hpa=hpa))
     objects.append(_service(md, labels))
     objects.append(_inference_pool(md, labels, options.endpoint_picker))
     if hpa:

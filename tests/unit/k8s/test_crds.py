@@ -22,14 +22,22 @@ from aviator.api.kinds import KINDS
 from aviator.api.meta import Model
 from aviator.api.modeldeployment import ModelDeployment
 from aviator.api.resource import Resource, Status
-from aviator.k8s.crds import CRD_KINDS, UPSTREAM_KINDS, SchemaError, crd, crds, structural_schema
+from aviator.k8s.crds import (
+    CRD_KINDS,
+    IMMUTABLE_SPECS,
+    UPSTREAM_KINDS,
+    SchemaError,
+    crd,
+    crds,
+    structural_schema,
+)
 
 ALLOWED_KEYS = {
     "type", "format", "description", "default", "maximum", "exclusiveMaximum", "minimum",
     "exclusiveMinimum", "maxLength", "minLength", "pattern", "maxItems", "minItems",
     "uniqueItems", "enum", "maxProperties", "minProperties", "required", "items", "properties",
     "additionalProperties", "nullable", "x-kubernetes-preserve-unknown-fields",
-    "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-validations",
 }  # fmt: skip
 """The JSONSchemaProps keys the generator may emit (no $ref, anyOf, const, title...)."""
 
@@ -227,3 +235,56 @@ class _Recursive(Resource[_Node, Status]):
 def test_unexpressible_schemas_are_named(model: type[BaseModel], message: str) -> None:
     with pytest.raises(SchemaError, match=message):
         structural_schema(model, kind="Test")
+
+
+def _rules(node: dict[str, Any], path: str = "") -> list[tuple[str, str]]:
+    """(path, rule) of every x-kubernetes-validations rule; ``[]`` marks a list item."""
+    found = [(path, r["rule"]) for r in node.get("x-kubernetes-validations", [])]
+    for name, sub in node.get("properties", {}).items():
+        found += _rules(sub, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        found += _rules(node["items"], f"{path}[]")
+    return found
+
+
+@pytest.mark.parametrize("kind", CRD_KINDS)
+def test_only_a_grants_spec_is_immutable(kind: str) -> None:
+    schema = crd(KINDS[kind])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    if kind in IMMUTABLE_SPECS:
+        assert _rules(schema) == [(".spec", "self == oldSelf")]
+        (rule,) = schema["properties"]["spec"]["x-kubernetes-validations"]
+        assert rule["message"] == IMMUTABLE_SPECS[kind]
+        # A transition rule must sit where old and new objects correlate: not inside a list
+        # item, and the spec itself must be an object the server can compare.
+        assert schema["properties"]["spec"]["type"] == "object"
+    else:
+        assert _rules(schema) == []
+    assert set(IMMUTABLE_SPECS) == {"Grant"}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_grant_crd_with_its_rule_validates(version: str) -> None:
+    grant_crd = crd(KINDS["Grant"])
+    assert "x-kubernetes-validations" in json.dumps(grant_crd)
+    assert validate_core(grant_crd, version) == version
+
+
+def test_the_grant_rule_refuses_a_changed_spec() -> None:
+    import cel  # the CEL evaluator aviator's placement uses for DRA selectors
+
+    schema = crd(KINDS["Grant"])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    (rule,) = schema["properties"]["spec"]["x-kubernetes-validations"]
+    spec = {
+        "agent": "team-a/bot",
+        "actions": ["infer"],
+        "resources": ["team-a/chat"],
+        "purpose": "incident 42",
+        "durationSeconds": 900,
+    }
+
+    def holds(new: dict[str, Any]) -> bool:
+        return bool(cel.evaluate(rule["rule"], {"self": new, "oldSelf": spec}))
+
+    assert holds(dict(spec))
+    assert not holds({**spec, "durationSeconds": 86400})
+    assert not holds({**spec, "resources": ["team-a/chat", "team-a/other"]})

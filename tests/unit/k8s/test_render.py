@@ -3,35 +3,37 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
+import re
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft4Validator
 from tests.unit.k8s.validation import (
     KUBERNETES_VERSIONS,
+    MISSING_PICKER,
     admitted_md,
     bundled_versions,
-    openapi_to_jsonschema,
+    pool_errors,
     validate_core,
 )
 
 from aviator.k8s.render import (
     CLAIM_NAME,
+    DEFAULT_ENGINE_IMAGES,
+    UNVERIFIED_ENGINE_IMAGES,
     EndpointPicker,
     RenderError,
     RenderOptions,
     _quantity,
+    engine_image,
+    image_key,
+    parse_engine_images,
     parse_kubernetes_version,
     render,
 )
+from aviator.placement.engines import MATRIX
 from aviator.placement.quantity import parse_quantity
-
-SCHEMAS = Path(__file__).resolve().parents[3] / "src" / "aviator" / "k8s" / "schemas"
-INFERENCE_POOL_CRD = SCHEMAS / "inference.networking.k8s.io_inferencepools.yaml"
 
 
 def md(spec: dict[str, Any], *, name: str = "chat", **meta: Any) -> Any:
@@ -104,23 +106,15 @@ def test_the_supported_versions_are_bundled() -> None:
     assert set(KUBERNETES_VERSIONS) <= bundled_versions()
 
 
-def _pool_validator() -> Draft4Validator:
-    crd = yaml.safe_load(INFERENCE_POOL_CRD.read_text())
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
-    return Draft4Validator(openapi_to_jsonschema(version["schema"]["openAPIV3Schema"]))
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_inference_pools_validate_against_the_upstream_crd(case: str) -> None:
-    validator = _pool_validator()
     picker = RenderOptions(endpoint_picker=EndpointPicker(name="epp"))
     pool = by_kind(render(md(CASES[case]), options=picker).objects)["InferencePool"]
-    assert list(validator.iter_errors(pool)) == []
-    # The vendored CRD predates v1.5.0, which made endpointPickerRef optional: without a
+    assert pool_errors(pool) == []
+    # The vendored CRD is v1.0.0's, before v1.5.0 made endpointPickerRef optional: without a
     # picker, that is the one thing it objects to (see src/aviator/k8s/schemas/README.md).
     plain = by_kind(render(md(CASES[case])).objects)["InferencePool"]
-    errors = [(list(e.absolute_path), e.message) for e in validator.iter_errors(plain)]
-    assert errors == [(["spec"], "'endpointPickerRef' is a required property")]
+    assert pool_errors(plain) == MISSING_PICKER
 
 
 def test_the_pool_validator_is_not_vacuous() -> None:
@@ -131,7 +125,7 @@ def test_the_pool_validator_is_not_vacuous() -> None:
     )["InferencePool"]
     pool["spec"]["targetPorts"] = [{"number": 70000}]
     pool["spec"]["endpointPickerRef"]["failureMode"] = "Maybe"
-    assert len(list(_pool_validator().iter_errors(pool))) == 2
+    assert len(pool_errors(pool)) == 2
 
 
 def test_objects_come_in_apply_order_with_one_selector() -> None:
@@ -172,8 +166,15 @@ def test_labels_carry_the_deployments_own_but_ours_win() -> None:
     assert labels["app.kubernetes.io/managed-by"] == "aviator"
 
 
+ONE_VLLM_IMAGE = RenderOptions(
+    # One image for NVIDIA and AMD, so that no alternative is dropped for its image.
+    engine_images=parse_engine_images(["vllm@gpu.nvidia.com=r/v:1", "vllm@gpu.amd.com=r/v:1"])
+)
+
+
 def test_first_available_alternatives_become_subrequests() -> None:
-    claim = by_kind(render(md(CASES["auto-alternatives"])).objects)["ResourceClaimTemplate"]
+    rendered = render(md(CASES["auto-alternatives"]), options=ONE_VLLM_IMAGE)
+    claim = by_kind(rendered.objects)["ResourceClaimTemplate"]
     assert claim["metadata"]["name"] == "chat-accelerators"
     devices = claim["spec"]["spec"]["devices"]
     (request,) = devices["requests"]
@@ -251,6 +252,92 @@ def test_engine_commands_come_from_the_adapters() -> None:
     for c in (sim, vllm, sglang, llama):
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+def _image(rendered: Any) -> str:
+    deployment = by_kind(rendered.objects)["Deployment"]
+    return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+@pytest.mark.parametrize(
+    ("device_class", "image"),
+    [
+        ("gpu.nvidia.com", "vllm/vllm-openai:latest"),
+        ("gpu.amd.com", "rocm/vllm:latest"),
+        ("cpu", "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:latest"),
+        ("example.com-own-class", "vllm/vllm-openai:latest"),  # not in the matrix: engine-wide
+    ],
+)
+def test_the_engine_image_follows_the_driver(device_class: str, image: str) -> None:
+    rendered = render(md({"engine": "vllm", "accelerators": {"deviceClassName": device_class}}))
+    assert _image(rendered) == image
+
+
+def test_every_matrix_row_has_a_default_image() -> None:
+    # A new engine/driver row must not silently fall back to another platform's build.
+    for row in MATRIX:
+        if row.engine != "sim":  # the simulator runs from aviator's image
+            assert image_key(row.engine, row.driver) in DEFAULT_ENGINE_IMAGES, row
+    assert set(DEFAULT_ENGINE_IMAGES) >= UNVERIFIED_ENGINE_IMAGES
+
+
+def test_alternatives_needing_another_image_are_dropped_with_a_note() -> None:
+    spec = {
+        "engine": "vllm",
+        "accelerators": {
+            "firstAvailable": [
+                {"deviceClassName": "gpu.amd.com"},
+                {"deviceClassName": "gpu.nvidia.com"},
+                {"deviceClassName": "gpu.amd.com", "name": "big", "count": 2},
+            ]
+        },
+    }
+    rendered = render(md(spec))
+    objects = by_kind(rendered.objects)
+    assert _image(rendered) == "rocm/vllm:latest"
+    (request,) = objects["ResourceClaimTemplate"]["spec"]["spec"]["devices"]["requests"]
+    assert [r["deviceClassName"] for r in request["firstAvailable"]] == ["gpu.amd.com"] * 2
+    (note,) = [n for n in rendered.notes if "dropped" in n]
+    assert "spec.accelerators.firstAvailable" in note
+    assert "'gpu.nvidia.com' (needs vllm/vllm-openai:latest)" in note
+    # One image for every driver keeps every alternative.
+    same = RenderOptions(
+        engine_images=parse_engine_images(
+            ["vllm@gpu.nvidia.com=reg/all:1", "vllm@gpu.amd.com=reg/all:1"]
+        )
+    )
+    kept = render(md(spec), options=same)
+    assert _image(kept) == "reg/all:1"
+    template = by_kind(kept.objects)["ResourceClaimTemplate"]
+    assert len(template["spec"]["spec"]["devices"]["requests"][0]["firstAvailable"]) == 3
+    assert not [n for n in kept.notes if "dropped" in n]
+
+
+def test_engine_images_parse_over_the_defaults() -> None:
+    images = parse_engine_images(["vllm=a/cuda:1", "vllm@cpu=a/cpu:1", "sglang@gpu.amd.com=a/s:1"])
+    assert images["vllm"] == "a/cuda:1"
+    assert images["vllm@dra.cpu"] == "a/cpu:1"  # the class alias names its driver
+    assert images["sglang@gpu.amd.com"] == "a/s:1"
+    assert images["vllm@gpu.amd.com"] == DEFAULT_ENGINE_IMAGES["vllm@gpu.amd.com"]
+    # The per-driver entry wins over the engine-wide one; an unknown driver falls back.
+    assert engine_image(images, engine="vllm", driver="cpu") == "a/cpu:1"
+    assert engine_image(images, engine="vllm", driver="other.example.com") == "a/cuda:1"
+    for bad, message in (
+        ("vllm", "ENGINE[@DRIVER]=IMAGE"),
+        ("sim=x", "unknown engine 'sim'"),
+        ("vllm@Gpu=x", "lower case"),
+        ("vllm@gpu..amd=x", "DNS subdomain"),
+    ):
+        with pytest.raises(RenderError, match=re.escape(message)):
+            parse_engine_images([bad])
+
+
+def test_an_unverified_default_image_asks_to_be_pinned() -> None:
+    spec = {"engine": "vllm", "accelerators": {"deviceClassName": "gaudi.intel.com"}}
+    (note,) = [n for n in render(md(spec)).notes if "unverified" in n]
+    assert "--engine-image vllm@gaudi.intel.com=REF" in note
+    pinned = RenderOptions(engine_images=parse_engine_images(["vllm@gaudi.intel.com=r/g:1"]))
+    assert not [n for n in render(md(spec), options=pinned).notes if "unverified" in n]
 
 
 def test_spec_env_overrides_the_adapters() -> None:

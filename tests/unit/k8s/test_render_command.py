@@ -63,6 +63,21 @@ def test_engine_images_can_be_pinned() -> None:
     assert "image: vllm/vllm-openai:v0.11.0" in result.stdout
 
 
+def test_engine_images_can_be_pinned_per_driver() -> None:
+    text = LIVE.replace("engine: sim", "engine: vllm").replace(
+        "replicas: 1\n", "replicas: 1\n  accelerators: {deviceClassName: gpu.amd.com}\n"
+    )
+    result = invoke(
+        "-f", "-",
+        "--engine-image", "vllm=reg/cuda:1",
+        "--engine-image", "vllm@gpu.amd.com=reg/rocm:1",
+        stdin=text,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "image: reg/rocm:1" in result.stdout
+    assert "unverified" not in result.stderr  # a pinned image is the user's word
+
+
 def test_other_kinds_are_skipped_with_a_note() -> None:
     result = invoke(
         "-f", str(EXAMPLES / "governance.yaml"), "-f", str(EXAMPLES / "quickstart.yaml")
@@ -92,7 +107,9 @@ def test_bad_options() -> None:
     for args, message in (
         (["--k8s-version", "1.33"], "too old"),
         (["--engine-image", "tgi=x"], "unknown engine 'tgi'"),
-        (["--engine-image", "vllm"], "ENGINE=IMAGE"),
+        (["--engine-image", "vllm"], "ENGINE[@DRIVER]=IMAGE"),
+        (["--engine-image", "vllm@GPU.AMD=x"], "lower case"),
+        (["--engine-image", "vllm@.amd=x"], "DNS subdomain"),
         (["--endpoint-picker", "epp:0"], "1-65535"),
         (["--endpoint-picker", "EPP"], "service name 'EPP'"),
     ):

@@ -27,6 +27,12 @@ KUBERNETES_VERSIONS = ("1.34", "1.35", "1.36", "1.37")
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"
+INFERENCE_POOL_CRD = (
+    REPO / "src/aviator/k8s/schemas/inference.networking.k8s.io_inferencepools.yaml"
+)
+MISSING_PICKER = [(["spec"], "'endpointPickerRef' is a required property")]
+"""The vendored CRD is release v1.0.0's, where endpointPickerRef is required (optional from
+v1.5.0): the one error a pool rendered without --endpoint-picker may have against it."""
 
 
 # Parsed schema files never change during a run; the library treats them as read-only.
@@ -66,6 +72,21 @@ def openapi_to_jsonschema(node: Any) -> Any:
 def crd_validator(crd: dict[str, Any]) -> Draft4Validator:
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     return Draft4Validator(openapi_to_jsonschema(schema))
+
+
+@functools.lru_cache(maxsize=1)
+def inference_pool_validator() -> Draft4Validator:
+    """The vendored upstream InferencePool CRD's v1 schema (src/aviator/k8s/schemas/README.md)."""
+    crd = yaml.safe_load(INFERENCE_POOL_CRD.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    return Draft4Validator(openapi_to_jsonschema(version["schema"]["openAPIV3Schema"]))
+
+
+def pool_errors(pool: dict[str, Any]) -> list[tuple[list[Any], str]]:
+    """(path, message) of every way ``pool`` fails the vendored InferencePool CRD."""
+    return [
+        (list(e.absolute_path), e.message) for e in inference_pool_validator().iter_errors(pool)
+    ]
 
 
 def example_documents(name: str) -> list[dict[str, Any]]:
