@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import re
 import signal
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal
 
 import typer
 
@@ -38,6 +40,9 @@ __all__ = ["operator"]
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _FIELD_MANAGER = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.:]{0,127}")
+_POOL_MODES: Mapping[str, Literal["auto", "on", "off"]] = MappingProxyType(
+    {"auto": "auto", "on": "on", "off": "off"}
+)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -62,6 +67,7 @@ def options_from_flags(
     picker_fail_open: bool,
     k8s_version: str,
     resync_s: float,
+    inference_pool: str = "auto",
 ) -> OperatorOptions:
     """The options, or ``ValueError`` naming the flag that is wrong."""
     from aviator.operator.runner import OperatorOptions, default_identity, parse_liveness
@@ -75,6 +81,8 @@ def options_from_flags(
         raise ValueError(f"--field-manager {field_manager!r}: letters, digits, '-_.:' (<= 128)")
     if resync_s < 0:
         raise ValueError(f"--resync must be 0 (off) or a number of seconds (got {resync_s:g})")
+    if inference_pool not in _POOL_MODES:
+        raise ValueError(f"--inference-pool {inference_pool!r}: expected auto, on or off")
     try:
         render = RenderOptions(
             aviator_image=image,
@@ -95,6 +103,7 @@ def options_from_flags(
         context=context,
         render=render,
         resync_s=resync_s or None,
+        inference_pool=_POOL_MODES[inference_pool],
     )
 
 
@@ -146,7 +155,9 @@ def operator(
         default_aviator_image(), "--image", help="aviator's image (runs the simulator)."
     ),
     engine_images: list[str] = typer.Option(
-        [], "--engine-image", help="ENGINE=IMAGE for vllm, sglang or llamacpp (repeatable)."
+        [],
+        "--engine-image",
+        help="ENGINE[@DRIVER]=IMAGE, as `aviator render` takes it (repeatable).",
     ),
     endpoint_picker: str | None = typer.Option(
         None, "--endpoint-picker", help="SERVICE[:PORT] of a Gateway API Inference Extension EPP."
@@ -157,6 +168,11 @@ def operator(
     k8s_version: str = typer.Option("1.34", "--k8s-version", help="Cluster's Kubernetes version."),
     resync_s: float = typer.Option(
         300.0, "--resync", help="Re-reconcile every ModelDeployment this often, seconds (0: off)."
+    ),
+    inference_pool: str = typer.Option(
+        "auto",
+        "--inference-pool",
+        help="Apply InferencePools: auto (when the cluster serves the CRD), on, or off.",
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
@@ -178,6 +194,7 @@ def operator(
             picker_fail_open=picker_fail_open,
             k8s_version=k8s_version,
             resync_s=resync_s,
+            inference_pool=inference_pool,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None

@@ -7,6 +7,7 @@
   Kubernetes client, :class:`aviator.kube.api.KubeApi`;
 - ``reconciler``: the shell that reads the cluster, asks ``plan`` and writes;
 - ``handlers``: the kopf registry wiring events to the reconciler;
+- ``grants``: the embedded plane's Grant expiry controller, run over ``aviator.kube.store``;
 - ``leader``: leader election over a ``coordination.k8s.io`` Lease;
 - ``runner``: the process (``aviator operator``): configuration, election, kopf, liveness.
 

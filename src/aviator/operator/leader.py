@@ -15,6 +15,16 @@ the leader's work while it holds the Lease, and stops it (raising :class:`Leader
 when it cannot renew in time, so a replica that lost the lock never acts on stale leadership;
 the process exits and its Pod restarts as a follower. The elector MUST NOT touch anything but
 its one Lease.
+
+The guarantee, and why it holds: a follower takes over only after it has seen the Lease
+unchanged for ``duration_s``, counted from when it read the last renewal. That renewal reached
+the server after the leader *started* the round that wrote it, so the leader counts from that
+start (not from when the answer arrived, which may be much later) and gives every round only
+what is left of ``renew_deadline_s`` (client-go's RenewDeadline, two thirds of the duration by
+default): a round that has not renewed by then is cancelled, however long its requests would
+have hung (one request may take 30 s), and the leader's work is stopped. The margin
+``duration_s - renew_deadline_s`` is for stopping the work; the two never lead at once as long
+as stopping takes less than that.
 """
 
 from __future__ import annotations
@@ -158,12 +168,17 @@ class LeaderElector:
         identity: str,
         duration_s: int = 15,
         retry_s: float = 2.0,
+        renew_deadline_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = now_utc,
     ) -> None:
         if retry_s * 2 >= duration_s:
             raise ValueError("retry_s must be well under half of duration_s to renew in time")
+        deadline = duration_s * 2 / 3 if renew_deadline_s is None else renew_deadline_s
+        if not retry_s < deadline < duration_s:
+            raise ValueError("renew_deadline_s must lie between retry_s and duration_s")
         self._api = api
+        self._renew_deadline_s = deadline
         self._ref = ObjectRef(LEASES.api_version, LEASES.kind, namespace, name)
         self._identity = identity
         self._duration_s = duration_s
@@ -209,21 +224,31 @@ class LeaderElector:
         :class:`LeadershipLost` when the lease slips away; releases the lease on the way out."""
         record: list[Any] = [None, self._clock()]
         renewed_at: float | None = None
+        """When the round that last renewed (or acquired) the Lease started."""
         work: asyncio.Task[None] | None = None
         try:
             while True:
+                started = self._clock()
+                # A leader's round gets what is left until its renew deadline; a follower's the
+                # whole deadline, so a Lease it acquires is fresh when its work starts.
+                budget = self._renew_deadline_s - (
+                    started - renewed_at if work is not None and renewed_at is not None else 0.0
+                )
                 holding: bool | None
                 try:
-                    holding = await self._try(record)
+                    holding = await asyncio.wait_for(self._try(record), timeout=max(budget, 0.0))
+                except TimeoutError:
+                    log.warning("lease %s: no answer within %.1f s", self._ref, budget)
+                    holding = False if work is None else None
                 except errors.ApiError as exc:
                     log.warning("lease %s: %s", self._ref, exc)
                     holding = False if renewed_at is None else None  # None: unknown, keep trying
                 if holding:
-                    renewed_at = self._clock()
+                    renewed_at = started
                 if work is not None and (
                     holding is False
                     or renewed_at is None
-                    or self._clock() - renewed_at >= self._duration_s
+                    or self._clock() - renewed_at >= self._renew_deadline_s
                 ):
                     raise LeadershipLost(f"lost lease {self._ref}")
                 if holding and work is None:
@@ -247,6 +272,7 @@ class LeaderElector:
                 # from a task that is being cancelled can stall until its timeout.
                 release_task = asyncio.create_task(self._release())
                 await asyncio.wait({release_task}, timeout=self._retry_s * 2)
+                release_task.cancel()  # unanswered: the Lease expires instead; leave no request
 
     async def _release(self) -> None:
         with contextlib.suppress(errors.ApiError):

@@ -8,6 +8,13 @@ taken, ``Conflict`` for a stale ``resourceVersion``, ``ServiceUnavailable`` when
 cannot be reached). This module only maps objects to paths, verbs and content types; objects stay
 the plain dicts the pure planners read and write.
 
+Two different 404s: "this object does not exist" (normal: ``get`` answers None, ``delete``
+False, an ``apply`` of a new object ``NotFound`` so the caller creates it) and "the cluster does
+not serve this resource type" (its CRD is not installed, e.g. no Gateway API Inference Extension
+for InferencePools). A collection request (``list``, ``create``) that answers 404 is checked
+against API discovery (:meth:`ObjectApi.served`) and raised as :class:`NotServed` when the type
+is not served, so callers can tell an optional kind that is absent from a real failure.
+
 It MUST NOT log request or response bodies: they may carry data from the cluster's Secrets.
 """
 
@@ -21,7 +28,18 @@ from aviator.api import errors
 from aviator.kube.api import APPLY_PATCH, MERGE_PATCH, KubeApi
 from aviator.operator.resources import ObjectRef, ResourceType, ref_of
 
-__all__ = ["ObjectApi"]
+__all__ = ["NotServed", "ObjectApi"]
+
+
+class NotServed(errors.NotFound):
+    """The API server does not serve the resource type (its CRD is not installed)."""
+
+    def __init__(self, rtype: ResourceType) -> None:
+        super().__init__(
+            f"the cluster does not serve {rtype.api_version} {rtype.plural}", kind=rtype.kind
+        )
+        self.rtype = rtype
+
 
 _DELETE_IN_BACKGROUND: Mapping[str, str] = MappingProxyType(
     {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
@@ -53,9 +71,12 @@ class ObjectApi:
         The label selector is also checked here: an emulator, or an older server, may ignore
         it, and what the operator prunes must match it for certain."""
         query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else {}
-        data = await self._kube.request(
-            "GET", rtype.path(namespace=namespace), verb="list", query=query
-        )
+        try:
+            data = await self._kube.request(
+                "GET", rtype.path(namespace=namespace), verb="list", query=query
+            )
+        except errors.NotFound as exc:
+            raise await self._not_served_or(rtype, exc) from None
         out: list[dict[str, Any]] = []
         for raw in data.get("items") or []:
             if not isinstance(raw, dict):
@@ -68,11 +89,32 @@ class ObjectApi:
         return out
 
     async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Create ``obj``; ``AlreadyExists`` when its name is taken."""
+        """Create ``obj``; ``AlreadyExists`` when its name is taken, :class:`NotServed` when the
+        cluster does not serve its kind."""
         ref = ref_of(obj)
-        return await self._kube.request(
-            "POST", ref.type.path(namespace=ref.namespace), verb="create", body=obj
+        try:
+            return await self._kube.request(
+                "POST", ref.type.path(namespace=ref.namespace), verb="create", body=obj
+            )
+        except errors.NotFound as exc:
+            raise await self._not_served_or(ref.type, exc) from None
+
+    async def served(self, rtype: ResourceType) -> bool:
+        """Whether the API server serves ``rtype``, by API discovery of its group version."""
+        root = f"/apis/{rtype.group}/{rtype.version}" if rtype.group else f"/api/{rtype.version}"
+        try:
+            listing = await self._kube.request("GET", root, verb="get")
+        except errors.NotFound:
+            return False  # the whole group version is absent (no CRD of it installed)
+        return any(
+            isinstance(r, Mapping) and r.get("name") == rtype.plural
+            for r in listing.get("resources") or ()
         )
+
+    async def _not_served_or(self, rtype: ResourceType, exc: errors.NotFound) -> errors.NotFound:
+        """What a 404 of a collection request means: :class:`NotServed` when discovery agrees,
+        else ``exc`` itself (e.g. a create in a namespace that does not exist)."""
+        return exc if await self.served(rtype) else NotServed(rtype)
 
     async def apply(
         self, obj: Mapping[str, Any], *, field_manager: str, force: bool = True

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -43,13 +43,15 @@ from aviator.api.replica import LABEL_DEPLOYMENT
 from aviator.controllers import plans
 from aviator.controllers.scheduling import execution_paths_status, model_class_for
 from aviator.k8s.render import Rendered, RenderOptions, render
-from aviator.operator.resources import MANAGED, ObjectRef, ref_of
+from aviator.operator.resources import INFERENCE_POOLS, MANAGED, ObjectRef, ref_of
 from aviator.placement import allocator, capacity, engines
 from aviator.placement.cel import compile_selector, selector_context
 
 __all__ = [
+    "INFERENCE_POOL",
     "MANAGED_BY",
     "Fleet",
+    "PoolOutcome",
     "admit",
     "autoscaled",
     "capacity_plan",
@@ -68,6 +70,13 @@ __all__ = [
 
 MANAGED_BY = "aviator"
 """``app.kubernetes.io/managed-by`` on everything the renderer produces."""
+
+INFERENCE_POOL = "InferencePool"
+"""The condition saying whether the InferencePool exists: shown once it could not be created."""
+
+PoolOutcome = Literal["applied", "not-served", "off"]
+"""What the last reconcile did with the InferencePool: applied it, skipped it because the cluster
+does not serve its type, or left it out because ``--inference-pool off``."""
 
 _KNOWN_METADATA = (
     "name",
@@ -445,12 +454,16 @@ def status(
     deployment: Mapping[str, Any] | None,
     slices: Iterable[Mapping[str, Any]],
     paths: Sequence[allocator.AlternativePath] = (),
+    pool: PoolOutcome | None = None,
     now: datetime,
 ) -> ModelDeploymentStatus:
     """The status ``md`` should show: replica counts from its Deployment, endpoints from its
     EndpointSlices, and the embedded controller's conditions (``Available``: at least the floor
     Ready; ``Progressing``: rollout state; ``Degraded``: Pods failing; ``ScalingLimited`` with an
-    SLO or autoscaling). ``lastTransitionTime`` moves only when a condition's status changes."""
+    SLO or autoscaling). ``lastTransitionTime`` moves only when a condition's status changes.
+
+    ``pool`` is what the reconcile did with the InferencePool (None: not known here, as on a
+    Deployment event, so the ``InferencePool`` condition stays as it is)."""
     desired_count = the_scale.desired
     dep_status = (deployment or {}).get("status") or {}
     replicas = _int(dep_status.get("replicas"))
@@ -540,6 +553,8 @@ def status(
             now=now,
             observed_generation=generation,
         )
+    if pool is not None:
+        conditions = _pool_condition(conditions, pool=pool, now=now, generation=generation)
     return ModelDeploymentStatus(
         observed_generation=generation,
         conditions=conditions,
@@ -550,6 +565,32 @@ def status(
         updated_replicas=updated,
         endpoints=endpoints(slices),
         alternatives=execution_paths_status(list(paths)),
+    )
+
+
+def _pool_condition(
+    conditions: list[Condition], *, pool: PoolOutcome, now: datetime, generation: int | None
+) -> list[Condition]:
+    """``InferencePool`` False while the cluster does not serve the kind, True once a pool that
+    was missing is created; absent otherwise (nothing to say) and with ``--inference-pool off``
+    (nothing to expect)."""
+    if pool == "off" or (pool == "applied" and find_condition(conditions, INFERENCE_POOL) is None):
+        return [c for c in conditions if c.type != INFERENCE_POOL]
+    not_served = pool == "not-served"
+    return set_condition(
+        conditions,
+        type=INFERENCE_POOL,
+        status="False" if not_served else "True",
+        reason="NotServed" if not_served else "Applied",
+        message=(
+            f"no InferencePool was created: the cluster does not serve "
+            f"{INFERENCE_POOLS.api_version} {INFERENCE_POOLS.plural} (install the Gateway API "
+            "Inference Extension CRDs); the Deployment, Service, HPA and PDB are applied"
+            if not_served
+            else "the InferencePool is applied"
+        ),
+        now=now,
+        observed_generation=generation,
     )
 
 

@@ -10,6 +10,13 @@ alone, for changes of the Deployment and of the EndpointSlices. :meth:`Reconcile
 deletes everything rendered for a ModelDeployment that is going away: the garbage collector
 would (ownerReferences) in a real cluster, but the finalizer makes it explicit and ordered.
 
+The InferencePool is optional: a cluster without the Gateway API Inference Extension CRDs does
+not serve its type. With ``inference_pool="auto"`` (the default) such a cluster gets everything
+else (Deployment, Service, HPA, PDB), a note, and an ``InferencePool`` condition saying why no
+pool exists; ``"on"`` makes the missing type an error (retried), ``"off"`` never applies a pool
+(and prunes one applied before). Listing a type the cluster does not serve, to prune or clean
+up, finds nothing, so a ModelDeployment is always deleted (its finalizer removed).
+
 It MUST NOT decide anything itself (all decisions are in ``plan``), and never logs object
 bodies.
 """
@@ -22,7 +29,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from aviator.api import errors
 from aviator.api.meta import now_utc
@@ -30,10 +37,11 @@ from aviator.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from aviator.controllers import plans as controller_plans
 from aviator.k8s.render import RenderError, RenderOptions
 from aviator.operator import plan
-from aviator.operator.objects import ObjectApi
+from aviator.operator.objects import NotServed, ObjectApi
 from aviator.operator.resources import (
     DEPLOYMENTS,
     ENDPOINT_SLICES,
+    INFERENCE_POOLS,
     MANAGED,
     MODEL_DEPLOYMENTS,
     ObjectRef,
@@ -42,7 +50,7 @@ from aviator.operator.resources import (
 )
 from aviator.placement import allocator
 
-__all__ = ["Outcome", "Reconciler", "SpecRejected", "status_patch"]
+__all__ = ["Outcome", "PoolMode", "Reconciler", "SpecRejected", "status_patch"]
 
 log = logging.getLogger("aviator.operator")
 
@@ -50,6 +58,9 @@ _RESOURCE_SLICES = ResourceType("resource.k8s.io/v1", "ResourceSlice", "resource
 _DEVICE_CLASSES = ResourceType("resource.k8s.io/v1", "DeviceClass", "deviceclasses", False)
 _RESOURCE_CLAIMS = ResourceType("resource.k8s.io/v1", "ResourceClaim", "resourceclaims")
 _SERVICE_NAME = "kubernetes.io/service-name"
+
+PoolMode = Literal["auto", "on", "off"]
+"""Whether to apply the InferencePool: when the cluster serves its type, always, or never."""
 
 
 class SpecRejected(ValueError):
@@ -86,9 +97,11 @@ class Reconciler:
         api: ObjectApi,
         field_manager: str,
         render_options: RenderOptions,
+        inference_pool: PoolMode = "auto",
         clock: Callable[[], datetime] = now_utc,
     ) -> None:
         self._api = api
+        self._pool_mode = inference_pool
         self._field_manager = field_manager
         self._options = render_options
         self._clock = clock
@@ -154,6 +167,28 @@ class Reconciler:
         # Created meanwhile (a concurrent reconcile): apply over it.
         return await self._api.apply(obj, field_manager=self._field_manager)
 
+    async def _list_owned(
+        self, rtype: ResourceType, *, md_name: str, namespace: str | None
+    ) -> list[dict[str, Any]]:
+        """This ModelDeployment's objects of ``rtype``; none when the cluster does not serve it."""
+        try:
+            return await self._api.list(
+                rtype, namespace=namespace, labels=plan.owned_labels(md_name)
+            )
+        except NotServed:
+            return []
+
+    async def _apply_pool(self, obj: Mapping[str, Any]) -> bool:
+        """Apply the InferencePool as ``inference_pool`` says; False when it was skipped because
+        the cluster does not serve its type (``"auto"``)."""
+        try:
+            await self._apply(obj)
+        except NotServed:
+            if self._pool_mode == "on":
+                raise
+            return False
+        return True
+
     async def _write_status(
         self, md: ModelDeployment, current: ModelDeploymentStatus, new: ModelDeploymentStatus
     ) -> None:
@@ -202,23 +237,34 @@ class Reconciler:
             rendered = plan.desired(md, the_scale=the_scale, options=self._options)
         except RenderError as exc:
             raise await self._reject(body, current, "CannotRender", str(exc)) from None
+        wanted = [
+            o
+            for o in rendered.objects
+            if self._pool_mode != "off" or ref_of(o).type != INFERENCE_POOLS
+        ]
         applied: list[ObjectRef] = []
-        for obj in rendered.objects:
-            await self._apply(obj)
-            applied.append(ref_of(obj))
+        notes = list(rendered.notes)
+        pool: plan.PoolOutcome = "off" if self._pool_mode == "off" else "applied"
+        for obj in wanted:
+            ref = ref_of(obj)
+            if ref.type == INFERENCE_POOLS:
+                if not await self._apply_pool(obj):
+                    pool = "not-served"
+                    notes.append(str(NotServed(INFERENCE_POOLS)) + ": no InferencePool applied")
+                    log.info("%s/%s: %s", md.namespace, md.name, notes[-1])
+                    continue
+            else:
+                await self._apply(obj)
+            applied.append(ref)
         # Names are fixed by the ModelDeployment's name, so what can be stale is an object of a
         # kind no longer rendered (an HPA once autoscaling is off, a claim template once the
         # claim is gone): only those kinds are listed.
-        rendered_kinds = {(o["apiVersion"], o["kind"]) for o in rendered.objects}
+        rendered_kinds = {(o["apiVersion"], o["kind"]) for o in wanted}
         observed: list[dict[str, Any]] = []
         for rtype in MANAGED:
             if (rtype.api_version, rtype.kind) in rendered_kinds:
                 continue
-            observed.extend(
-                await self._api.list(
-                    rtype, namespace=md.namespace, labels=plan.owned_labels(md.name)
-                )
-            )
+            observed.extend(await self._list_owned(rtype, md_name=md.name, namespace=md.namespace))
         pruned = plan.stale(
             namespace=md.namespace,
             name=md.name,
@@ -231,15 +277,16 @@ class Reconciler:
                 log.info("pruned %s (no longer rendered for %s/%s)", ref, md.namespace, md.name)
         # Status last, from fresh reads and under the per-object lock, so a status computed from
         # an older Deployment never overwrites one a Deployment event has just refreshed.
-        status = await self.refresh_status(md.namespace or "", md.name)
-        return Outcome(
-            applied=applied, pruned=pruned, status=status or current, notes=rendered.notes
-        )
+        status = await self.refresh_status(md.namespace or "", md.name, pool=pool)
+        return Outcome(applied=applied, pruned=pruned, status=status or current, notes=notes)
 
-    async def refresh_status(self, namespace: str, name: str) -> ModelDeploymentStatus | None:
-        """Rewrite the status of ``namespace/name`` from its Deployment and EndpointSlices; None
-        when it is gone, going, or not admissible (its reconcile reports that). Calls for one
-        object run one at a time, each from what it reads inside."""
+    async def refresh_status(
+        self, namespace: str, name: str, *, pool: plan.PoolOutcome | None = None
+    ) -> ModelDeploymentStatus | None:
+        """Rewrite the status of ``namespace/name`` from its Deployment and EndpointSlices (and
+        what a reconcile did with the InferencePool, ``pool``); None when it is gone, going, or
+        not admissible (its reconcile reports that). Calls for one object run one at a time, each
+        from what it reads inside."""
         lock = self._status_locks.get((namespace, name))
         if lock is None:
             lock = self._status_locks[(namespace, name)] = asyncio.Lock()
@@ -262,6 +309,7 @@ class Reconciler:
                 deployment=deployment,
                 slices=await self._slices(md) if deployment is not None else [],
                 paths=paths,
+                pool=pool,
                 now=self._clock(),
             )
             await self._write_status(md, current, new)
@@ -275,9 +323,7 @@ class Reconciler:
         namespace, name = meta.get("namespace"), str(meta.get("name", ""))
         observed: list[dict[str, Any]] = []
         for rtype in MANAGED:
-            observed.extend(
-                await self._api.list(rtype, namespace=namespace, labels=plan.owned_labels(name))
-            )
+            observed.extend(await self._list_owned(rtype, md_name=name, namespace=namespace))
         doomed = plan.stale(
             namespace=namespace, name=name, uid=meta.get("uid"), keep=(), observed=observed
         )

@@ -5,8 +5,9 @@ Composition root of ``aviator operator`` (the CLI only parses flags into
 :func:`aviator.kube.api.load_configuration`, feeds both the reconciler's client (the one
 :class:`aviator.kube.api.KubeApi`) and kopf's login (:func:`connection_info`), so both act as
 the same identity (the Pod's service account in a cluster, the kubeconfig's user outside).
-Unless ``standalone``, kopf runs only while this replica holds the Lease
-(:mod:`aviator.operator.leader`); kopf's own peering is off.
+Unless ``standalone``, kopf and the Grant expiry controller (:mod:`aviator.operator.grants`) run
+only while this replica holds the Lease (:mod:`aviator.operator.leader`); kopf's own peering is
+off.
 
 The liveness endpoint answers 200 while the event loop turns and, on the leader, while the
 Lease is renewed in time; a follower is alive as long as it keeps trying. This module MUST NOT
@@ -34,10 +35,11 @@ from kubernetes_asyncio import client as kclient
 
 from aviator.k8s.render import RenderOptions
 from aviator.kube.api import KubeApi, NoCredentials, load_configuration
+from aviator.operator.grants import expire_grants
 from aviator.operator.handlers import build_registry, build_settings
 from aviator.operator.leader import LeaderElector
 from aviator.operator.objects import ObjectApi
-from aviator.operator.reconciler import Reconciler
+from aviator.operator.reconciler import PoolMode, Reconciler
 
 __all__ = [
     "LivenessAddress",
@@ -91,6 +93,8 @@ class OperatorOptions:
     kubeconfig: str | None = None
     context: str | None = None
     render: RenderOptions = field(default_factory=RenderOptions)
+    inference_pool: PoolMode = "auto"
+    """Apply the InferencePool when the cluster serves its type (auto), always (on), or never."""
     resync_s: float | None = 300.0
     lease_duration_s: int = 15
     lease_retry_s: float = 2.0
@@ -149,7 +153,10 @@ async def run(options: OperatorOptions) -> None:
     async with KubeApi(configuration) as kube:
         api = ObjectApi(kube=kube)
         reconciler = Reconciler(
-            api=api, field_manager=options.field_manager, render_options=options.render
+            api=api,
+            field_manager=options.field_manager,
+            render_options=options.render,
+            inference_pool=options.inference_pool,
         )
 
         async def login() -> kopf.ConnectionInfo:
@@ -158,13 +165,23 @@ async def run(options: OperatorOptions) -> None:
         registry = build_registry(reconciler=reconciler, login=login, resync_s=options.resync_s)
 
         async def operate() -> None:
-            await kopf.operator(
-                registry=registry,
-                settings=build_settings(),
-                standalone=True,  # leadership is the Lease's business, not kopf's peering
-                clusterwide=not options.namespaces,
-                namespaces=list(options.namespaces),
+            # The leader's work: kopf for ModelDeployments, and the plane's Grant expiry
+            # controller (one writer of Grant status per cluster, like every controller).
+            grants = asyncio.create_task(
+                expire_grants(kube=kube, namespaces=options.namespaces), name="grant expiry"
             )
+            try:
+                await kopf.operator(
+                    registry=registry,
+                    settings=build_settings(),
+                    standalone=True,  # leadership is the Lease's business, not kopf's peering
+                    clusterwide=not options.namespaces,
+                    namespaces=list(options.namespaces),
+                )
+            finally:
+                grants.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await grants
 
         elector = (
             None

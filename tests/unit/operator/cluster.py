@@ -32,6 +32,7 @@ NAMESPACED = {
     "v1/services": "Service",
     "apps/v1/deployments": "Deployment",
     "aviator.dev/v1alpha1/modeldeployments": "ModelDeployment",
+    "aviator.dev/v1alpha1/grants": "Grant",
     "resource.k8s.io/v1/resourceclaimtemplates": "ResourceClaimTemplate",
     "resource.k8s.io/v1/resourceclaims": "ResourceClaim",
     "inference.networking.k8s.io/v1/inferencepools": "InferencePool",
@@ -45,9 +46,14 @@ CLUSTER_SCOPED = {
     "resource.k8s.io/v1/resourceslices": "ResourceSlice",
     "resource.k8s.io/v1/deviceclasses": "DeviceClass",
 }
-WITH_STATUS = {"apps/v1/deployments", "aviator.dev/v1alpha1/modeldeployments"}
+WITH_STATUS = {
+    "apps/v1/deployments",
+    "aviator.dev/v1alpha1/modeldeployments",
+    "aviator.dev/v1alpha1/grants",
+}
 
 MD = "aviator.dev/v1alpha1/modeldeployments"
+GRANTS = "aviator.dev/v1alpha1/grants"
 DEPLOYMENTS = "apps/v1/deployments"
 
 
@@ -65,6 +71,20 @@ class _TestFailed(kmock.KubernetesError):
     message: str = "the JSON patch test of metadata.resourceVersion failed"
 
 
+@attrs.frozen
+class _NotServed(kmock.KubernetesError):
+    # What the API server answers for a resource type it does not serve (no CRD installed).
+    status: int = 404
+    reason: str = "NotFound"
+    message: str = "the server could not find the requested resource"
+    details: Any = attrs.field(factory=dict)
+
+
+def resource_key(resource: Any) -> str:
+    """``group/version/plural`` (``version/plural`` for the core group) of a kmock resource."""
+    return f"{resource.group + '/' if resource.group else ''}{resource.version}/{resource.plural}"
+
+
 @attrs.define(kw_only=True)
 class VersionedEmulator(kmock.KubernetesEmulator):
     """kmock's emulator plus the API server's optimistic concurrency, which kopf relies on to
@@ -73,6 +93,10 @@ class VersionedEmulator(kmock.KubernetesEmulator):
     (409 for a merge patch, 422 for a failed JSON-patch ``test``, as the API server does)."""
 
     _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(2), init=False)
+    unserved: set[str] = attrs.field(factory=set, init=False)
+    """Resource types (``group/version/plural``) the emulated cluster does not serve, as when
+    their CRD is not installed: every request answers 404 and discovery omits them (kmock would
+    otherwise store any object it is sent and start serving its type)."""
 
     def _stored_version(self, request: Any) -> str | None:
         for (resource, namespace, name), obj in list(self.objects.items()):
@@ -80,7 +104,12 @@ class VersionedEmulator(kmock.KubernetesEmulator):
                 return None if obj.deleted else obj.raw.get("metadata", {}).get("resourceVersion")
         return None
 
+    def _get_resources(self) -> list[Any]:
+        return [r for r in super()._get_resources() if resource_key(r) not in self.unserved]
+
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        if request.resource is not None and resource_key(request.resource) in self.unserved:
+            return await self._render_error(_NotServed())
         data = request.data
         if request.resource is not None and request.action in (
             kmock.action.CREATE,
@@ -119,6 +148,12 @@ def declare(emulator: kmock.KubernetesEmulator) -> None:
         emulator.resources[key] = kmock.ResourceInfo(kind=kind, namespaced=False, verbs=VERBS)
 
 
+def unserve(emulator: VersionedEmulator, resource: str) -> None:
+    """Make ``resource`` (``group/version/plural``) a type the cluster does not serve."""
+    emulator.resources.pop(resource, None)
+    emulator.unserved.add(resource)
+
+
 def configuration(emulator: kmock.KubernetesEmulator) -> kclient.Configuration:
     return kclient.Configuration(host=str(emulator.url).rstrip("/"))
 
@@ -127,8 +162,7 @@ def objects(emulator: kmock.KubernetesEmulator, resource: str) -> dict[tuple[str
     """Live objects of ``resource`` by (namespace, name)."""
     out: dict[tuple[str | None, str], Any] = {}
     for (res, namespace, name), obj in list(emulator.objects.items()):
-        key = f"{res.group + '/' if res.group else ''}{res.version}/{res.plural}"
-        if key == resource and not obj.deleted:
+        if resource_key(res) == resource and not obj.deleted:
             out[(namespace, name)] = obj.raw
     return out
 

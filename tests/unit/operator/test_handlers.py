@@ -35,6 +35,16 @@ UID = "6d9b1c1e-0000-4000-8000-000000000001"
 GPU = {"firstAvailable": [{"deviceClassName": "gpu.nvidia.com", "count": 1}]}
 
 
+RENDERED_PLURALS = {
+    "deployments",
+    "services",
+    "resourceclaimtemplates",
+    "inferencepools",
+    "horizontalpodautoscalers",
+    "poddisruptionbudgets",
+}
+
+
 def cr(name: str = "chat", **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "aviator.dev/v1alpha1",
@@ -102,6 +112,19 @@ async def test_create_makes_the_rendered_objects(cluster: kmock.KubernetesEmulat
     assert pool["spec"]["selector"]["matchLabels"] == {"aviator.dev/model-deployment": "chat"}
     assert pool["spec"]["targetPorts"] == [{"number": 8000}]
     assert md["metadata"]["finalizers"] == [FINALIZER]
+    # Every write of a rendered object is a forced server-side apply by aviator's field manager
+    # (kmock merges whatever it gets, so only the request says so).
+    applies = [
+        r
+        for r in cluster
+        if r.method == kmock.method.PATCH
+        and r.resource is not None
+        and r.resource.plural in RENDERED_PLURALS
+    ]
+    assert {r.resource.plural for r in applies} == RENDERED_PLURALS - {"horizontalpodautoscalers"}
+    assert {
+        (r.headers["Content-Type"], tuple(sorted(r.params.items())), r.subresource) for r in applies
+    } == {("application/apply-patch+yaml", (("fieldManager", "aviator"), ("force", "true")), None)}
 
 
 async def replace_md(cluster: kmock.KubernetesEmulator, body: dict[str, Any]) -> None:

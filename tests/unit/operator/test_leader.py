@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -185,3 +186,73 @@ async def test_a_leader_that_loses_its_lease_stops_working(kmock: kmock.Kubernet
         with pytest.raises(LeadershipLost):
             await asyncio.wait_for(task, 5)
         assert stopped.is_set()
+
+
+@with_versions
+async def test_a_leader_whose_requests_hang_stops_before_another_takes_over(
+    kmock: kmock.KubernetesEmulator,
+) -> None:
+    """One request may hang for 30 s; a leader must not keep working through that while its
+    Lease runs out and a follower takes over (by expiry: the leader cannot even release)."""
+    declare(kmock)
+    hanging = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hang(request: kmock.Request) -> None:
+        # Every request of "a" from now on goes unanswered (a write is stored first, as by a
+        # server that applied it but whose answer never arrives).
+        if hanging.is_set() and request.headers.get("Authorization") == "Bearer a":
+            await release.wait()
+        # "Matched, nothing to answer": the emulator answers. (Returning None would make kmock
+        # disable this reaction for good.)
+        raise NotImplementedError
+
+    kmock[kmock.resource("coordination.k8s.io", "v1", "leases")] << hang
+    spans: dict[str, list[float]] = {}
+
+    def work(name: str) -> Any:
+        async def lead() -> None:
+            spans[name] = [time.monotonic()]
+            try:
+                await asyncio.Event().wait()
+            finally:
+                spans[name].append(time.monotonic())
+
+        return lead
+
+    def client(name: str) -> KubeApi:
+        config = configuration(kmock)
+        config.api_key = {"BearerToken": f"Bearer {name}"}
+        return KubeApi(config)
+
+    async with client("a") as kube_a, client("b") as kube_b:
+        a, b = (
+            LeaderElector(
+                api=ObjectApi(kube=kube),
+                namespace="sys",
+                name="op",
+                identity=name,
+                duration_s=1,
+                retry_s=0.05,
+            )
+            for name, kube in (("a", kube_a), ("b", kube_b))
+        )
+        leader = asyncio.create_task(a.run(work("a")))
+        await eventually(lambda: "a" in spans)
+        follower = asyncio.create_task(b.run(work("b")))
+        try:
+            await asyncio.sleep(0.2)  # "b" follows
+            assert "b" not in spans
+            hanging.set()
+            with pytest.raises(LeadershipLost):
+                await asyncio.wait_for(leader, 2)
+            await eventually(lambda: "b" in spans, timeout_s=3)
+            assert spans["a"][1] < spans["b"][0]  # never both at once
+            held = objects(kmock, LEASES)[("sys", "op")]
+            assert held["spec"]["holderIdentity"] == "b"
+        finally:
+            release.set()
+            for task in (leader, follower):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, LeadershipLost):
+                    await task

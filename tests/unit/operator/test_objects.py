@@ -110,3 +110,34 @@ async def test_kopf_logs_in_with_the_same_server_and_token() -> None:
     configuration.host = ""
     with pytest.raises(NoCredentials, match="names no API server"):
         await connection_info(configuration)
+
+
+async def test_apply_is_a_forced_server_side_apply_by_our_field_manager(
+    api: ObjectApi, kmock: kmock.KubernetesEmulator
+) -> None:
+    await api.create(lease("a"))
+    await api.apply(lease("b"), field_manager="aviator")
+    await api.apply(lease("c"), field_manager="someone", force=False)
+    patches = [r for r in kmock if r.method == kmock.method.PATCH]
+    assert [(r.headers["Content-Type"], dict(r.params)) for r in patches] == [
+        ("application/apply-patch+yaml", {"fieldManager": "aviator", "force": "true"}),
+        ("application/apply-patch+yaml", {"fieldManager": "someone"}),
+    ]
+    # The body is the whole intent (JSON is YAML), to the object's own path.
+    assert patches[0].url.path == "/apis/coordination.k8s.io/v1/namespaces/sys/leases/op"
+    assert patches[0].data["spec"] == {"holderIdentity": "b"}
+    assert patches[0].data["kind"] == "Lease"
+
+
+async def test_patch_and_status_are_merge_patches(
+    api: ObjectApi, kmock: kmock.KubernetesEmulator
+) -> None:
+    await api.create(lease("a"))
+    await api.patch(lease("b"))
+    await api.patch_status(LEASE_REF, {"x": 1}, field_manager="aviator")
+    patches = [r for r in kmock if r.method == kmock.method.PATCH]
+    assert [(r.headers["Content-Type"], r.url.path.rsplit("/", 1)[-1]) for r in patches] == [
+        ("application/merge-patch+json", "op"),
+        ("application/merge-patch+json", "status"),
+    ]
+    assert dict(patches[1].params) == {"fieldManager": "aviator"}
