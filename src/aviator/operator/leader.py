@@ -236,7 +236,11 @@ class LeaderElector:
                 )
                 holding: bool | None
                 try:
-                    holding = await asyncio.wait_for(self._try(record), timeout=max(budget, 0.0))
+                    # ``asyncio.timeout``, not ``wait_for``: on 3.11 ``wait_for`` drops a
+                    # cancellation that arrives as the request completes, and the elector would
+                    # then never stop (seen as a follower polling the Lease forever).
+                    async with asyncio.timeout(max(budget, 0.0)):
+                        holding = await self._try(record)
                 except TimeoutError:
                     log.warning("lease %s: no answer within %.1f s", self._ref, budget)
                     holding = False if work is None else None
