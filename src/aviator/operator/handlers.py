@@ -85,6 +85,11 @@ def build_registry(
             raise kopf.TemporaryError(
                 str(exc), delay=retry_delay(retry, base_s=backoff_base_s, cap_s=backoff_cap_s)
             ) from None
+        # What ``aviator render`` prints as notes (an alternative dropped, an image to pin, no
+        # InferencePool) reaches the CR's owner as Warning Events (``kubectl describe md``): each
+        # asks for a decision. Once per change, not on every resync.
+        for note in outcome.notes:
+            kopf.warn(body, reason="RenderNote", message=note)
         if outcome.pruned:
             log.info(
                 "%s/%s: pruned %s",

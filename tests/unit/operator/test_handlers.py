@@ -317,3 +317,28 @@ async def test_a_spec_the_plane_refuses_is_reported_in_status(
     assert (progressing["status"], progressing["reason"]) == ("False", "InvalidSpec")
     assert "spec.replicas" in progressing["message"]
     assert rendered_names(cluster) == set()
+
+
+async def test_render_notes_reach_the_owner_as_events(cluster: kmock.KubernetesEmulator) -> None:
+    # CUDA and ROCm need different vLLM images: one Deployment keeps the first and says so.
+    mixed = {
+        "firstAvailable": [
+            {"deviceClassName": "gpu.nvidia.com", "count": 1},
+            {"deviceClassName": "gpu.amd.com", "count": 1},
+        ]
+    }
+    async with running_operator(cluster):
+        await create_md(cluster, cr(accelerators=mixed))
+        event = await eventually(
+            lambda: next(
+                (
+                    e
+                    for e in of_kind(cluster, "v1/events").values()
+                    if e.get("reason") == "RenderNote" and "gpu.amd.com" in e.get("message", "")
+                ),
+                None,
+            )
+        )
+    assert event["involvedObject"]["kind"] == "ModelDeployment"
+    assert event["involvedObject"]["name"] == "chat"
+    assert "dropped" in event["message"]
