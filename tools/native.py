@@ -1,8 +1,9 @@
 """Compile the governance cores of the gateway's request path with mypyc.
 
 Every governed request runs authentication (``gateway/auth.py``, ``identity/verify.py``), the
-admission and its record (``gateway/governance.py``) and the budgets (``governance/budgets.py``):
-pure Python, one to two thousand interpreter instructions per call. Compiled with mypyc they cost
+admission and its record (``gateway/governance.py``), its policy lane
+(``policy/lane.py``) and the budgets (``governance/budgets.py``): pure Python, one to two
+thousand interpreter instructions per call. Compiled with mypyc they cost
 about a third less per request (docs/benchmarks.md), with the very same source: mypyc compiles
 typed Python, and the pure-Python modules stay the reference (tests run on both).
 
@@ -29,10 +30,13 @@ CORES = (
     "aviator/gateway/governance.py",
     "aviator/gateway/auth.py",
     "aviator/identity/verify.py",
+    "aviator/policy/lane.py",
 )
 """The modules compiled, relative to the source root. Each must keep to what mypyc compiles
 faithfully: no monkeypatching of its functions, no ``-m`` entry point, values of the types its
-signatures declare (a compiled function checks them and raises ``TypeError``)."""
+signatures declare (a compiled function checks them and raises ``TypeError``), and no
+dataclass made per request (mypyc leaves the ``__init__`` the dataclasses module writes
+interpreted: a plain class with ``__slots__`` is compiled)."""
 
 SOURCE = Path(__file__).resolve().parent.parent / "src"
 

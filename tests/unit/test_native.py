@@ -17,6 +17,8 @@ TESTS = (
     "tests/unit/gateway/test_auth.py",
     "tests/unit/gateway/test_governance.py",
     "tests/unit/identity/test_verify.py",
+    "tests/unit/policy/test_lane.py",
+    "tests/unit/policy/test_decision_cache.py",
 )
 """The unit tests of the compiled modules (the whole suite on a compiled tree: `make native-test`)."""
 

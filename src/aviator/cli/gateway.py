@@ -362,7 +362,7 @@ async def _run(
             leeway_s=identity.leeway_s,
             cache_size=identity.cache_size,
             # The same rule as the Control API's: a token of a deleted Agent authenticates no one.
-            agent_exists=lambda namespace, name: view.agent(namespace, name) is not None,
+            agents=view.agents,
         )
         if identity.trusted_issuers:
             log.info(

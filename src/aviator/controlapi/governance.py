@@ -117,7 +117,7 @@ def control_api_verifier(
         leeway_s=settings.leeway_s,
         cache_size=settings.cache_size,
         clock=clock,
-        agent_exists=lambda namespace, name: view.agent(namespace, name) is not None,
+        agents=view.agents,
     )
 
 

@@ -16,7 +16,7 @@ Per request, once the principal is known and the body names a served model:
 4. **Audit.** A refusal (403, 429) is recorded when it is made; an admitted request when it ends,
    with its tokens and status. When the log cannot take a record the request is refused with 503
    (fail closed). Unauthenticated requests (401) are not decisions and are not recorded. The
-   records are written by a child process (``aviator.audit.sink``: rendering, chaining and
+   records are written by a child process (``aviator.audit.writer``: rendering, chaining and
    SQLite leave the gateway's process), or in this process with ``audit_process=False``.
 
 An ``insecure`` gateway skips policy and budgets (anonymous callers are let in) and still audits.
@@ -31,7 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
@@ -45,8 +45,9 @@ from aviator.gateway import openai
 from aviator.gateway.usage import Usage
 from aviator.governance.budgets import Budgets, Limits, Refusal, Reservation
 from aviator.governance.view import PolicyView
-from aviator.policy.engine import CompiledPolicies, Decision, InferenceLane
+from aviator.policy.engine import CompiledPolicies, Decision
 from aviator.policy.entities import EntityUid, object_uid
+from aviator.policy.lane import InferenceLane
 from aviator.settings import AuditSettings
 
 __all__ = [
@@ -145,22 +146,48 @@ class GrantLease:
             self.reason = reason
 
 
-@dataclass(slots=True)
 class Admission:
-    """One admitted request, until ``Governance.finish``."""
+    """One admitted request, until ``Governance.finish``. (A plain class, not a dataclass: one
+    is made per request, and compiled with mypyc a dataclass's ``__init__`` stays interpreted,
+    the dataclasses module writes it at run time.)"""
 
-    principal: Principal
-    action: str
-    resource: str
-    request_id: str
-    operation: str
-    body: Mapping[str, Any]
-    policies: tuple[str, ...] = ()
-    reason: str = ""
-    reservation: Reservation | None = None
-    lease: GrantLease | None = None
-    extra: dict[str, ExtraValue] = field(default_factory=dict)
-    _estimate: int | None = None
+    __slots__ = (
+        "_estimate",
+        "action",
+        "body",
+        "extra",
+        "lease",
+        "operation",
+        "policies",
+        "principal",
+        "reason",
+        "request_id",
+        "reservation",
+        "resource",
+    )
+
+    def __init__(
+        self,
+        *,
+        principal: Principal,
+        action: str,
+        resource: str,
+        request_id: str,
+        operation: str,
+        body: Mapping[str, Any],
+    ) -> None:
+        self.principal = principal
+        self.action = action
+        self.resource = resource
+        self.request_id = request_id
+        self.operation = operation
+        self.body = body
+        self.policies: tuple[str, ...] = ()
+        self.reason = ""
+        self.reservation: Reservation | None = None
+        self.lease: GrantLease | None = None
+        self.extra: dict[str, ExtraValue] = {}
+        self._estimate: int | None = None
 
     @property
     def estimate(self) -> int:
@@ -177,7 +204,7 @@ class _Lane(NamedTuple):
     compiled: CompiledPolicies
     intent: str
     grant: str
-    policies: InferenceLane | None
+    policies: InferenceLane[Decision] | None
     """Its decisions (None: ``decide_inference`` each time)."""
 
 
@@ -458,7 +485,7 @@ class Governance:
     def _limits_of(self, principal: Principal) -> Limits:
         assert self.view is not None
         assert principal.agent_key is not None
-        agent = self.view.agent(principal.namespace or "", principal.name or "") or {}
+        agent = self.view.agents.get((principal.namespace or "", principal.name or "")) or {}
         known = self._limits.get(principal.agent_key)
         if known is not None and known[0] is agent:
             return known[1]

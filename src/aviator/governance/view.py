@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from aviator.api import kinds
 from aviator.api.meta import now_utc
 from aviator.api.principal import Principal
 from aviator.api.watch import EventType
-from aviator.cache import ListWatch, Reflector
+from aviator.cache import ListWatch, ObjectKey, Reflector
 from aviator.policy.engine import CompiledPolicies, CompileError, PolicyEngine
 
 __all__ = ["PolicyView"]
@@ -63,6 +63,9 @@ class PolicyView:
             )
             for kind in (kinds.POLICY, kinds.GRANT, kinds.AGENT, kinds.MODEL_DEPLOYMENT)
         }
+        self.agents: Mapping[ObjectKey, dict[str, Any]] = self._reflectors[kinds.AGENT.kind].cache
+        """Every Agent by ``(namespace, name)``: the reflector's own mapping, kept current (read
+        on every request: no call needed)."""
         self._compiled = self._engine.compile((), now=clock())
         self._error: str | None = "policies not loaded yet"
         self._generation = 0
@@ -95,7 +98,7 @@ class PolicyView:
 
     def agent(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Agent object ``namespace/name`` (wire dict), if it exists."""
-        return self._reflectors["Agent"].get((namespace, name))
+        return self.agents.get((namespace, name))
 
     def agent_exists(self, principal: Principal) -> bool:
         """Whether an agent principal's Agent still exists (a deleted agent's tokens are void)."""

@@ -20,7 +20,7 @@ What is checked, in order (the first failure is the reason):
    ``wrong_audience``: the issuer's audience is not the token's (the plane's tokens must name
    exactly one audience).
 6. ``unknown_agent``: the subject is not an agent (not our SPIFFE shape, no mapping matches), or
-   the optional ``agent_exists`` says the Agent does not exist.
+   the Agent is not among the optional ``agents`` (those that exist).
 
 Verified tokens are cached (LRU, keyed by the token string) until ``exp`` + leeway, so the
 signature is checked once per token, not per request; a cached entry is dropped as soon as its
@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, Protocol, get_args
 
@@ -266,10 +266,13 @@ class TokenVerifier:
         leeway_s: float = DEFAULT_LEEWAY_S,
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.time,
-        agent_exists: Callable[[str, str], bool] | None = None,
+        agents: Container[tuple[str, str]] | None = None,
     ) -> None:
-        """``clock``: seconds since the epoch. ``agent_exists(namespace, name)``: when given, a
-        token of an agent it denies is ``unknown_agent`` (checked on every call, not cached)."""
+        """``clock``: seconds since the epoch. ``agents``: when given, the ``(namespace, name)``
+        of every Agent that exists, kept current by its owner (a ``PolicyView``'s ``agents``); a
+        token of any other agent is ``unknown_agent`` (checked on every call, not cached). A
+        container, not a callback: it is asked on every request, and ``in`` on a dict costs a
+        fraction of a call through Python."""
         self._issuers: dict[str, Issuer] = {}
         for issuer in issuers:
             if issuer.issuer in self._issuers:
@@ -280,7 +283,7 @@ class TokenVerifier:
         self.trust_domain = trust_domain
         self.leeway_s = leeway_s
         self._clock = clock
-        self._agent_exists = agent_exists
+        self._agents = agents
         self._cache: OrderedDict[str, _Verified] = OrderedDict()
         self._capacity = cache_size
         self._hits = 0
@@ -334,10 +337,9 @@ class TokenVerifier:
         return self._admit(entry.principal)
 
     def _admit(self, principal: Principal) -> Principal:
-        if self._agent_exists is not None:
-            namespace, name = principal.namespace or "", principal.name or ""
-            if not self._agent_exists(namespace, name):
-                _fail("unknown_agent", f"agent {principal.agent_key} does not exist")
+        agents = self._agents
+        if agents is not None and (principal.namespace or "", principal.name or "") not in agents:
+            _fail("unknown_agent", f"agent {principal.agent_key} does not exist")
         return principal
 
     def cache_stats(self) -> CacheStats:

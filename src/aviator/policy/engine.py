@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import json
 import threading
-from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,12 +71,12 @@ from aviator.api import grant as grant_api
 from aviator.api.principal import Principal
 from aviator.policy import entities as ent
 from aviator.policy import schema
+from aviator.policy.lane import InferenceLane, among
 
 __all__ = [
     "CompileError",
     "CompiledPolicies",
     "Decision",
-    "InferenceLane",
     "PolicyEngine",
     "Statement",
     "grant_policy",
@@ -483,19 +482,12 @@ def context_class(plan: tuple[_ValueClass, ...] | None, context: Mapping[str, An
     for attr, cuts, literals in plan:
         value = context[attr]
         if cuts is not None:
-            out.append(_among(cuts, value))
+            out.append(among(cuts, value))
         elif literals is not None:
             out.append(value if value in literals else _OTHER)
         else:
             out.append(value)
     return tuple(out)
-
-
-def _among(cuts: tuple[int, ...], value: int) -> int:
-    """The class of a Long compared only with the literals ``cuts`` (sorted): its position among
-    them, and whether it equals the literal there (see ``context_class``)."""
-    at = bisect_left(cuts, value)
-    return 2 * at + (at < len(cuts) and cuts[at] == value)
 
 
 class _Slice(NamedTuple):
@@ -519,97 +511,12 @@ MAX_SLICES = 65_536
 but their key is recomputed per request (a few tens of µs)."""
 
 
-_LANE_CLASSES: Final = 4096
-"""Decisions an ``InferenceLane`` remembers (classes of two values: a few dozen in practice)."""
-
-
-class InferenceLane:
-    """``CompiledPolicies.decide_inference`` for one agent, action, resource, model, priority
-    and declared intent — what a gateway sees over and over — where only ``estimated_tokens``
-    and ``hour`` vary per request. The slice's plan says what of those two the decision depends
-    on, so the lane remembers a decision per class of them: a request costs a comparison or two
-    and one lookup, not a context, its checks and a key of six parts. The decisions are
-    ``decide_inference``'s (the tests prove it); it belongs to the compiled set that made it
-    (``compiled``) and is dropped with it."""
-
-    __slots__ = ("_decide", "_decisions", "_hour", "_tokens", "compiled")
-
-    def __init__(
-        self,
-        compiled: CompiledPolicies,
-        principal: Principal,
-        action: str,
-        resource: ent.EntityUid,
-        *,
-        model: str,
-        priority: str,
-        intent: str,
-        grant: str,
-        plan: tuple[_ValueClass, ...],
-    ) -> None:
-        self.compiled = compiled
-        reads = {value_class.attr: value_class for value_class in plan}
-        self._tokens = _class_of(reads.get("estimatedTokens"))
-        self._hour = _class_of(reads.get("hour"))
-        self._decisions: dict[tuple[int, int], Decision] = {}
-
-        def decide(estimated_tokens: int, hour: int) -> Decision:
-            return compiled.decide_inference(
-                principal,
-                action,
-                resource,
-                model=model,
-                estimated_tokens=estimated_tokens,
-                priority=priority,
-                hour=hour,
-                intent=intent,
-                grant=grant,
-            )
-
-        self._decide = decide
-
-    def decide(self, estimated_tokens: int, hour: int) -> Decision:
-        """The decision ``decide_inference`` gives with these two values and the lane's."""
-        if not (
-            type(estimated_tokens) is int
-            and 0 <= estimated_tokens <= _LONG_MAX
-            and type(hour) is int
-            and 0 <= hour <= 23
-        ):
-            return self._decide(estimated_tokens, hour)  # its checks and messages
-        # The class of each value: 0 when no statement reads it, the value itself when one reads
-        # it otherwise than comparing it with literals, else its place among them (context_class).
-        cuts = self._tokens
-        tokens = (
-            0
-            if cuts is None
-            else estimated_tokens
-            if cuts is _BY_VALUE
-            else _among(cuts, estimated_tokens)
-        )
-        cuts = self._hour
-        hours = 0 if cuts is None else hour if cuts is _BY_VALUE else _among(cuts, hour)
-        key = (tokens, hours)
-        decision = self._decisions.get(key)
-        if decision is None:
-            decision = self._decide(estimated_tokens, hour)
-            if len(self._decisions) >= _LANE_CLASSES:
-                self._decisions.clear()
-            self._decisions[key] = decision
-        return decision
-
-
-_BY_VALUE: Final[tuple[int, ...]] = (-1,)
-"""An ``InferenceLane``'s mark for an attribute whose exact value decides (compared by
-identity: a plan's cuts are tuples of their own)."""
-
-
-def _class_of(value_class: _ValueClass | None) -> tuple[int, ...] | None:
-    """None when no statement reads the attribute, ``_BY_VALUE`` when its value decides, else
-    the cuts."""
+def _reading(value_class: _ValueClass | None) -> tuple[int, ...] | None:
+    """How an ``InferenceLane`` reads a value of ``value_class``: ``()`` when no statement reads
+    it, its cuts when only compared with literals, None when its exact value decides."""
     if value_class is None:
-        return None
-    return value_class.cuts if value_class.cuts is not None else _BY_VALUE
+        return ()
+    return value_class.cuts
 
 
 class PolicyEngine:
@@ -986,7 +893,7 @@ class CompiledPolicies:
         priority: str,
         intent: str = "",
         grant: str = "",
-    ) -> InferenceLane | None:
+    ) -> InferenceLane[Decision] | None:
         """``decide_inference`` for the requests that differ only in ``estimated_tokens`` and
         ``hour``, or None when it would not remember their decisions (then call it each time)."""
         key = principal.agent_key
@@ -1007,16 +914,26 @@ class CompiledPolicies:
             return None
         if plan is None:  # a statement reads the context whole: every value is its own class
             return None
+        reads = {value_class.attr: value_class for value_class in plan}
+
+        def decide(estimated_tokens: int, hour: int) -> Decision:
+            return self.decide_inference(
+                principal,
+                action,
+                resource,
+                model=model,
+                estimated_tokens=estimated_tokens,
+                priority=priority,
+                hour=hour,
+                intent=intent,
+                grant=grant,
+            )
+
         return InferenceLane(
             self,
-            principal,
-            action,
-            resource,
-            model=model,
-            priority=priority,
-            intent=intent,
-            grant=grant,
-            plan=plan,
+            decide=decide,
+            tokens=_reading(reads.get("estimatedTokens")),
+            hour=_reading(reads.get("hour")),
         )
 
     def _remembered(

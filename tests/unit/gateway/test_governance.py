@@ -181,7 +181,7 @@ async def world(tmp_path: Path, upstreams: Start) -> AsyncIterator[World]:
     verifier = TokenVerifier(
         issuers=[plane_issuer(IDENTITY, keys=ring, audience="gateway")],
         trust_domain=IDENTITY.trust_domain,
-        agent_exists=lambda namespace, name: view.agent(namespace, name) is not None,
+        agents=view.agents,
     )
     directory = ModelDirectory()
     table = EndpointTable()

@@ -133,8 +133,8 @@ def test_admission_never_overdraws_and_memory_stays_bounded(
             budgets.settle(open_.pop(0), used=amount if reported else None, now=now)
         state = budgets._agents.get(AGENT)
         if state is not None:
-            assert len(state.minute._buckets) <= SMALL.buckets
-            assert len(state.day._buckets) <= 4
+            assert len(state.minute) <= SMALL.buckets
+            assert len(state.day) <= 4
             assert state.inflight == len(open_)
     for reservation in open_:
         budgets.settle(reservation, used=0, now=now)

@@ -348,7 +348,7 @@ def test_a_deleted_agent_is_unknown_even_from_the_cache(ring: KeyRing, clock: Fa
         issuers=[plane_issuer(IdentitySettings(), keys=ring, audience="gateway")],
         trust_domain="aviator.local",
         clock=clock,
-        agent_exists=lambda ns, name: (ns, name) in agents,
+        agents=agents,
     )
     token = mint(ring, clock).token
     assert verifier.verify(token).name == "bot"
