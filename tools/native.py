@@ -1,7 +1,7 @@
 """Compile the governance cores of the gateway's request path with mypyc.
 
 Every governed request runs authentication (``gateway/auth.py``, ``identity/verify.py``), the
-admission and its record (``gateway/governance.py``), its policy lane
+admission and its record (``gateway/governance.py``, ``audit/sink.py``), its policy lane
 (``policy/lane.py``) and the budgets (``governance/budgets.py``): pure Python, one to two
 thousand interpreter instructions per call. Compiled with mypyc they cost
 about a third less per request (docs/benchmarks.md), with the very same source: mypyc compiles
@@ -31,6 +31,7 @@ CORES = (
     "aviator/gateway/auth.py",
     "aviator/identity/verify.py",
     "aviator/policy/lane.py",
+    "aviator/audit/sink.py",
 )
 """The modules compiled, relative to the source root. Each must keep to what mypyc compiles
 faithfully: no monkeypatching of its functions, no ``-m`` entry point, values of the types its

@@ -1,4 +1,5 @@
-"""Audit records of a hot path, written by a child process: ``AuditSink`` and the child's ``main``.
+"""Audit records of a hot path, written by a child process: ``AuditSink``, the parent's side (the
+child is ``aviator.audit.writer``).
 
 Why a process: a gateway records every request it admits, and rendering the record (canonical
 JSON), chaining it and inserting it into SQLite cost about a third of what the whole rest of
@@ -6,7 +7,7 @@ governance costs per request; in the gateway's own process that work also trades
 the event loop. ``AuditSink`` ships each record's *facts* — the number of a template (principal,
 action, resource, decision, policies, reason: what repeats), the request id, the time in
 microseconds, the token counts and the extra facts — to a child process (``python -m
-aviator.audit.sink``) over a pipe, several records per write. The child renders each record with
+aviator.audit.writer``) over a pipe, several records per write. The child renders each record with
 the same ``RecordTemplate`` the in-process path uses (so the bytes chained are the same), and
 commits each batch as it arrives, in one thread and one transaction (``log.write_batch``), which
 chains it onto the file's head like any other writer (the plane's records and the gateway's
@@ -37,14 +38,10 @@ and the child answers each line with ``<records committed so far>`` (``F<the sam
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
 import logging
-import os
-import signal
-import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,8 +55,6 @@ from aviator.audit.log import (
     AuditClosed,
     AuditLog,
     AuditUnavailable,
-    open_for_writing,
-    write_batch,
 )
 from aviator.audit.record import (
     AuditRecord,
@@ -68,11 +63,10 @@ from aviator.audit.record import (
     RecordTemplate,
     Source,
     Stamps,
-    encode_facts,
 )
 from aviator.settings import AuditSettings
 
-__all__ = ["AuditSink", "LocalSink", "Sink", "main"]
+__all__ = ["AuditSink", "LocalSink", "Sink", "template_of"]
 
 log = logging.getLogger("aviator.audit.sink")
 
@@ -83,9 +77,6 @@ _BATCH_MAX: Final = 512
 _RESTART_MIN_S: Final = 1.0
 """Least time between two starts of the child."""
 _STOP_TIMEOUT_S: Final = 30.0
-_RETRY_MIN_S: Final = 0.05
-_RETRY_MAX_S: Final = 1.0
-"""The child's backoff between attempts at a failing write."""
 """How long ``aclose`` waits for the child to write what it was sent."""
 
 Facts = tuple[int, str, int, int | None, int | None, Mapping[str, ExtraValue] | None]
@@ -169,7 +160,7 @@ class _Templates:
         known = self._numbers.get(fields)
         if known is not None:
             return known, False
-        self.by_number.append(_template_of(fields))
+        self.by_number.append(template_of(fields))
         self.fields.append(fields)
         number = self._numbers[fields] = len(self.by_number) - 1
         return number, True
@@ -183,8 +174,9 @@ def _template_frame(number: int, fields: TemplateFields) -> bytes:
     return b"T" + orjson.dumps([number, *fields])
 
 
-def _template_of(fields: Sequence[Any]) -> RecordTemplate:
-    """The ``RecordTemplate`` of ``_Templates`` fields (in this process or the writer's)."""
+def template_of(fields: Sequence[Any]) -> RecordTemplate:
+    """The ``RecordTemplate`` of ``_Templates`` fields (in this process or the writer's, which is
+    sent them in ``T`` frames)."""
     kind, id_, source, action, resource, decision, policies, reason = fields
     return RecordTemplate(
         Principal(kind=kind, id=id_),
@@ -464,7 +456,7 @@ class AuditSink:
         process = await asyncio.create_subprocess_exec(
             self._python,
             "-m",
-            "aviator.audit.sink",
+            "aviator.audit.writer",
             str(self.path),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -525,120 +517,3 @@ class AuditSink:
             except (OSError, AuditUnavailable) as exc:
                 log.error("the audit writer of %s could not be restarted: %s", self.path, exc)
                 delay = _RESTART_MIN_S
-
-
-# -- the child process -----------------------------------------------------------------------
-
-
-def _serve(lines: Iterable[bytes], conn: sqlite3.Connection, out: _Answers) -> int:
-    """Render what the parent sends and commit each line's records before the next line (one
-    transaction each); return the count written."""
-    templates: dict[int, RecordTemplate] = {}
-    stamps = Stamps()
-    written = 0
-    for line in lines:
-        kind, body = line[:1], line[1:].rstrip(b"\n")
-        batch: list[bytes] = []
-        if kind == b"B":
-            batch = encode_facts(templates, orjson.loads(body), stamps=stamps, rejected=_rejected)
-        elif kind == b"R":
-            # Checked as a record, and chained as sent (it is its canonical JSON).
-            batch.append(AuditRecord.from_json(body).to_json())
-        elif kind == b"T":
-            number, *fields = orjson.loads(body)
-            templates[number] = _template_of(fields)
-            continue
-        elif kind == b"F":
-            out.flushed(written)  # every line before it is committed already
-            continue
-        elif line.strip():
-            raise ValueError(f"unknown audit sink frame {line[:40]!r}")
-        if batch:
-            _write_until_done(conn, batch)
-            written += len(batch)
-        out.committed(written)
-    return written
-
-
-def _rejected(fact: Sequence[Any], error: ValueError) -> None:
-    # A caller's bug; the other records of the batch are still written.
-    log.error("audit record %r not written: %s", fact[1] if len(fact) > 1 else fact, error)
-
-
-def _write_until_done(conn: sqlite3.Connection, batch: list[bytes]) -> None:
-    """Commit ``batch``, retrying failures (a full disk, a locked file) with backoff: never
-    skipped. Meanwhile the pipe fills, and the parent refuses work at its bound."""
-    delay = _RETRY_MIN_S
-    while True:
-        try:
-            write_batch(conn, batch)
-        except (sqlite3.Error, OSError) as exc:
-            log.error("writing %d audit record(s) failed (%s); retrying", len(batch), exc)
-            time.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX_S)
-        else:
-            return
-
-
-class _Answers:
-    """The child's answers on its standard output."""
-
-    def __init__(self, stream: object) -> None:
-        self._out: object | None = stream
-        self.broken = False
-
-    def _say(self, text: bytes) -> None:
-        out = self._out
-        if out is None:
-            return
-        try:
-            out.write(text)  # type: ignore[attr-defined]
-            out.flush()  # type: ignore[attr-defined]
-        except BrokenPipeError:
-            # The parent is gone (killed): nobody reads the answers, but what it sent before
-            # is still in the pipe and still gets written.
-            self._out = None
-            self.broken = True
-
-    def ready(self) -> None:
-        self._say(b"ready\n")
-
-    def committed(self, count: int) -> None:
-        self._say(b"%d\n" % count)
-
-    def flushed(self, count: int) -> None:
-        self._say(b"F%d\n" % count)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m aviator.audit.sink PATH``: write what arrives on standard input until it
-    closes, then everything, then exit 0."""
-    parser = argparse.ArgumentParser(
-        prog="python -m aviator.audit.sink",
-        description="Write the audit records an AuditSink sends on standard input to PATH.",
-    )
-    parser.add_argument("path", type=Path)
-    args = parser.parse_args(argv)
-    # Its life is the pipe's: a Ctrl-C or SIGTERM meant for the process group must not cut the
-    # records in the pipe short; the parent's close (or death) ends standard input, then this.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    try:
-        conn = open_for_writing(args.path)
-    except Exception as exc:
-        print(f"aviator.audit.sink: cannot open {args.path}: {exc}", file=sys.stderr)
-        return 1
-    answers = _Answers(sys.stdout.buffer)
-    answers.ready()
-    try:
-        _serve(sys.stdin.buffer, conn, answers)
-    finally:
-        conn.close()
-        if answers.broken:  # what stdout still buffers has no reader: not an error at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

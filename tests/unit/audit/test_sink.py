@@ -163,7 +163,7 @@ def test_the_writer_writes_what_was_sent_even_when_its_parent_is_gone(tmp_path: 
     """A killed gateway: nobody reads the writer's answers, and what is in the pipe still counts."""
     path = tmp_path / "audit.db"
     child = subprocess.Popen(
-        [sys.executable, "-m", "aviator.audit.sink", str(path)],
+        [sys.executable, "-m", "aviator.audit.writer", str(path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
