@@ -105,6 +105,81 @@ async def _upstream_main() -> None:
     await runner.cleanup()
 
 
+class _FixedAnswers(asyncio.Protocol):
+    """HTTP/1.1 keep-alive on a bare protocol: every request with a ``Content-Length`` body (or
+    none) gets the fixed answer — a chat completion for a POST, ``ok`` for anything else.
+    Anything it cannot read (a chunked body, a head over 64 KiB) gets 400 and the connection is
+    closed: a benchmark must see such a failure, not a guess."""
+
+    _HEAD_MAX = 65_536
+
+    def __init__(self, chat: bytes, health: bytes) -> None:
+        self._chat = chat
+        self._health = health
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        out = []
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > self._HEAD_MAX:
+                    self._refuse()
+                return self._send(out)
+            head = bytes(buffer[:end]).lower()
+            length = 0
+            start = head.find(b"\r\ncontent-length:")
+            if start >= 0:
+                stop = head.find(b"\r\n", start + 2)
+                length = int(head[start + 17 : stop if stop >= 0 else None])
+            if b"\r\ntransfer-encoding:" in head:
+                self._send(out)
+                return self._refuse()
+            if len(buffer) < end + 4 + length:
+                return self._send(out)
+            out.append(self._chat if head.startswith(b"post ") else self._health)
+            del buffer[: end + 4 + length]
+
+    def _send(self, answers: list[bytes]) -> None:
+        if answers and self._transport is not None:
+            self._transport.write(b"".join(answers))
+
+    def _refuse(self) -> None:
+        if self._transport is not None:
+            self._transport.write(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            self._transport.close()
+        self._buffer.clear()
+
+
+def _fixed_response(body: bytes, content_type: str) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        content_type.encode(),
+        len(body),
+        body,
+    )
+
+
+async def _raw_upstream_main() -> None:
+    """The upstream's answers from a bare asyncio protocol: about a third of aiohttp's CPU per
+    request, which leaves the load generator's core room (``bench/governance.py``)."""
+    chat = _fixed_response(_answer(), "application/json")
+    health = _fixed_response(b"ok", "text/plain; charset=utf-8")
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _FixedAnswers(chat, health), "127.0.0.1", 0)
+    print(f"listening on http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+    await until_signalled()
+    server.close()
+    await server.wait_closed()
+
+
 async def _naive_main(upstream: str) -> None:
     """The 25-line aiohttp reverse proxy of peers.md: a floor to compare the gateway with."""
     from aiohttp import web
@@ -216,7 +291,7 @@ async def _gateway_main(
             ],
             trust_domain=identity.trust_domain,
             leeway_s=identity.leeway_s,
-            agent_exists=lambda namespace, name: view.agent(namespace, name) is not None,
+            agents=view.agents,
         )
     # Only when asked for: an older tree (--baseline) may not take them.
     governed: dict[str, Any] = (
@@ -563,7 +638,7 @@ def main() -> None:
         "role",
         nargs="?",
         default="bench",
-        choices=["bench", "upstream", "gateway", "naive"],
+        choices=["bench", "upstream", "raw-upstream", "gateway", "naive"],
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
@@ -629,6 +704,9 @@ def main() -> None:
 
     if args.role == "upstream":
         run_forever(_upstream_main())
+        return
+    if args.role == "raw-upstream":
+        run_forever(_raw_upstream_main())
         return
     if args.role == "gateway":
         run_forever(

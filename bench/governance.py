@@ -1,9 +1,11 @@
 """Cost of governance in the gateway's request path: throughput, latency and CPU per request with
 governance off and on, and how long the policy decisions take inside the gateway under that load.
 
-One fast upstream (``bench/gateway.py``'s fixed 259-byte chat completion) behind five gateway
-processes, each composed as ``aviator gateway`` composes it but with fixed objects in place of
-the Control API:
+One fast upstream (``bench/gateway.py``'s fixed 259-byte chat completion, answered by a bare
+asyncio protocol: a third of the aiohttp server's CPU per request, so that the core of the load
+generator keeps room for the audit writers; ``--upstream aiohttp`` for that server) behind five
+gateway processes, each composed as ``aviator gateway`` composes it but with fixed objects in
+place of the Control API:
 
 - ``off``: ``--insecure``, no audit log: no authentication, no policy, no budgets, nothing
   recorded (what ``bench/gateway.py --insecure`` measures);
@@ -24,14 +26,17 @@ to 1,024, sent by ``--agents`` agents, one in eight declaring an intent (``x-avi
 that the token estimates, the decision cache and the token cache see many keys; every target gets
 the same requests (only the credential differs). A discarded 1 s warm-up per target comes first;
 then ``--rounds`` rounds, each measuring every target at every concurrency (wrk, or the aiohttp
-driver), in an order rotated per round. The cost of each governed target is taken per round
-against ``off`` of the same round (paired), and its median and range over the rounds are printed:
-throughput lost and CPU per request added. CPU per request is the gateway process's own; its
-audit writer process's CPU per request is printed apart, and the two together against ``off``
-(the writer needs a core: on a host with one to spare it takes nothing from the gateway; on this
-2-core machine both cores are busy with the gateway, wrk and the upstream, so wherever it is
-pinned it takes from one of them). The load average is recorded with every run, since the
-machine is shared.
+driver), in an order rotated per round. ``--targets off agent`` measures only those two (``off``,
+the reference, always is), alternating: the runs compared are then seconds apart, and many short
+rounds (``--seconds 2 --rounds 25``) outvote the moments the shared machine is slower. The cost
+of each governed target is taken per round against ``off`` of the same round (paired), and its
+median and range over the rounds are printed: throughput lost and CPU per request added. CPU per
+request is the gateway process's own; its audit writer process's CPU per request is printed
+apart, and the two together against ``off`` (the writer needs a core: on a host with one to spare
+it takes nothing from the gateway; on this 2-core machine, with ``--pin``, the gateway has CPU 1
+to itself and the writer shares CPU 0 with wrk and the upstream, which leave it room, or
+``--writer-cpu target`` puts it on the gateway's core, the strictest case). The load average
+is recorded with every run, since the machine is shared.
 
 Saturated throughput on a shared 2-core machine swings with the neighbours (and so does CPU per
 request, which grows when fewer requests share each wake-up). ``--paced R`` offers every target
@@ -58,6 +63,7 @@ mypyc (``tools/native.py``), as in a wheel built with the native hook (``hatch_b
     .venv/bin/python bench/governance.py [--seconds 10] [--concurrency 1 16] [--rounds 3]
         [--agents 8] [--variants 512] [--seed 7] [--driver auto|wrk|aiohttp]
         [--paced REQ_PER_S] [--instructions] [--profile N] [--json] [--pin] [--native]
+        [--writer-cpu target|load] [--targets NAME ...] [--upstream raw|aiohttp]
 """
 
 from __future__ import annotations
@@ -657,12 +663,13 @@ def _until_healthy(url: str, *, timeout: float = 20.0) -> None:
 def measure_all(
     args: argparse.Namespace,
     *,
+    targets: Sequence[Target],
     started: dict[str, tuple[int, str]],
     sent: dict[str, list[Request]],
     tmp: Path,
 ) -> dict[tuple[str, int], list[Run]]:
     headers = {"Content-Type": "application/json"}
-    for target in TARGETS:  # warm-up: connections, token and decision caches, slices
+    for target in targets:  # warm-up: connections, token and decision caches, slices
         pid, url = started[target.name]
         _measure(
             target.name,
@@ -677,7 +684,7 @@ def measure_all(
         )
     runs: dict[tuple[str, int], list[Run]] = {}
     for round_ in range(args.rounds):
-        order = TARGETS[round_ % len(TARGETS) :] + TARGETS[: round_ % len(TARGETS)]
+        order = [*targets[round_ % len(targets) :], *targets[: round_ % len(targets)]]
         for concurrency in args.concurrency:
             # Paced: every connection waits so that together they offer about --paced req/s.
             delay_ms = concurrency * 1e3 / args.paced if args.paced else None
@@ -890,6 +897,21 @@ def main() -> None:
         help="Pin each gateway (and its audit writer) to CPU 1, wrk and the upstream to CPU 0.",
     )
     parser.add_argument(
+        "--targets",
+        nargs="+",
+        choices=[t.name for t in TARGETS],
+        default=[t.name for t in TARGETS],
+        help="The gateways measured (off, the reference, always is). Fewer targets put the runs "
+        "compared closer in time: `--targets off agent` alternates the two, run after run.",
+    )
+    parser.add_argument(
+        "--upstream",
+        choices=["raw", "aiohttp"],
+        default="raw",
+        help="The fixed-answer upstream: a bare asyncio protocol (raw: a third of aiohttp's CPU, "
+        "so that the load's core has room) or the aiohttp server bench/gateway.py measures with.",
+    )
+    parser.add_argument(
         "--native",
         action="store_true",
         help="Run every gateway from a copy of the tree with the governance cores compiled by "
@@ -927,19 +949,21 @@ def main() -> None:
             print("compiling the governance cores with mypyc (tools/native.py) ...", flush=True)
             _native().compile_cores(into=tmp / "native")
             env = {"PYTHONPATH": str(tmp / "native")}
+        chosen = [t for t in TARGETS if t.name == "off" or t.name in args.targets]
         sent = {t.name: requests_of(t, cycle, tokens) for t in TARGETS}
-        with child([*me, "upstream"]) as (up_pid, upstream):
-            with gateways(TARGETS, upstream=upstream, tmp=tmp, paths=paths, env=env) as started:
+        upstream_role = "raw-upstream" if args.upstream == "raw" else "upstream"
+        with child([*me, upstream_role]) as (up_pid, upstream):
+            with gateways(chosen, upstream=upstream, tmp=tmp, paths=paths, env=env) as started:
                 if args.pin:  # each gateway (and its audit writer) on CPU 1; wrk, upstream on 0
                     _pin([up_pid], LOAD_CPU)
                     for pid, _ in started.values():
                         _pin([pid], TARGET_CPU)
                         _pin(_children(pid), writer_cpu_of(args))
-                runs = measure_all(args, started=started, sent=sent, tmp=tmp)
+                runs = measure_all(args, targets=chosen, started=started, sent=sent, tmp=tmp)
             profiled = ""
             if args.profile:  # after the measured gateways stopped: they would share the cores
                 profiled = profile(args, upstream=upstream, tmp=tmp, paths=paths, sent=sent)
-        rows = summarise(runs, targets=TARGETS)
+        rows = summarise(runs, targets=chosen)
     print(
         f"driver: {args.driver}; {args.seconds:.0f} s per run; median of {args.rounds} rounds; "
         f"{f'paced at about {args.paced:.0f} req/s; ' if args.paced else 'saturating; '}"
