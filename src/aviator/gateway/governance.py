@@ -91,26 +91,35 @@ def estimate_tokens(operation: str, body: Mapping[str, Any]) -> int:
     """A cheap estimate of a request's tokens: its prompt's characters / 4, plus the most it may
     generate (``max_completion_tokens`` or ``max_tokens``; without either, nothing: the usage the
     replica reports settles the difference). Pure."""
+    if type(body) is dict:
+        return _estimate(operation, body)  # what JSON parses to: dict lookups, no ABC calls
+    return _estimate(operation, dict(body))
+
+
+def _estimate(operation: str, body: dict[str, Any]) -> int:
     chars = 0
     if operation == "chat":
         messages = body.get("messages")
         if isinstance(messages, list):
             for message in messages:
-                # ``type is dict`` first: what JSON parses to, and far cheaper than an ABC check.
-                if type(message) is dict or isinstance(message, Mapping):
+                if type(message) is dict:
                     content = message.get("content")
                     chars += len(content) if type(content) is str else _text_chars(content)
+                elif isinstance(message, Mapping):
+                    chars += _text_chars(message.get("content"))
     elif operation == "embeddings":
         chars = _text_chars(body.get("input"))
     else:
         chars = _text_chars(body.get("prompt"))
     output = 0
     if operation != "embeddings":
-        for key in ("max_completion_tokens", "max_tokens"):
-            value = body.get(key)
+        value = body.get("max_completion_tokens")
+        if type(value) is int and value > 0:
+            output = value
+        else:
+            value = body.get("max_tokens")
             if type(value) is int and value > 0:
                 output = value
-                break
     return -(-chars // CHARS_PER_TOKEN) + output
 
 
