@@ -133,7 +133,7 @@ class Gateway:
         )
         self.metrics = GatewayMetrics(table=table)
         self.metrics.governance.insecure(governance.insecure)
-        governance.recorder = self.metrics.governance  # how long policy decisions take
+        governance.recorder = self.metrics.governance.decided  # how long policy decisions take
         self.breakers = CircuitBreakers.from_settings(settings)
         self.metrics.flow.watch_breakers(lambda: self.breakers.states(time.monotonic()))
         self.flow = FlowControl.from_settings(

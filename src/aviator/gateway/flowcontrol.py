@@ -680,7 +680,10 @@ class FlowControl:
     def priority_of(configured: str | None, header: str | None) -> Priority:
         """``priority`` of a request whose model's configured priority is ``configured`` (for a
         caller that knows it already)."""
-        default = (as_priority(configured) if configured else None) or "standard"
+        if configured in PRIORITIES:  # as stored (admission defaults it): nothing to parse
+            default = configured
+        else:
+            default = (as_priority(configured) if configured else None) or "standard"
         return request_priority(header, default=default)
 
     async def admit(self, *, model: str, client: str, priority: Priority) -> bool:

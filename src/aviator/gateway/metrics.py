@@ -745,14 +745,12 @@ class GovernanceMetrics:
             buckets=POLICY_DECISION_BUCKETS,
         )
         registry.register(decisions)
-        self._decision = decisions.labels()
+        self.decided: Callable[[float], None] = decisions.labels().observe
+        """One policy decision took this many seconds (the ``governance.DecisionRecorder``: the
+        series' own ``observe``, one call per governed request)."""
 
     def insecure(self, value: bool) -> None:
         self._insecure.set(1 if value else 0)
 
     def refused(self, reason: str) -> None:
         self._children[reason].inc()
-
-    def decided(self, seconds: float) -> None:
-        """One policy decision took ``seconds``."""
-        self._decision.observe(seconds)
