@@ -30,12 +30,17 @@ class Principal:
     agent_key: str | None = field(init=False, repr=False, compare=False)
     """``namespace/name`` of an agent principal, else None. (Derived once: every gateway
     request reads it several times.)"""
+    agent_ref: tuple[str, str] | None = field(init=False, repr=False, compare=False)
+    """``(namespace, name)`` of an agent principal, the key of its Agent in a store's cache;
+    else None. (Derived once, as ``agent_key``.)"""
 
     def __post_init__(self) -> None:
-        key = None
+        key = ref = None
         if self.kind == "agent" and self.namespace is not None and self.name is not None:
             key = f"{self.namespace}/{self.name}"
+            ref = (self.namespace, self.name)
         object.__setattr__(self, "agent_key", key)
+        object.__setattr__(self, "agent_ref", ref)
 
     def __str__(self) -> str:
         return self.id

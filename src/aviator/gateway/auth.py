@@ -102,12 +102,18 @@ class Credentials:
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         header = headers.get("authorization")
-        if not header or not header.strip():
+        if (
+            header is not None
+            and len(header) > 7
+            and header.startswith("Bearer ")
+            and not header[-1].isspace()
+            and not header[7].isspace()
+        ):
+            token = header[7:]  # what clients send: nothing to strip (the general path below)
+        elif not header or not header.strip():
             if self.insecure:
                 return ANONYMOUS
             raise Unauthenticated.of(InvalidToken("missing"))
-        if header.startswith("Bearer ") and not header[-1].isspace() and not header[7].isspace():
-            token = header[7:]  # what clients send: nothing to strip (the general path below)
         else:
             scheme, _, token = header.strip().partition(" ")
             token = token.strip()

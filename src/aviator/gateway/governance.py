@@ -254,9 +254,10 @@ class Governance:
         self._templates: dict[tuple[object, ...], int] = {}
         self._lanes: dict[tuple[str | None, ...], _Lane] = {}
         """``_lane``'s by agent, action, deployment, model, priority and intent header."""
-        self._limits: dict[str, tuple[Mapping[str, Any], Limits]] = {}
-        """Per agent: the Agent object its limits were read from, and them (the reflector
-        replaces the object when the Agent changes, so identity says whether they are current)."""
+        self._limits: dict[str, Limits] = {}
+        """Per agent, its limits as read from its Agent: forgotten at every compile of the view,
+        which follows every change of an Agent (so a changed budget applies from the same
+        moment as a changed policy)."""
         if view is not None:
             view.on_compiled(self._recompiled)
 
@@ -493,15 +494,15 @@ class Governance:
     def _limits_of(self, principal: Principal) -> Limits:
         assert self.view is not None
         assert principal.agent_key is not None
-        agent = self.view.agents.get((principal.namespace or "", principal.name or "")) or {}
         known = self._limits.get(principal.agent_key)
-        if known is not None and known[0] is agent:
-            return known[1]
+        if known is not None:
+            return known
+        agent = self.view.agents.get(principal.agent_ref or ("", "")) or {}
         limits = Limits.from_spec((agent.get("spec") or {}).get("budgets"))
         if agent:
             if len(self._limits) >= _REMEMBERED:
                 self._limits.clear()  # agents come and go; a rebuild costs one read each
-            self._limits[principal.agent_key] = (agent, limits)
+            self._limits[principal.agent_key] = limits
         return limits
 
     def _release(self, admission: Admission, *, usage: Usage | None = None) -> None:
@@ -526,7 +527,9 @@ class Governance:
         return lease
 
     def _recompiled(self, compiled: CompiledPolicies) -> None:
-        """A new policy set: leases none of whose grants is still active end now."""
+        """A new policy set (an Agent may have changed: its limits are read again); leases none
+        of whose grants is still active end now."""
+        self._limits.clear()
         if not self._leases:
             return
         statements = compiled.statements

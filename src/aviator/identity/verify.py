@@ -338,7 +338,7 @@ class TokenVerifier:
 
     def _admit(self, principal: Principal) -> Principal:
         agents = self._agents
-        if agents is not None and (principal.namespace or "", principal.name or "") not in agents:
+        if agents is not None and (principal.agent_ref or ("", "")) not in agents:
             _fail("unknown_agent", f"agent {principal.agent_key} does not exist")
         return principal
 
