@@ -380,6 +380,22 @@ async def test_budgets_refuse_with_429_and_retry_after(world: World, upstreams: 
     assert all(r.extra["status"] == 429 for r in refusals)
 
 
+async def test_a_changed_budget_applies_once_the_view_recompiles(world: World) -> None:
+    """Limits are remembered per agent until the next compile of the view, which every change of
+    an Agent brings: a raised budget admits what the old one refused."""
+    bot = world.token()
+    big = {**BODY, "max_tokens": 150}  # 152 estimated > 100 per minute
+    assert (await world.chat(bot, big))[0] == 429
+    generation = world.view.generation
+    current = await world.store.get(kinds.AGENT, "team", "bot")
+    current["spec"]["budgets"] = {"tokensPerMinute": 1_000, "maxConcurrentRequests": 1}
+    await world.store.replace(
+        kinds.AGENT, admission.admit(current, kind=kinds.AGENT, namespace="team")
+    )
+    await until(lambda: world.view.generation > generation)
+    assert (await world.chat(bot, big))[0] == 200
+
+
 async def _stream_cut(world: World, upstreams: Start, end: Callable[[], Awaitable[None]]) -> str:
     """Start a grant-permitted streamed request, ``end`` its grant, and return why it was cut."""
     up = await upstreams("slow", stream_slowly)
