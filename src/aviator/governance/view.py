@@ -66,7 +66,10 @@ class PolicyView:
         self.agents: Mapping[ObjectKey, dict[str, Any]] = self._reflectors[kinds.AGENT.kind].cache
         """Every Agent by ``(namespace, name)``: the reflector's own mapping, kept current (read
         on every request: no call needed)."""
-        self._compiled = self._engine.compile((), now=clock())
+        self.compiled: CompiledPolicies = self._engine.compile((), now=clock())
+        """The current compiled set (the empty set, denying all but the admin, until synced or
+        while the stored Policies fail to compile). Read on every request: an attribute, which
+        only ``refresh`` sets."""
         self._error: str | None = "policies not loaded yet"
         self._generation = 0
         self._stale = asyncio.Event()
@@ -74,12 +77,6 @@ class PolicyView:
         self._listeners: list[Callable[[CompiledPolicies], None]] = []
 
     # -- reading ---------------------------------------------------------------------------
-
-    @property
-    def compiled(self) -> CompiledPolicies:
-        """The current compiled set (the empty set, denying all but the admin, until synced or
-        while the stored Policies fail to compile)."""
-        return self._compiled
 
     @property
     def error(self) -> str | None:
@@ -150,7 +147,7 @@ class PolicyView:
             self._error = None
             for problem in compiled.problems:
                 self._log.warning("left out of the policy set: %s", problem)
-        self._compiled = compiled
+        self.compiled = compiled
         self._generation += 1
         for listener in self._listeners:
             try:
