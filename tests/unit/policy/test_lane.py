@@ -53,6 +53,18 @@ def test_among_tells_every_comparison_with_the_cuts(cuts: tuple[int, ...], value
 
 
 @given(
+    cuts=CUTS,
+    a=st.integers(min_value=-5, max_value=10_005),
+    b=st.integers(min_value=-5, max_value=10_005),
+)
+def test_two_values_share_a_class_exactly_when_every_cut_sees_them_alike(
+    cuts: tuple[int, ...], a: int, b: int
+) -> None:
+    alike = all((a < c, a == c) == (b < c, b == c) for c in cuts)
+    assert (among(cuts, a) == among(cuts, b)) == alike
+
+
+@given(
     tokens=READINGS,
     hour=READINGS,
     requests=st.lists(st.tuples(LONGS | st.integers(0, 20_000), HOURS), min_size=1, max_size=40),
