@@ -4,7 +4,8 @@ It reads the frames an ``AuditSink`` sends on standard input (the wire format is
 ``aviator.audit.sink``), renders each record with the same ``RecordTemplate`` the parent would
 use, and commits each line's records in one transaction (``log.write_batch``) before it answers
 the count committed so far on standard output. When standard input ends it has written
-everything it was sent, and exits 0. A write that fails (a full disk, a locked file) is retried
+everything it was sent, and exits 0 (a last line cut off by a parent that died mid-write is
+logged and dropped: its records were never whole). A write that fails (a full disk, a locked file) is retried
 with backoff, never skipped: meanwhile the pipe fills and the parent refuses work at its bound.
 
 Its own module, apart from ``AuditSink``'s: an entry point run with ``-m`` must stay Python
@@ -46,7 +47,14 @@ def _serve(lines: Iterable[bytes], conn: sqlite3.Connection, out: _Answers) -> i
     stamps = Stamps()
     written = 0
     for line in lines:
-        kind, body = line[:1], line[1:].rstrip(b"\n")
+        if line[-1:] != b"\n":
+            # Only the last line can lack its end: the parent died in the middle of writing it.
+            log.error(
+                "the last frame (%d bytes) was cut off by the gateway's exit; its records are lost",
+                len(line),
+            )
+            break
+        kind, body = line[:1], line[1:-1]
         batch: list[bytes] = []
         if kind == b"B":
             batch = encode_facts(templates, orjson.loads(body), stamps=stamps, rejected=_rejected)

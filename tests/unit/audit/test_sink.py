@@ -182,6 +182,33 @@ def test_the_writer_writes_what_was_sent_even_when_its_parent_is_gone(tmp_path: 
     ]
 
 
+def test_a_frame_cut_off_by_a_dying_parent_is_dropped_and_the_rest_written(
+    tmp_path: Path,
+) -> None:
+    """A gateway killed in the middle of a write leaves the last line without its end: the
+    writer logs it, writes every whole line before it and exits 0 (not a decode traceback)."""
+    path = tmp_path / "audit.db"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "aviator.audit.writer", str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"ready\n"
+    template = orjson.dumps([0, "admin", "admin", "gateway", "infer", "r", "allow", [], ""])
+    child.stdin.write(b"T" + template + b"\n")
+    child.stdin.write(b"B" + orjson.dumps([[0, "whole", MICROS, None, None, None]]) + b"\n")
+    cut = b"B" + orjson.dumps([[0, "cut", MICROS + 1, None, None, None]])
+    child.stdin.write(cut[: len(cut) // 2])
+    _, err = child.communicate(timeout=20)  # closes standard input: the parent is gone
+    assert child.returncode == 0, err.decode()
+    assert "Traceback" not in err.decode()
+    assert "cut off" in err.decode()
+    assert [e.data()["request_id"] for e in AuditReader(path).iterate()] == ["whole"]
+
+
 @pytest.mark.parametrize("kind", ["process", "local"])
 async def test_a_template_registered_again_keeps_its_number(tmp_path: Path, kind: str) -> None:
     """A caller's cache of template numbers may start over: the sink's templates do not grow."""
