@@ -2,10 +2,11 @@
 
 Every governed request runs authentication (``gateway/auth.py``, ``identity/verify.py``), the
 admission and its record (``gateway/governance.py``, ``audit/sink.py``), its policy lane
-(``policy/lane.py``) and the budgets (``governance/budgets.py``): pure Python, one to two
-thousand interpreter instructions per call. Compiled with mypyc they cost
-about a third less per request (docs/benchmarks.md), with the very same source: mypyc compiles
-typed Python, and the pure-Python modules stay the reference (tests run on both).
+(``policy/lane.py``), the budgets (``governance/budgets.py``) and the decision-time histogram
+(``gateway/buckets.py``): pure Python, one to two thousand interpreter instructions per call.
+Compiled with mypyc they cost about a third less per request (docs/benchmarks.md), with the very
+same source: mypyc compiles typed Python, and the pure-Python modules stay the reference (tests
+run on both).
 
 Used by the wheel build (``hatch_build.py``, opt-in), by ``bench/governance.py --native`` and by
 ``tests/unit/test_native.py``. Run by hand::
@@ -32,6 +33,7 @@ CORES = (
     "aviator/identity/verify.py",
     "aviator/policy/lane.py",
     "aviator/audit/sink.py",
+    "aviator/gateway/buckets.py",
 )
 """The modules compiled, relative to the source root. Each must keep to what mypyc compiles
 faithfully: no monkeypatching of its functions, no ``-m`` entry point, values of the types its

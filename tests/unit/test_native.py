@@ -20,6 +20,7 @@ TESTS = (
     "tests/unit/policy/test_lane.py",
     "tests/unit/policy/test_decision_cache.py",
     "tests/unit/audit/test_sink.py",
+    "tests/unit/gateway/test_buckets.py",
 )
 """The unit tests of the compiled modules (the whole suite on a compiled tree: `make native-test`)."""
 

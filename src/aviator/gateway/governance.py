@@ -42,6 +42,7 @@ from aviator.audit.log import AuditClosed, AuditUnavailable
 from aviator.audit.record import AuditRecord, ExtraValue
 from aviator.audit.sink import AuditSink, LocalSink, Sink
 from aviator.gateway import openai
+from aviator.gateway.buckets import Buckets
 from aviator.gateway.usage import Usage
 from aviator.governance.budgets import Budgets, Limits, Refusal, Reservation
 from aviator.governance.view import PolicyView
@@ -53,7 +54,6 @@ from aviator.settings import AuditSettings
 __all__ = [
     "INTENT_HEADER",
     "Admission",
-    "DecisionRecorder",
     "Governance",
     "GrantLease",
     "estimate_tokens",
@@ -63,6 +63,8 @@ INTENT_HEADER: Final = "x-aviator-intent"
 CHARS_PER_TOKEN: Final = 4
 """The estimate's rule of thumb for English text (tokenizers average 3.5-4.5 characters)."""
 _INTENT_MAX: Final = 256
+_LANE_TEMPLATES: Final = 8
+"""Record templates one lane remembers (its decisions differ by estimate and hour: few)."""
 _REMEMBERED: Final = 10_000
 """Entries each per-key memo holds (limits per agent, uids per deployment, record templates)
 before it starts over: agents and deployments come and go, a rebuild is one read each."""
@@ -123,11 +125,6 @@ def _estimate(operation: str, body: dict[str, Any]) -> int:
     return -(-chars // CHARS_PER_TOKEN) + output
 
 
-DecisionRecorder = Callable[[float], None]
-"""Told how long one policy decision (declared intent and Cedar) took, in seconds: a plain
-callable, called on every governed request (the gateway's is a histogram's ``observe``)."""
-
-
 class GrantLease:
     """The grants one request was admitted on (see ``proxy.Lease``). It ends when the view no
     longer holds any of them active (``revoke``) or at the latest expiry (``deadline``)."""
@@ -163,7 +160,9 @@ class Admission:
         "_estimate",
         "action",
         "body",
+        "decision",
         "extra",
+        "lane",
         "lease",
         "operation",
         "policies",
@@ -196,6 +195,9 @@ class Admission:
         self.lease: GrantLease | None = None
         self.extra: dict[str, ExtraValue] = {}
         self._estimate: int | None = None
+        self.lane: _Lane | None = None
+        self.decision: Decision | None = None
+        """The lane's decision that admitted it (its record template is remembered there)."""
 
     @property
     def estimate(self) -> int:
@@ -214,6 +216,11 @@ class _Lane(NamedTuple):
     grant: str
     policies: InferenceLane[Decision] | None
     """Its decisions (None: ``decide_inference`` each time)."""
+    principal: Principal
+    """The principal it was made for (another token of the same agent shares the lane)."""
+    templates: list[tuple[Decision, Sink, int]]
+    """The record template of each of its decisions made so far, in the log it was registered
+    with: looked up by identity (a lane makes few decisions), only for ``principal``."""
 
 
 class Governance:
@@ -229,12 +236,13 @@ class Governance:
         audit_settings: AuditSettings | None = None,
         audit_process: bool = True,
         clock: Callable[[], float] = time.time,
-        recorder: DecisionRecorder | None = None,
+        recorder: Buckets | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         """``view`` may be None only when ``insecure`` (nothing is decided then). ``clock``:
-        seconds since the epoch (grant expiries and budget windows). ``recorder`` is told how
-        long each policy decision took (the gateway sets its metrics here)."""
+        seconds since the epoch (grant expiries, budget windows and the time of each record).
+        ``recorder``: the histogram series each policy decision's time (declared intent and
+        Cedar) is observed in, in seconds (the gateway sets its metrics' here)."""
         if view is None and not insecure:
             raise ValueError("a gateway that enforces policy needs a PolicyView")
         self.view = view
@@ -372,9 +380,12 @@ class Governance:
                 grant=lane.grant,
             )
         if self.recorder is not None:
-            self.recorder(time.perf_counter() - deciding)
+            self.recorder.observe(time.perf_counter() - deciding)
         admission.policies = decision.decided_by
         admission.reason = decision.reason
+        if lane.policies is not None:  # a decision the lane keeps: its template can be too
+            admission.lane = lane
+            admission.decision = decision
         if not decision.allowed:
             self._refuse(admission, status=403, reason=decision.reason)
             raise openai.policy_denied(decision.reason)
@@ -419,7 +430,8 @@ class Governance:
         cut: str | None = None,
     ) -> None:
         """Settle the request's budget, drop its lease, and record it."""
-        self._release(admission, usage=usage)
+        now = self._clock()  # one reading: the budget's settlement and the record's time
+        self._release(admission, usage=usage, now=now)
         audit = self.audit
         if audit is None:
             return
@@ -438,7 +450,7 @@ class Governance:
             audit.record(
                 self._template(admission, audit),
                 request_id=admission.request_id,
-                micros=time.time_ns() // 1000,
+                micros=int(now * 1_000_000),
                 tokens=tokens,
                 extra=extra,
             )
@@ -484,7 +496,7 @@ class Governance:
             policies = compiled.inference_lane(
                 principal, action, uid, model=model, priority=priority, intent=intent, grant=grant
             )
-        lane = _Lane(compiled, intent, grant, policies)
+        lane = _Lane(compiled, intent, grant, policies, principal, [])
         if principal.agent_key is not None:  # others (anonymous, API keys) are not remembered
             if len(self._lanes) >= _REMEMBERED:
                 self._lanes.clear()  # a lane is rebuilt on the next request: a few lookups
@@ -505,10 +517,13 @@ class Governance:
             self._limits[principal.agent_key] = limits
         return limits
 
-    def _release(self, admission: Admission, *, usage: Usage | None = None) -> None:
+    def _release(
+        self, admission: Admission, *, usage: Usage | None = None, now: float | None = None
+    ) -> None:
         if admission.reservation is not None:
             used = None if usage is None else usage.prompt_tokens + usage.completion_tokens
-            self.budgets.settle(admission.reservation, used=used, now=self._clock())
+            when = self._clock() if now is None else now
+            self.budgets.settle(admission.reservation, used=used, now=when)
             admission.reservation = None
         if admission.lease is not None:
             self._leases.discard(admission.lease)
@@ -589,7 +604,23 @@ class Governance:
 
     def _template(self, admission: Admission, audit: Sink) -> int:
         """The record template of an admitted request (one per principal, resource and
-        decision: few, and each reused by every request that repeats them)."""
+        decision: few, and each reused by every request that repeats them). Remembered by the
+        lane that decided, by identity: no key to build and hash on its next request."""
+        lane = admission.lane
+        decision = admission.decision
+        if lane is None or decision is None or admission.principal is not lane.principal:
+            return self._template_of(admission, audit)
+        remembered = lane.templates
+        for known, sink, number in remembered:
+            if known is decision and sink is audit:
+                return number
+        template = self._template_of(admission, audit)
+        if len(remembered) >= _LANE_TEMPLATES:
+            remembered.clear()  # a lane that keeps making new decisions: start over
+        remembered.append((decision, audit, template))
+        return template
+
+    def _template_of(self, admission: Admission, audit: Sink) -> int:
         principal = admission.principal
         key = (
             principal.id,

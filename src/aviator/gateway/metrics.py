@@ -46,6 +46,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from aviator.gateway import usage
+from aviator.gateway.buckets import Buckets
 from aviator.gateway.endpoints import EndpointTable
 
 __all__ = [
@@ -133,23 +134,6 @@ _RATIO_HELP = (
 )
 
 
-class _HistogramSeries:
-    """One label set of a ``_Histogram``: counts per bucket (not cumulative) and the sum."""
-
-    __slots__ = ("_bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self._bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        """Observations per bucket, the last one ``+Inf``."""
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        # The first bucket whose bound is >= value (Prometheus buckets are "less or equal").
-        self.counts[bisect_left(self._bounds, value)] += 1
-        self.sum += value
-
-
 class _Histogram:
     """A labelled histogram kept in plain Python and rendered like ``prometheus_client``'s.
 
@@ -165,14 +149,14 @@ class _Histogram:
         self._bounds = tuple(float(b) for b in buckets)
         # The ``le`` label as prometheus_client writes it (1 → "1.0", 16777216 → "1.6777216e+07").
         self._les = [*(floatToGoString(b) for b in self._bounds), "+Inf"]  # type: ignore[no-untyped-call]
-        self._series: dict[tuple[str, ...], _HistogramSeries] = {}
+        self._series: dict[tuple[str, ...], Buckets] = {}
 
-    def labels(self, *values: str) -> _HistogramSeries:
+    def labels(self, *values: str) -> Buckets:
         series = self._series.get(values)
         if series is None:
             if len(values) != len(self._labelnames):
                 raise ValueError(f"{self._name}: expected {len(self._labelnames)} label values")
-            series = self._series[values] = _HistogramSeries(self._bounds)
+            series = self._series[values] = Buckets(self._bounds)
         return series
 
     def describe(self) -> list[Metric]:
@@ -406,10 +390,10 @@ class GatewayMetrics:
         self._cache_ratio = _CacheRatioCollector(table)
         self.registry.register(self._routing)
         self.registry.register(self._cache_ratio)
-        self._ttft_series: dict[tuple[str, str], _HistogramSeries] = {}
+        self._ttft_series: dict[tuple[str, str], Buckets] = {}
         self._usage_series: dict[
             tuple[str, str],
-            tuple[_HistogramSeries, _HistogramSeries | None, _CounterSeries, _CounterSeries],
+            tuple[Buckets, Buckets | None, _CounterSeries, _CounterSeries],
         ] = {}
         """The series an answer's TTFT and usage move, by (operation, model)."""
         self._media: dict[str, str] = {}
@@ -432,7 +416,7 @@ class GatewayMetrics:
         )
         self.registry.register(self._inflight)
         self.registry.register(_EndpointsCollector(table))
-        self._done: dict[tuple[str, str, int], tuple[_HistogramSeries, _CounterSeries]] = {}
+        self._done: dict[tuple[str, str, int], tuple[Buckets, _CounterSeries]] = {}
         self._inflight_children: dict[str, _GaugeSeries] = {}
         self.flow = FlowMetrics(self.registry)
         """Flow control (shedding, queueing) and circuit breakers."""
@@ -453,7 +437,7 @@ class GatewayMetrics:
             self._done[key] = children
         duration, requests = children
         # (``observe`` and ``inc``, inline: this runs for every request.)
-        duration.counts[bisect_left(duration._bounds, duration_s)] += 1
+        duration.counts[bisect_left(duration.bounds, duration_s)] += 1
         duration.sum += duration_s
         requests.value += 1.0
 
@@ -503,7 +487,7 @@ class GatewayMetrics:
         series = self._ttft_series.get(key)
         if series is None:
             series = self._ttft_series[key] = self._ttft.labels(operation, PROVIDER, model)
-        series.counts[bisect_left(series._bounds, seconds)] += 1  # (``observe``, inline)
+        series.counts[bisect_left(series.bounds, seconds)] += 1  # (``observe``, inline)
         series.sum += seconds
 
     def used(self, operation: str, model: str, counts: usage.Usage) -> None:
@@ -524,10 +508,10 @@ class GatewayMetrics:
         prompt_tokens, output_tokens, prompt_counter, cached_counter = series
         prompt, completion, reported = counts
         # (``observe`` and ``inc``, inline: this runs for every answer.)
-        prompt_tokens.counts[bisect_left(prompt_tokens._bounds, prompt)] += 1
+        prompt_tokens.counts[bisect_left(prompt_tokens.bounds, prompt)] += 1
         prompt_tokens.sum += prompt
         if output_tokens is not None:
-            output_tokens.counts[bisect_left(output_tokens._bounds, completion)] += 1
+            output_tokens.counts[bisect_left(output_tokens.bounds, completion)] += 1
             output_tokens.sum += completion
         # vLLM leaves prompt_tokens_details out when nothing was cached (and always without
         # --enable-prompt-tokens-details): no report counts as 0 cached tokens.
@@ -745,9 +729,9 @@ class GovernanceMetrics:
             buckets=POLICY_DECISION_BUCKETS,
         )
         registry.register(decisions)
-        self.decided: Callable[[float], None] = decisions.labels().observe
-        """One policy decision took this many seconds (the ``governance.DecisionRecorder``: the
-        series' own ``observe``, one call per governed request)."""
+        self.decided: Buckets = decisions.labels()
+        """The series a policy decision's time is observed in (``Governance.recorder``: a
+        compiled ``Buckets``, observed with a native call on every governed request)."""
 
     def insecure(self, value: bool) -> None:
         self._insecure.set(1 if value else 0)

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from aviator.api import admission, kinds
 from aviator.api.kinds import KindInfo
 from aviator.api.meta import format_time
+from aviator.api.principal import Principal
 from aviator.audit.log import AuditReader
 from aviator.audit.record import AuditRecord
 from aviator.gateway.app import Gateway
@@ -304,6 +305,34 @@ async def test_policy_permits_the_bot_denies_others_and_both_are_audited(world: 
     assert deny.decision == "deny" and deny.principal.endswith("/ns/team/agent/other")
     assert deny.extra["status"] == 403 and "default deny" in deny.reason
     assert admin.principal_kind == "admin" and admin.decision == "allow"
+
+
+async def test_two_principals_of_one_agent_are_each_recorded_as_themselves(world: World) -> None:
+    """Their requests share one decision lane (the policies see the Agent), and the lane
+    remembers its record templates: each principal's records still name that principal."""
+    governance = world.gateway.governance
+    assert (await world.chat(world.token()))[0] == 200  # the bot's token: the lane is made
+    elsewhere = Principal(  # the same Agent, through another issuer's token
+        kind="agent", id="spiffe://idp.example/ns/team/agent/bot", namespace="team", name="bot"
+    )
+    for request_id in ("r-idp-1", "r-idp-2"):
+        admission = governance.admit(
+            elsewhere,
+            operation="chat",
+            model="m",
+            deployment="team/chat",
+            body=BODY,
+            priority="standard",
+            intent_header=None,
+            request_id=request_id,
+        )
+        governance.finish(admission, code=200)
+    assert (await world.chat(world.token()))[0] == 200
+    await governance.aclose()
+    records = world.records()
+    bot = f"spiffe://{IDENTITY.trust_domain}/ns/team/agent/bot"
+    assert [r.principal for r in records] == [bot, elsewhere.id, elsewhere.id, bot]
+    assert {(r.decision, r.policies) for r in records} == {("allow", ("bot",))}
 
 
 async def test_policy_decisions_are_timed_and_the_admins_are_not(world: World) -> None:

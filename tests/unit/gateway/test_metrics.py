@@ -119,7 +119,7 @@ def test_aviator_counters_and_gauges() -> None:
 def test_policy_decisions_are_a_histogram_in_seconds_down_to_10_us() -> None:
     m = gm.GatewayMetrics(table=EndpointTable())
     for seconds in (0.000004, 0.00003, 0.00015, 0.0002, 0.3):
-        m.governance.decided(seconds)
+        m.governance.decided.observe(seconds)
     kind, samples = families(m.render().decode())["aviator_gateway_policy_decision_seconds"]
     assert kind == "histogram"
     assert bounds(samples) == [*gm.POLICY_DECISION_BUCKETS, float("inf")]
