@@ -57,13 +57,22 @@ log's writer thread), and prints each one's CPU per request by component (auth, 
 audit, the rest of the gateway, aiohttp, ...) and the ``agent`` gateway's top N functions by own
 time. Profiling slows everything down: its figures are for attribution only.
 
+``--together`` runs ``off`` and each governed target *at the same time* instead, both pinned to
+CPU 1 (each with its own wrk on CPU 0), and compares their CPU per request over the same
+seconds: on a shared host whatever slows the core then slows both alike, and the paired costs
+spread by one or two points instead of the ±20 of runs taken one after another. The core's
+scheduler switches between the two every few milliseconds (about 200 switches a second each,
+counted in /proc), so each runs with its caches warm. Throughput at saturation scales with
+1 / CPU per request, so the throughput lost is ``1 - CPU(off) / CPU(target)``: the figure the
+budget is checked against in this mode.
+
 ``--native`` runs every target from a copy of the tree whose governance cores are compiled with
 mypyc (``tools/native.py``), as in a wheel built with the native hook (``hatch_build.py``).
 
     .venv/bin/python bench/governance.py [--seconds 10] [--concurrency 1 16] [--rounds 3]
         [--agents 8] [--variants 512] [--seed 7] [--driver auto|wrk|aiohttp]
         [--paced REQ_PER_S] [--instructions] [--profile N] [--json] [--pin] [--native]
-        [--writer-cpu target|load] [--targets NAME ...] [--upstream raw|aiohttp]
+        [--writer-cpu target|load] [--targets NAME ...] [--upstream raw|aiohttp] [--together]
 """
 
 from __future__ import annotations
@@ -82,6 +91,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -254,6 +264,7 @@ TARGETS = (
     Target("agent", (*_GOVERNED, "--audit-file", "{audit}"), "agent"),
     Target("agent-noaudit", _GOVERNED, "agent"),
 )
+TARGETS_BY_NAME = {t.name: t for t in TARGETS}
 
 
 def requests_of(target: Target, cycle: Sequence[Variant], tokens: Sequence[str]) -> list[Request]:
@@ -361,7 +372,7 @@ class Run:
     instructions: float | None = None
     """User-space instructions the gateway process (all threads) retired per request."""
     writer_instructions: float | None = None
-    """The same for its audit writer process (``aviator.audit.sink``), if it has one."""
+    """The same for its audit writer process (``aviator.audit.writer``), if it has one."""
     writer_cpu_ms: float | None = None
     """CPU time of the audit writer process per request (ms), if it has one."""
 
@@ -508,7 +519,7 @@ def summarise(runs: dict[tuple[str, int], list[Run]], *, targets: Sequence[Targe
     return rows
 
 
-def report(rows: Sequence[Row], *, paced: float | None = None) -> str:
+def report(rows: Sequence[Row], *, paced: float | None = None, together: bool = False) -> str:
     lines = [
         f"{'target':<14} {'c':>3} {'req/s':>7} {'(min-max)':>13} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'cpu ms/req':>10} {'(min-max)':>13} {'req/s cost':>17} {'cpu cost':>17} "
@@ -578,6 +589,19 @@ def report(rows: Sequence[Row], *, paced: float | None = None) -> str:
     lines.append("")
     for r in rows:
         if r.target != "agent" or r.req_s_cost is None:
+            continue
+        if together:
+            if r.cpu_cost is None:
+                continue
+            median, low, high = (1 - 1 / (1 + c) for c in r.cpu_cost)
+            verdict = "holds" if median <= COST_BUDGET else "does NOT hold"
+            lines.append(
+                f"governance on (agent, audit on) vs off at c={r.concurrency}, both on one core "
+                f"at the same time: the gateway's CPU per request {r.cpu_cost[0]:+.1%}, so "
+                f"{median:.1%} of its throughput at saturation (median of paired rounds, "
+                f"{low:.1%}..{high:.1%}), the audit writer on a core of its own; the <= 15 % "
+                f"budget {verdict}"
+            )
             continue
         if paced:
             if r.cpu_cost is None:
@@ -735,6 +759,92 @@ def measure_all(
                     f"round {round_ + 1} c={concurrency:<3} {target.name:<14} "
                     f"{result.req_s:>7.0f} req/s, cpu {result.cpu_ms_per_req} ms/req{counts}, "
                     f"load {result.load}",
+                    flush=True,
+                )
+    return runs
+
+
+def measure_together(
+    args: argparse.Namespace,
+    *,
+    targets: Sequence[Target],
+    started: dict[str, tuple[int, str]],
+    sent: dict[str, list[Request]],
+    tmp: Path,
+) -> dict[tuple[str, int], list[Run]]:
+    """``--together``: each governed target and ``off`` at the same time on one core, a pair per
+    target, concurrency and round (numbered apart, so that ``summarise`` pairs each with its
+    own ``off``)."""
+    governed = [t for t in targets if t.name != "off"]
+    headers = {"Content-Type": "application/json"}
+    for target in targets:
+        (tmp / target.name).mkdir(exist_ok=True)  # each wrk its own script
+
+    def both(target: Target, concurrency: int, seconds: float | None) -> dict[str, Run]:
+        found: dict[str, Run] = {}
+        befores = {}
+        for name in ("off", target.name):
+            pid, url = started[name]
+            writers = _children(pid)
+            befores[name] = (
+                scrape(url) if TARGETS_BY_NAME[name].decides else EMPTY,
+                writers,
+                sum(cpu_seconds(w) for w in writers),
+            )
+
+        def one(name: str) -> None:
+            pid, url = started[name]
+            result = _measure(
+                name,
+                url,
+                pids=[pid],
+                concurrency=concurrency,
+                args=args,
+                headers=headers,
+                script_dir=tmp / name,
+                requests=sent[name],
+                seconds=seconds,
+            )
+            before, writers, writer_before = befores[name]
+            writer_ms = (
+                (sum(cpu_seconds(w) for w in writers) - writer_before) * 1e3 / result.requests
+                if writers and result.requests
+                else None
+            )
+            decisions = scrape(url) - before if TARGETS_BY_NAME[name].decides else EMPTY
+            found[name] = Run(result, -1, decisions, None, None, writer_ms)
+
+        threads = [threading.Thread(target=one, args=(name,)) for name in ("off", target.name)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for name, run in found.items():
+            if run.result.errors:
+                raise RuntimeError(
+                    f"{name} c={concurrency}: {run.result.errors} of {run.result.requests} "
+                    "requests failed; governance must admit every bench request"
+                )
+        return found
+
+    for target in governed:  # warm-up: connections, token and decision caches, slices
+        both(target, max(args.concurrency), 1.0)
+    runs: dict[tuple[str, int], list[Run]] = {}
+    pair = 0
+    for round_ in range(args.rounds):
+        order = [*governed[round_ % len(governed) :], *governed[: round_ % len(governed)]]
+        for concurrency in args.concurrency:
+            for target in order:
+                found = both(target, concurrency, None)
+                for name, run in found.items():
+                    run.round = pair
+                    runs.setdefault((name, concurrency), []).append(run)
+                pair += 1
+                off, mine = found["off"].result, found[target.name].result
+                print(
+                    f"round {round_ + 1} c={concurrency:<3} off {off.req_s:>6.0f} req/s, cpu "
+                    f"{off.cpu_ms_per_req} ms/req; together with {target.name:<14} "
+                    f"{mine.req_s:>6.0f} req/s, cpu {mine.cpu_ms_per_req} ms/req; load {mine.load}",
                     flush=True,
                 )
     return runs
@@ -918,6 +1028,12 @@ def main() -> None:
         "mypyc (tools/native.py; as a wheel built with the native hook has them).",
     )
     parser.add_argument(
+        "--together",
+        action="store_true",
+        help="Run off and each governed target at the same time on one core (implies --pin; "
+        "wrk) and compare their CPU per request: far less spread on a shared host.",
+    )
+    parser.add_argument(
         "--writer-cpu",
         choices=["target", "load"],
         default="target",
@@ -934,6 +1050,12 @@ def main() -> None:
         parser.error("--paced needs a positive rate and wrk")
     if args.instructions and not shutil.which("perf"):
         parser.error("--instructions needs perf (linux-tools)")
+    if args.together:
+        if args.driver != "wrk" or args.paced or args.instructions:
+            parser.error("--together needs wrk, and takes neither --paced nor --instructions")
+        if (os.cpu_count() or 1) < 2:
+            parser.error("--together needs two CPUs: the gateways on one, the load on the other")
+        args.pin = True
 
     cycle = variants(random.Random(args.seed), count=args.variants, agents=args.agents)
     load_before = os.getloadavg()
@@ -959,7 +1081,8 @@ def main() -> None:
                     for pid, _ in started.values():
                         _pin([pid], TARGET_CPU)
                         _pin(_children(pid), writer_cpu_of(args))
-                runs = measure_all(args, targets=chosen, started=started, sent=sent, tmp=tmp)
+                measure = measure_together if args.together else measure_all
+                runs = measure(args, targets=chosen, started=started, sent=sent, tmp=tmp)
             profiled = ""
             if args.profile:  # after the measured gateways stopped: they would share the cores
                 profiled = profile(args, upstream=upstream, tmp=tmp, paths=paths, sent=sent)
@@ -968,12 +1091,13 @@ def main() -> None:
         f"driver: {args.driver}; {args.seconds:.0f} s per run; median of {args.rounds} rounds; "
         f"{f'paced at about {args.paced:.0f} req/s; ' if args.paced else 'saturating; '}"
         f"{'pinned: gateways on CPU 1, wrk and upstream on CPU 0; ' if args.pin else ''}"
+        f"{'together: off and each governed gateway at once, sharing CPU 1; ' if args.together else ''}"
         f"{f'audit writers on CPU {writer_cpu_of(args)}; ' if args.pin else ''}"
         f"{args.agents} agents, {args.variants} request variants; cores: {os.cpu_count()}; "
         f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}, after: "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
-    print(report(rows, paced=args.paced))
+    print(report(rows, paced=args.paced, together=args.together))
     if profiled:
         print(profiled)
     if args.json:
