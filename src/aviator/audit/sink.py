@@ -19,9 +19,10 @@ before it exits, so nothing acknowledged is lost. Records wait at most ``SEND_IN
 in this process before they are sent, at most the settings' ``max_batch`` at a time; the child
 commits each batch as it arrives. (Sent soon, not in big batches: a record's facts then die
 while they are still in the gateway's caches; 50 ms batches cost its event loop about 4 % more
-CPU per request than 2 ms ones, measured in docs/benchmarks.md.) ``pending`` counts records sent or waiting to be
-sent that the child has not yet committed; a caller refuses work when it reaches the
-settings' ``queue_bound`` (the disk, or the child, is behind): backpressure, never silent loss.
+CPU per request than 2 ms ones, measured in docs/benchmarks.md.) ``pending`` counts records
+sent or waiting to be sent that the child has not yet committed; a caller refuses work when it
+reaches the settings' ``queue_bound`` (the disk, or the child, is behind): backpressure, never
+silent loss.
 
 If the child dies (killed, out of memory), the records it had not written are lost, as they
 would be if the whole process died with a writer thread: the loss is logged with its count, and

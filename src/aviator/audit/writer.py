@@ -5,8 +5,9 @@ It reads the frames an ``AuditSink`` sends on standard input (the wire format is
 use, and commits each line's records in one transaction (``log.write_batch``) before it answers
 the count committed so far on standard output. When standard input ends it has written
 everything it was sent, and exits 0 (a last line cut off by a parent that died mid-write is
-logged and dropped: its records were never whole). A write that fails (a full disk, a locked file) is retried
-with backoff, never skipped: meanwhile the pipe fills and the parent refuses work at its bound.
+logged and dropped: its records were never whole). A write that fails (a full disk, a locked
+file) is retried with backoff, never skipped: meanwhile the pipe fills and the parent refuses
+work at its bound.
 
 Its own module, apart from ``AuditSink``'s: an entry point run with ``-m`` must stay Python
 source, while the parent's side is compiled with mypyc (``tools/native.py``).
