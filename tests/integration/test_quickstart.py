@@ -122,7 +122,13 @@ def test_get_describe_and_delete_with_cascade(plane: PlaneProcess) -> None:
 
     deleted = plane.cli("delete", "md", "chat", "--timeout", "30s")
     assert deleted.returncode == 0, deleted.stderr
-    assert plane.items("replicas") == []
+    # Background propagation, as in Kubernetes: the ModelDeployment is gone at once, its
+    # Replicas once the runtime has stopped their engines and let go of its finalizer.
+    wait_until(
+        lambda: plane.items("replicas") == [],
+        timeout=10,
+        message="replicas collected after delete",
+    )
     wait_until(
         lambda: not any(pid_alive(p) for p in pids),
         timeout=10,
