@@ -599,7 +599,7 @@ def report(rows: Sequence[Row], *, paced: float | None = None, together: bool = 
                 f"governance on (agent, audit on) vs off at c={r.concurrency}, both on one core "
                 f"at the same time: the gateway's CPU per request {r.cpu_cost[0]:+.1%}, so "
                 f"{median:.1%} of its throughput at saturation (median of paired rounds, "
-                f"{low:.1%}..{high:.1%}), the audit writer on a core of its own; the <= 15 % "
+                f"{low:.1%}..{high:.1%}; the audit writer's CPU apart, above); the <= 15 % "
                 f"budget {verdict}"
             )
             continue
