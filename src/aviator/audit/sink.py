@@ -50,7 +50,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 
@@ -84,14 +84,15 @@ _STOP_TIMEOUT_S: Final = 30.0
 Facts = tuple[int, str, int, int | None, int | None, Mapping[str, ExtraValue] | None]
 
 
-class Sink(Protocol):
+class Sink:
     """Where a hot path's audit records go: ``AuditSink`` (a child process writes them) or
-    ``LocalSink`` (an ``AuditLog`` in this process)."""
+    ``LocalSink`` (an ``AuditLog`` in this process). A base class, not a protocol: compiled, a
+    call through it is a native call (one per governed request), not a Python method call."""
 
     @property
     def pending(self) -> int:
         """Records acknowledged and not yet queued for writing (refuse work at the bound)."""
-        ...
+        raise NotImplementedError
 
     def template(
         self,
@@ -103,7 +104,9 @@ class Sink(Protocol):
         decision: Decision,
         policies: Iterable[str] = (),
         reason: str = "",
-    ) -> int: ...
+    ) -> int:
+        """Register what a family of records shares; returns the number ``record`` takes."""
+        raise NotImplementedError
 
     def record(
         self,
@@ -113,13 +116,22 @@ class Sink(Protocol):
         micros: int,
         tokens: tuple[int, int] | None = None,
         extra: Mapping[str, ExtraValue] | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Acknowledge a record made from ``template`` (``micros``: microseconds since the
+        epoch)."""
+        raise NotImplementedError
 
-    def append(self, record: AuditRecord) -> None: ...
+    def append(self, record: AuditRecord) -> None:
+        """Acknowledge a whole record."""
+        raise NotImplementedError
 
-    async def flush(self, timeout: float | None = None) -> None: ...
+    async def flush(self, timeout: float | None = None) -> None:
+        """Return once every record acknowledged before the call is written."""
+        raise NotImplementedError
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Write every acknowledged record and close."""
+        raise NotImplementedError
 
 
 class _Templates:
@@ -191,7 +203,7 @@ def template_of(fields: Sequence[Any]) -> RecordTemplate:
     )
 
 
-class LocalSink:
+class LocalSink(Sink):
     """``Sink`` over an ``AuditLog`` of this process (its writer thread): records are rendered
     here. For tests and for callers whose record rate does not matter."""
 
@@ -255,7 +267,7 @@ class LocalSink:
         await self.audit.aclose()
 
 
-class AuditSink:
+class AuditSink(Sink):
     """The caller's side: templates and records in, a child process writing them.
 
     Not thread-safe: one event loop owns it. Start with ``await AuditSink.start(path)``.
