@@ -251,6 +251,7 @@ class Governance:
         self.audit_path = audit_path
         # The queue must never make a request wait on the event loop: when it is full, refuse.
         self._audit_settings = replace(audit_settings or AuditSettings(), full_timeout_s=0.0)
+        self._queue_bound = self._audit_settings.queue_bound
         self.audit: Sink | None = None
         self._audit_process = audit_process
         self._opening: asyncio.Task[None] | None = None
@@ -352,7 +353,8 @@ class Governance:
         if intent_header is not None:
             # Only this much of it is read; and a lane's key must not hold a client's kilobytes.
             intent_header = intent_header[:_INTENT_MAX]
-        key = (principal.agent_key, action, deployment, model, priority, intent_header)
+        agent = principal.agent_key  # (read once: a Python object's attribute)
+        key = (agent, action, deployment, model, priority, intent_header)
         lane = self._lanes.get(key)
         if lane is None or lane.compiled is not compiled:
             lane = self._lane(key, compiled, principal, action, uid, model, priority, intent_header)
@@ -389,12 +391,10 @@ class Governance:
         if not decision.allowed:
             self._refuse(admission, status=403, reason=decision.reason)
             raise openai.policy_denied(decision.reason)
-        if principal.agent_key is not None:
-            limits = self._limits_of(principal)
+        if agent is not None:
+            limits = self._limits_of(principal, agent)
             if not limits.unlimited:
-                outcome = self.budgets.admit(
-                    principal.agent_key, limits, estimate=estimate, now=now
-                )
+                outcome = self.budgets.admit(agent, limits, estimate=estimate, now=now)
                 if isinstance(outcome, Refusal):
                     self._refuse(
                         admission,
@@ -503,18 +503,18 @@ class Governance:
             self._lanes[key] = lane
         return lane
 
-    def _limits_of(self, principal: Principal) -> Limits:
+    def _limits_of(self, principal: Principal, agent: str) -> Limits:
+        """The limits of ``principal``, the agent ``agent`` (its ``agent_key``)."""
         assert self.view is not None
-        assert principal.agent_key is not None
-        known = self._limits.get(principal.agent_key)
+        known = self._limits.get(agent)
         if known is not None:
             return known
-        agent = self.view.agents.get(principal.agent_ref or ("", "")) or {}
-        limits = Limits.from_spec((agent.get("spec") or {}).get("budgets"))
-        if agent:
+        obj = self.view.agents.get(principal.agent_ref or ("", "")) or {}
+        limits = Limits.from_spec((obj.get("spec") or {}).get("budgets"))
+        if obj:
             if len(self._limits) >= _REMEMBERED:
                 self._limits.clear()  # agents come and go; a rebuild costs one read each
-            self._limits[principal.agent_key] = limits
+            self._limits[agent] = limits
         return limits
 
     def _release(
@@ -574,7 +574,7 @@ class Governance:
         if audit is None:
             if self.audit_path is not None:
                 raise openai.audit_unavailable()
-        elif audit.pending >= self._audit_settings.queue_bound:
+        elif audit.pending >= self._queue_bound:
             raise openai.audit_unavailable()
 
     def _refuse(
