@@ -684,6 +684,21 @@ def _until_healthy(url: str, *, timeout: float = 20.0) -> None:
     raise RuntimeError(f"{url} did not become healthy within {timeout:.0f}s")
 
 
+def _all_admitted(name: str, concurrency: int, result: Result) -> None:
+    if result.errors:
+        raise RuntimeError(
+            f"{name} c={concurrency}: {result.errors} of {result.requests} "
+            "requests failed; governance must admit every bench request"
+        )
+
+
+def _writer_ms(writers: Sequence[int], cpu_before: float, result: Result) -> float | None:
+    """CPU per request (ms) the audit writer processes spent since ``cpu_before``."""
+    if not writers or not result.requests:
+        return None
+    return (sum(cpu_seconds(w) for w in writers) - cpu_before) * 1e3 / result.requests
+
+
 def measure_all(
     args: argparse.Namespace,
     *,
@@ -732,16 +747,8 @@ def measure_all(
                         requests=sent[target.name],
                         delay_ms=delay_ms,
                     )
-                if result.errors:
-                    raise RuntimeError(
-                        f"{target.name} c={concurrency}: {result.errors} of {result.requests} "
-                        "requests failed; governance must admit every bench request"
-                    )
-                writer_ms = (
-                    (sum(cpu_seconds(w) for w in writers) - writer_before) * 1e3 / result.requests
-                    if writers and result.requests
-                    else None
-                )
+                _all_admitted(target.name, concurrency, result)
+                writer_ms = _writer_ms(writers, writer_before, result)
                 decisions = scrape(url) - before if target.decides else EMPTY
                 per_request = counted[0] / result.requests if counted and result.requests else None
                 writer = (
@@ -806,13 +813,10 @@ def measure_together(
                 seconds=seconds,
             )
             before, writers, writer_before = befores[name]
-            writer_ms = (
-                (sum(cpu_seconds(w) for w in writers) - writer_before) * 1e3 / result.requests
-                if writers and result.requests
-                else None
-            )
             decisions = scrape(url) - before if TARGETS_BY_NAME[name].decides else EMPTY
-            found[name] = Run(result, -1, decisions, None, None, writer_ms)
+            found[name] = Run(
+                result, -1, decisions, None, None, _writer_ms(writers, writer_before, result)
+            )
 
         threads = [threading.Thread(target=one, args=(name,)) for name in ("off", target.name)]
         for thread in threads:
@@ -820,11 +824,7 @@ def measure_together(
         for thread in threads:
             thread.join()
         for name, run in found.items():
-            if run.result.errors:
-                raise RuntimeError(
-                    f"{name} c={concurrency}: {run.result.errors} of {run.result.requests} "
-                    "requests failed; governance must admit every bench request"
-                )
+            _all_admitted(name, concurrency, run.result)
         return found
 
     for target in governed:  # warm-up: connections, token and decision caches, slices
