@@ -699,7 +699,7 @@ POLICY_DECISION_BUCKETS = (
 
 class GovernanceMetrics:
     """Whether the gateway enforces anything, what governance refused or cut off, and how long
-    its policy decisions take (the ``governance.DecisionRecorder``)."""
+    its policy decisions take (``decided``, the ``Governance.recorder``)."""
 
     REASONS = ("unauthenticated", "policy", "budget", "audit", "grant_ended")
 
